@@ -1,0 +1,298 @@
+//! Types shared by the authz kernel programs (`authz-ebpf`) and the agent.
+//!
+//! Every type here crosses the user/kernel boundary through a BPF map, a ring
+//! buffer or a read-only global, so each is `#[repr(C)]`, has no implicit padding
+//! (checked by the `const` assertions at the bottom) and holds only plain integers
+//! and byte arrays.
+#![no_std]
+
+/// Length of a SHA-256 digest.
+pub const DIGEST_LEN: usize = 32;
+/// A SHA-256 digest of an executable's content.
+pub type Digest = [u8; DIGEST_LEN];
+/// Length of an artifact id (128 random bits).
+pub const ARTIFACT_ID_LEN: usize = 16;
+/// Length of `task_struct::comm`.
+pub const COMM_LEN: usize = 16;
+/// Bytes of `linux_binprm::filename` carried in an event (NUL-terminated, truncated).
+pub const FILENAME_LEN: usize = 256;
+/// How many cgroup levels below the root the kernel program walks when it looks
+/// for a permit granted to an ancestor with descendants included.
+pub const MAX_CGROUP_DEPTH: u32 = 16;
+
+/// `hash_algo` value the kernel's IMA uses for SHA-256 (`HASH_ALGO_SHA256`,
+/// include/uapi/linux/hash_info.h). `bpf_ima_file_hash` returns it on success.
+pub const HASH_ALGO_SHA256: i64 = 4;
+
+/// Enforcement mode, stored in [`Config::mode`].
+///
+/// The kernel program treats any value it does not know (including 0, the value
+/// of a map nobody has written) as [`mode::ENFORCE`]: it fails closed.
+pub mod mode {
+    /// Decide nothing, allow everything, emit no events.
+    pub const OFF: u32 = 1;
+    /// Decide and report, but allow.
+    pub const AUDIT: u32 = 2;
+    /// Deny every exec without a valid permit.
+    pub const ENFORCE: u32 = 3;
+
+    /// Human name of a mode value.
+    pub const fn name(mode: u32) -> &'static str {
+        match mode {
+            OFF => "off",
+            AUDIT => "audit",
+            ENFORCE => "enforce",
+            _ => "enforce (unset)",
+        }
+    }
+}
+
+/// Which cgroups are subject to the mode, stored in [`Config::scope`].
+pub mod scope {
+    /// Every process on the host (any unknown value means this too).
+    pub const HOST: u32 = 1;
+    /// Only processes whose cgroup is, or is below, a cgroup in the
+    /// `ENFORCED_CGROUPS` map.
+    pub const SUBTREES: u32 = 2;
+}
+
+/// What the kernel did with an exec.
+pub mod decision {
+    /// The exec went ahead.
+    pub const ALLOW: u32 = 1;
+    /// The exec was refused with `-EPERM`.
+    pub const DENY: u32 = 2;
+    /// Audit mode: the exec went ahead, but enforce mode would have refused it.
+    pub const AUDIT_DENY: u32 = 3;
+
+    pub const fn name(decision: u32) -> &'static str {
+        match decision {
+            ALLOW => "allow",
+            DENY => "deny",
+            AUDIT_DENY => "audit-deny",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Why the kernel decided as it did ([`ExecEvent::reason`]).
+pub mod reason {
+    /// A permit for this digest in the process's own cgroup.
+    pub const PERMIT: u32 = 1;
+    /// A permit for this digest on an ancestor cgroup, with descendants included.
+    pub const PERMIT_INHERITED: u32 = 2;
+    /// The process runs outside every enforced subtree.
+    pub const OUT_OF_SCOPE: u32 = 3;
+    /// No permit for this digest anywhere.
+    pub const NO_PERMIT: u32 = 10;
+    /// A permit exists but it expired.
+    pub const EXPIRED: u32 = 11;
+    /// Permits exist for this digest, but for other cgroups.
+    pub const WRONG_CGROUP: u32 = 12;
+    /// The kernel could not compute a SHA-256 of the file.
+    pub const DIGEST_FAILED: u32 = 13;
+    /// The exec came from the agent's self-test cgroup, which is always refused.
+    pub const SELFTEST: u32 = 14;
+    /// Kernel structures could not be read (a missing offset or a failed read).
+    pub const INTERNAL: u32 = 15;
+
+    pub const fn name(reason: u32) -> &'static str {
+        match reason {
+            PERMIT => "permit",
+            PERMIT_INHERITED => "permit-inherited",
+            OUT_OF_SCOPE => "out-of-scope",
+            NO_PERMIT => "no-permit",
+            EXPIRED => "expired",
+            WRONG_CGROUP => "wrong-cgroup",
+            DIGEST_FAILED => "digest-failed",
+            SELFTEST => "selftest",
+            INTERNAL => "internal-error",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Index of each per-CPU counter in the `COUNTERS` map.
+pub mod counter {
+    pub const ALLOWED: u32 = 0;
+    pub const DENIED_NO_PERMIT: u32 = 1;
+    pub const DENIED_EXPIRED: u32 = 2;
+    pub const DENIED_WRONG_CGROUP: u32 = 3;
+    pub const DENIED_DIGEST_FAILED: u32 = 4;
+    pub const DENIED_SELFTEST: u32 = 5;
+    pub const DENIED_INTERNAL: u32 = 6;
+    pub const AUDIT_WOULD_DENY: u32 = 7;
+    pub const DIGEST_ERRORS: u32 = 8;
+    pub const CACHE_HITS: u32 = 9;
+    pub const CACHE_MISSES: u32 = 10;
+    pub const EVENTS_DROPPED: u32 = 11;
+    pub const OUT_OF_SCOPE: u32 = 12;
+    /// Number of counters (size of the map).
+    pub const COUNT: u32 = 13;
+
+    /// Names in index order, for reports.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "allowed",
+        "denied_no_permit",
+        "denied_expired",
+        "denied_wrong_cgroup",
+        "denied_digest_failed",
+        "denied_selftest",
+        "denied_internal",
+        "audit_would_deny",
+        "digest_errors",
+        "cache_hits",
+        "cache_misses",
+        "events_dropped",
+        "out_of_scope",
+    ];
+}
+
+/// Flags on a [`Permit`].
+pub mod permit_flags {
+    /// The permit also covers every cgroup below its own.
+    pub const DESCENDANTS: u32 = 1 << 0;
+}
+
+/// Flags on an [`ExecEvent`].
+pub mod event_flags {
+    /// The digest came from the per-inode cache instead of a fresh hash.
+    pub const DIGEST_CACHED: u32 = 1 << 0;
+    /// The digest field holds a valid SHA-256.
+    pub const DIGEST_VALID: u32 = 1 << 1;
+}
+
+/// Runtime configuration: element 0 of the `CONFIG` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// One of [`mode`].
+    pub mode: u32,
+    /// One of [`scope`].
+    pub scope: u32,
+    /// Execs from this cgroup are always denied (reason [`reason::SELFTEST`]);
+    /// the agent uses it to prove the hook fires. 0 = none.
+    pub selftest_cgroup_id: u64,
+}
+
+/// Key of the `PERMITS` map: a binary's content in one cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PermitKey {
+    pub digest: Digest,
+    /// cgroup v2 id (the cgroup directory's inode number).
+    pub cgroup_id: u64,
+}
+
+/// Value of the `PERMITS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Permit {
+    /// Expiry on `CLOCK_BOOTTIME`, in nanoseconds; the kernel compares it with
+    /// `bpf_ktime_get_boot_ns()` on every exec.
+    pub expires_boot_ns: u64,
+    pub artifact_id: [u8; ARTIFACT_ID_LEN],
+    /// [`permit_flags`].
+    pub flags: u32,
+    pub _reserved: u32,
+}
+
+/// Kernel structure offsets, read by the agent from the running kernel's BTF and
+/// handed to the program as a read-only global before load. A zero offset means
+/// "not found"; the program then fails closed where it needs that field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `struct linux_binprm`, member `file`.
+    pub binprm_file: u32,
+    /// `struct linux_binprm`, member `filename`.
+    pub binprm_filename: u32,
+    /// `struct task_struct`, member `real_parent`.
+    pub task_real_parent: u32,
+    /// `struct task_struct`, member `tgid`.
+    pub task_tgid: u32,
+}
+
+/// One exec decision, sent through the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    /// `bpf_ktime_get_boot_ns()` at the decision.
+    pub boot_ns: u64,
+    pub cgroup_id: u64,
+    /// cgroup of the permit that allowed the exec (0 when none).
+    pub permit_cgroup_id: u64,
+    /// Expiry of the permit that was found (0 when none).
+    pub permit_expires_boot_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// One of [`decision`].
+    pub decision: u32,
+    /// One of [`reason`].
+    pub reason: u32,
+    /// [`mode`] in force at the decision.
+    pub mode: u32,
+    /// What `bpf_ima_file_hash` returned: the hash algorithm, or a negative errno.
+    pub hash_status: i32,
+    /// [`event_flags`].
+    pub flags: u32,
+    pub digest: Digest,
+    pub permit_id: [u8; ARTIFACT_ID_LEN],
+    pub comm: [u8; COMM_LEN],
+    pub filename: [u8; FILENAME_LEN],
+}
+
+impl ExecEvent {
+    pub const fn zeroed() -> Self {
+        Self {
+            boot_ns: 0,
+            cgroup_id: 0,
+            permit_cgroup_id: 0,
+            permit_expires_boot_ns: 0,
+            pid: 0,
+            tgid: 0,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            decision: 0,
+            reason: 0,
+            mode: 0,
+            hash_status: 0,
+            flags: 0,
+            digest: [0; DIGEST_LEN],
+            permit_id: [0; ARTIFACT_ID_LEN],
+            comm: [0; COMM_LEN],
+            filename: [0; FILENAME_LEN],
+        }
+    }
+}
+
+// No implicit padding anywhere: each size is the sum of its fields.
+const _: () = assert!(core::mem::size_of::<Config>() == 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<PermitKey>() == DIGEST_LEN + 8);
+const _: () = assert!(core::mem::size_of::<Permit>() == 8 + ARTIFACT_ID_LEN + 4 + 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 4 * 4);
+const _: () = assert!(
+    core::mem::size_of::<ExecEvent>()
+        == 4 * 8 + 10 * 4 + DIGEST_LEN + ARTIFACT_ID_LEN + COMM_LEN + FILENAME_LEN
+);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+
+    // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte
+    // arrays, and has no padding (asserted above), so every bit pattern is valid.
+    unsafe impl aya::Pod for Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PermitKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Permit {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ExecEvent {}
+}

@@ -1,0 +1,58 @@
+//! State shared with the agent. The agent writes permits, configuration and
+//! scope; the program writes events and counters.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use authz_common::{counter, Config, Digest, Permit, PermitKey};
+
+/// Default capacity of the permit map; the agent may resize it before load.
+pub const MAX_PERMITS: u32 = 131_072;
+
+/// Permits by (digest, cgroup id).
+#[map(name = "PERMITS")]
+pub static PERMITS: HashMap<PermitKey, Permit> = HashMap::with_max_entries(MAX_PERMITS, 0);
+
+/// Digests that hold at least one permit in some cgroup (value: how many), so a
+/// refusal can say "wrong cgroup" rather than "no permit".
+#[map(name = "DIGESTS")]
+pub static DIGESTS: HashMap<Digest, u32> = HashMap::with_max_entries(MAX_PERMITS, 0);
+
+/// cgroup ids of the enforced subtrees when the scope is `SUBTREES`.
+#[map(name = "ENFORCED_CGROUPS")]
+pub static ENFORCED_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Element 0: the runtime [`Config`].
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Per-CPU decision counters, indexed by `authz_common::counter`.
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Decision events for the agent. Enforcement never waits on it: when it is
+/// full the event is dropped and `EVENTS_DROPPED` counts it.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Adds one to a counter.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(ptr) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: `ptr` points at this CPU's u64 slot of a live map value. The
+        // program runs with migration disabled, so the slot stays this CPU's; the
+        // BPF target has no atomic RMW in Rust's core, so a preemption between load
+        // and store could lose an increment (rare, and only ever undercounts).
+        unsafe { *ptr += 1 };
+    }
+}
+
+/// The runtime configuration. Fails closed: with no readable configuration the
+/// mode is 0, which the program treats as enforce.
+#[inline(always)]
+pub fn config() -> Config {
+    match CONFIG.get(0) {
+        Some(config) => *config,
+        None => Config::default(),
+    }
+}
