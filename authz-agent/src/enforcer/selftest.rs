@@ -1,0 +1,146 @@
+//! Proof that the attached hook fires, computes a digest and refuses.
+//!
+//! An attached program that never runs (wrong hook, LSM disabled at boot, a
+//! kernel that accepts but ignores it) would otherwise look exactly like a
+//! working one. So after attaching, the agent execs a probe from a private
+//! cgroup the program is told to always refuse, and checks three things: the
+//! exec failed with EPERM, the kernel reported the decision, and the digest it
+//! computed equals the probe's SHA-256 computed here.
+use std::{
+    ffi::CString,
+    io::{self, Write as _},
+    os::fd::AsRawFd as _,
+    os::unix::process::CommandExt as _,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use sha2::{Digest as _, Sha256};
+
+use super::{Enforcer, EnforcerError, Reason};
+use crate::cgroup::Hierarchy;
+
+/// How long the kernel's event may take to arrive (generous: TCG VMs are slow).
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelfTestError {
+    #[error("cannot prepare the self-test cgroup")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error("cannot create the self-test probe file")]
+    Probe(#[source] io::Error),
+    #[error("the probe exec was not refused: {0}. The program attached but did not deny, so it cannot be trusted to enforce")]
+    NotDenied(String),
+    #[error("the probe exec was refused but the kernel reported no decision within {0:?}")]
+    NoEvent(Duration),
+    #[error("the kernel could not compute the probe's SHA-256 (bpf_ima_file_hash returned {0}); every exec would be refused")]
+    NoDigest(i32),
+    #[error("the kernel's SHA-256 of the probe ({kernel}) differs from userspace's ({user})")]
+    DigestMismatch { kernel: String, user: String },
+}
+
+/// What the self-test saw.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SelfTestReport {
+    pub digest: String,
+}
+
+/// Runs the self-test; leaves no cgroup and no configuration behind.
+#[tracing::instrument(skip_all)]
+pub fn run(enforcer: &mut Enforcer, cgroup_root: &Path) -> Result<SelfTestReport, EnforcerError> {
+    let hierarchy = Hierarchy::open(cgroup_root).map_err(SelfTestError::Cgroup)?;
+    let name = format!("/authz-selftest-{}", std::process::id());
+    let cgroup_id = hierarchy.create(&name).map_err(SelfTestError::Cgroup)?;
+    enforcer.set_selftest_cgroup(cgroup_id)?;
+    let result = probe(enforcer, &hierarchy, &name, cgroup_id);
+    let cleared = enforcer.set_selftest_cgroup(0);
+    let removed = hierarchy.remove(&name);
+    let report = result?;
+    cleared?;
+    removed.map_err(SelfTestError::Cgroup)?;
+    tracing::info!(digest = %report.digest, "self-test passed: the hook refused the probe exec");
+    Ok(report)
+}
+
+fn probe(
+    enforcer: &mut Enforcer,
+    hierarchy: &Hierarchy,
+    cgroup: &str,
+    cgroup_id: u64,
+) -> Result<SelfTestReport, SelfTestError> {
+    // The probe is not in any executable format: even if the hook did not fire,
+    // nothing would run (the exec would fail with ENOEXEC instead of EPERM).
+    let nonce: [u8; 16] = rand_bytes();
+    let content = format!(
+        "authz self-test probe {}: not an executable format\n",
+        hex::encode(nonce)
+    );
+    let user_digest = hex::encode(Sha256::digest(content.as_bytes()));
+
+    let name = CString::new("authz-selftest").expect("no NUL");
+    let fd = nix::sys::memfd::memfd_create(name.as_c_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| SelfTestError::Probe(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(content.as_bytes()).map_err(SelfTestError::Probe)?;
+    let probe_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+
+    let procs = hierarchy.procs_file(cgroup)?;
+    let procs_fd = procs.as_raw_fd();
+    let mut cmd = Command::new(&probe_path);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // write(2) on an fd opened before the fork, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let zero = b"0";
+            let n = libc::write(procs_fd, zero.as_ptr().cast(), zero.len());
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+        Err(e) => return Err(SelfTestError::NotDenied(format!("the exec failed with {e}"))),
+        Ok(mut child) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SelfTestError::NotDenied("the exec succeeded".into()));
+        }
+    }
+    drop(procs);
+
+    let event = enforcer
+        .wait_event(EVENT_TIMEOUT, |ev| {
+            ev.reason == Reason::Selftest && ev.cgroup_id == cgroup_id
+        })
+        .ok_or(SelfTestError::NoEvent(EVENT_TIMEOUT))?;
+    let kernel_digest = event.digest.ok_or(SelfTestError::NoDigest(event.hash_status))?;
+    if kernel_digest != user_digest {
+        return Err(SelfTestError::DigestMismatch {
+            kernel: kernel_digest,
+            user: user_digest,
+        });
+    }
+    // Keep the file alive until here: the exec path refers to its fd.
+    drop(file);
+    Ok(SelfTestReport {
+        digest: kernel_digest,
+    })
+}
+
+/// Random bytes from the kernel.
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    let mut filled = 0;
+    while filled < N {
+        // SAFETY: writes at most N - filled bytes into the tail of `buf`.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), N - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        }
+    }
+    buf
+}

@@ -1,0 +1,4 @@
+//! authz agent library: everything the `authz-agent` binary does, usable from
+//! the integration tests.
+pub mod cgroup;
+pub mod enforcer;
