@@ -1,0 +1,96 @@
+//! Building the agent and the integration test binaries.
+use std::{
+    io::BufReader,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context as _, Result};
+use cargo_metadata::{Artifact, Message};
+
+use crate::{setup, util::workspace_root};
+
+#[derive(Debug, Default, clap::Args)]
+pub struct BuildArgs {
+    /// Build with the release profile.
+    #[arg(long)]
+    pub release: bool,
+}
+
+/// What a build produced.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub agent: PathBuf,
+    /// Integration test binaries: (test target name, path).
+    pub tests: Vec<(String, PathBuf)>,
+}
+
+pub fn run(args: &BuildArgs) -> Result<()> {
+    let built = build(args.release)?;
+    eprintln!("build: agent {}", built.agent.display());
+    for (name, path) in &built.tests {
+        eprintln!("build: test {name} {}", path.display());
+    }
+    Ok(())
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Builds the agent and the integration tests (installing the toolchain first).
+pub fn build(release: bool) -> Result<Built> {
+    setup::toolchain()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "-p", "authz-agent", "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let agent = artifacts(&mut cmd, "building authz-agent")?
+        .into_iter()
+        .find(|(name, _, _)| name == "authz-agent")
+        .map(|(_, path, _)| path)
+        .context("cargo built no authz-agent binary")?;
+
+    let mut cmd = cargo();
+    cmd.args(["test", "-p", "authz-tests", "--no-run"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let tests: Vec<(String, PathBuf)> = artifacts(&mut cmd, "building the integration tests")?
+        .into_iter()
+        .filter(|(_, _, test)| *test)
+        .map(|(name, path, _)| (name, path))
+        .collect();
+    if tests.is_empty() {
+        bail!("cargo built no integration test binaries for authz-tests");
+    }
+    Ok(Built { agent, tests })
+}
+
+/// Runs a cargo build with JSON messages; returns (target name, executable,
+/// is a test) for every executable produced.
+fn artifacts(cmd: &mut Command, what: &str) -> Result<Vec<(String, PathBuf, bool)>> {
+    cmd.arg("--message-format=json-render-diagnostics")
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("{what}: cannot start cargo"))?;
+    let stdout = child.stdout.take().context("cargo stdout")?;
+    let mut out = Vec::new();
+    for message in Message::parse_stream(BufReader::new(stdout)) {
+        if let Message::CompilerArtifact(Artifact {
+            executable: Some(exe),
+            target,
+            profile,
+            ..
+        }) = message.context("reading cargo's JSON output")?
+        {
+            out.push((target.name.clone(), exe.into_std_path_buf(), profile.test));
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(out)
+}

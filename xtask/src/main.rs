@@ -1,0 +1,64 @@
+//! `cargo xtask`: everything around the code — toolchain setup, builds, the QEMU
+//! VM that runs a real kernel with BPF LSM, the test suite, the demo.
+mod build;
+mod setup;
+mod test;
+mod util;
+mod vm;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what building and testing need; quick when already done.
+    ///
+    /// nightly's rust-src (for `-Z build-std=core`), bpf-linker built against the
+    /// nightly toolchain's own LLVM (under target/bpf-toolchain), QEMU, busybox and
+    /// cpio from Debian packages, and Debian's kernel image (resolved through apt,
+    /// cached under target/vm). build, test, vm and demo run it first.
+    Setup,
+    /// Build the agent (with the BPF object embedded) and the integration tests.
+    Build(build::BuildArgs),
+    /// Run every test: unit tests on the host, then the integration tests against
+    /// a real kernel (inside the QEMU VM unless this host can run BPF LSM).
+    ///
+    /// Ends with the line `N passed, N failed`; exits non-zero on any failure, or
+    /// when the VM did not boot, timed out, or reported no results.
+    Test(test::TestArgs),
+    /// Boot the VM (Debian's kernel, BPF LSM active) with the freshly built agent.
+    ///
+    /// `cargo xtask vm -- CMD...` runs CMD (through `sh -c` when it is a single
+    /// word list) and passes back its output and exit status; without CMD it gives
+    /// an interactive shell on the VM's console (leave with `exit` or Ctrl-D).
+    /// Inside: authz-agent in PATH; cgroup2, bpffs and securityfs mounted.
+    Vm(vm::VmArgs),
+    /// Show authz working: boot the VM and run the scripted demo.
+    Demo(vm::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run().map(|_| ExitCode::SUCCESS),
+        Command::Build(args) => build::run(&args).map(|_| ExitCode::SUCCESS),
+        Command::Test(args) => test::run(&args),
+        Command::Vm(args) => vm::run(&args),
+        Command::Demo(args) => vm::demo(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

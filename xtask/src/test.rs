@@ -1,0 +1,287 @@
+//! `cargo xtask test`: unit tests on the host, then the integration tests
+//! against a real kernel, one test per process, one at a time.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Command, ExitCode, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{
+    build::{self, cargo},
+    setup,
+    util::workspace_root,
+    vm::{self, Boot, Initramfs, AGENT_IN_VM},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Build with the release profile.
+    #[arg(long)]
+    pub release: bool,
+    /// Run only the integration tests whose name contains this string.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Skip the host unit tests.
+    #[arg(long)]
+    pub vm_only: bool,
+    /// Run the integration tests in the VM even if this host could run them.
+    #[arg(long)]
+    pub force_vm: bool,
+    /// Kill the VM after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+}
+
+/// Running totals.
+#[derive(Debug, Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, ok: bool) {
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+            self.failures.push(name.to_owned());
+        }
+    }
+}
+
+pub fn run(args: &TestArgs) -> Result<ExitCode> {
+    let setup = setup::run()?;
+    let mut tally = Tally::default();
+
+    if !args.vm_only {
+        unit_tests(&mut tally)?;
+    }
+
+    let built = build::build(args.release)?;
+    let filter = args.filter.clone().unwrap_or_default();
+    let problem = match host_can_enforce(&built.agent) {
+        Ok(()) if !args.force_vm => {
+            eprintln!("test: this host runs BPF LSM programs; integration tests run here");
+            host_integration_tests(&built, &filter, &mut tally)
+        }
+        other => {
+            if let Err(reason) = other {
+                eprintln!("test: this host cannot run the BPF LSM program ({reason}); integration tests run in the VM");
+            }
+            vm_integration_tests(&setup, &built, &filter, args.timeout, &mut tally)
+        }
+    };
+
+    if !tally.failures.is_empty() {
+        eprintln!("\nfailed:");
+        for f in &tally.failures {
+            eprintln!("    {f}");
+        }
+    }
+    if let Err(e) = &problem {
+        eprintln!("\ntest: error: {e:#}");
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(if tally.failed == 0 && problem.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `cargo test` over every host-side crate; counts libtest's summary lines.
+fn unit_tests(tally: &mut Tally) -> Result<()> {
+    eprintln!("test: unit tests (host)");
+    let mut child = cargo()
+        .args(["test", "--workspace", "--exclude", "authz-tests", "--exclude", "authz-ebpf", "--no-fail-fast"])
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let mut summaries = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some((passed, failed)) = parse_summary(&line) {
+            summaries += 1;
+            tally.passed += passed;
+            tally.failed += failed;
+        }
+        if let Some(name) = line.strip_prefix("test ").and_then(|l| l.strip_suffix(" ... FAILED")) {
+            tally.failures.push(format!("unit: {name}"));
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && tally.failed == 0 {
+        // A build failure or a crashed test binary: count it, never hide it.
+        tally.record("unit tests: cargo test failed before reporting results", false);
+    }
+    if summaries == 0 {
+        tally.record("unit tests: no test results reported", false);
+    }
+    Ok(())
+}
+
+/// `test result: ok. 12 passed; 0 failed; ...` -> (12, 0).
+fn parse_summary(line: &str) -> Option<(usize, usize)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let number_before = |word: &str| -> Option<usize> {
+        let idx = rest.find(word)?;
+        rest[..idx].trim_end().rsplit([' ', '.', ';']).next()?.parse().ok()
+    };
+    Some((number_before(" passed")?, number_before(" failed")?))
+}
+
+/// Whether this host can load, attach and self-test the program.
+fn host_can_enforce(agent: &Path) -> Result<()> {
+    let out = Command::new(agent)
+        .args(["check", "--json"])
+        .env("AUTHZ_LOG", "off")
+        .stdin(Stdio::null())
+        .output()
+        .context("running authz-agent check")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let msg = String::from_utf8_lossy(&out.stderr);
+    let short: String = msg.trim().chars().take(300).collect();
+    bail!("{short}")
+}
+
+fn host_integration_tests(built: &build::Built, filter: &str, tally: &mut Tally) -> Result<()> {
+    let mut ran = 0;
+    for (name, bin) in &built.tests {
+        for test in list_tests(bin)? {
+            if !test.contains(filter) {
+                continue;
+            }
+            ran += 1;
+            let status = Command::new(bin)
+                .args(["--exact", &test, "--test-threads=1", "--nocapture"])
+                .env("AUTHZ_AGENT_BIN", &built.agent)
+                .status()?;
+            tally.record(&format!("{name}::{test}"), status.success());
+        }
+    }
+    if ran == 0 {
+        bail!("no integration test matched the filter {filter:?}");
+    }
+    Ok(())
+}
+
+fn list_tests(bin: &Path) -> Result<Vec<String>> {
+    let out = crate::util::output(
+        Command::new(bin).args(["--list", "--format", "terse"]),
+        &format!("listing the tests in {}", bin.display()),
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Runs inside the VM: each test of each binary in its own process.
+const RUNNER: &str = r#"filter="$1"
+export AUTHZ_AGENT_BIN=/usr/local/bin/authz-agent RUST_BACKTRACE=1 AUTHZ_IN_VM=1
+for bin in /authz/tests/*; do
+    name=$(basename "$bin")
+    tests=$("$bin" --list --format terse | sed -n 's/: test$//p')
+    for t in $tests; do
+        case "$t" in *"$filter"*) ;; *) continue ;; esac
+        echo "AUTHZ-TEST-START $name $t"
+        timeout 600 "$bin" --exact "$t" --test-threads=1 --nocapture
+        echo "AUTHZ-TEST-RESULT $name $t $?"
+    done
+done
+echo AUTHZ-TESTS-DONE
+"#;
+
+fn vm_integration_tests(
+    setup: &setup::Setup,
+    built: &build::Built,
+    filter: &str,
+    timeout: u64,
+    tally: &mut Tally,
+) -> Result<()> {
+    let mut expected = 0;
+    let mut initramfs = Initramfs::new("test", &built.agent)?;
+    for (name, bin) in &built.tests {
+        expected += list_tests(bin)?.iter().filter(|t| t.contains(filter)).count();
+        initramfs.add_binary(bin, &format!("/authz/tests/{name}"))?;
+    }
+    if expected == 0 {
+        bail!("no integration test matched the filter {filter:?}");
+    }
+    initramfs.add_file("/authz/run-tests.sh", RUNNER.as_bytes(), 0o755)?;
+    let cmd = format!("sh /authz/run-tests.sh {}\n", crate::util::shell_quote(filter));
+    initramfs.add_file("/authz/cmd", cmd.as_bytes(), 0o644)?;
+    let _ = AGENT_IN_VM;
+    let boot_cfg = Boot {
+        kernel: setup.kernel.clone(),
+        initrd: initramfs.pack()?,
+        memory: 2048,
+        cpus: 2,
+        timeout: Some(Duration::from_secs(timeout)),
+    };
+    eprintln!("test: booting {} for {expected} integration tests", setup.kernel_package);
+
+    let mut results = 0;
+    let mut done = false;
+    let mut inside = false;
+    let outcome = vm::boot(&boot_cfg, |line| {
+        if line.starts_with(vm::READY) {
+            inside = true;
+            eprintln!("{line}");
+            return;
+        }
+        if let Some(rest) = line.strip_prefix("AUTHZ-TEST-RESULT ") {
+            let mut parts = rest.rsplitn(2, ' ');
+            let rc = parts.next().unwrap_or_default();
+            let name = parts.next().unwrap_or_default().replacen(' ', "::", 1);
+            let ok = rc == "0";
+            results += 1;
+            tally.record(&name, ok);
+            println!("{} {name}", if ok { "PASS" } else { "FAIL" });
+        } else if line == "AUTHZ-TESTS-DONE" {
+            done = true;
+        } else if inside {
+            println!("    {line}");
+        }
+    })?;
+    let code = outcome.require_completed()?;
+    if code != 0 {
+        bail!("the test runner inside the VM exited with {code}");
+    }
+    if !done {
+        bail!("the VM stopped before the test runner finished");
+    }
+    if results != expected {
+        bail!("expected {expected} integration test results from the VM, got {results}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_libtest_summaries() {
+        assert_eq!(
+            parse_summary("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s"),
+            Some((12, 0))
+        );
+        assert_eq!(
+            parse_summary("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out"),
+            Some((3, 2))
+        );
+        assert_eq!(parse_summary("running 3 tests"), None);
+    }
+}
