@@ -10,7 +10,7 @@ authz-agent check || fail "authz-agent check"
 
 step "Start the agent in enforce mode, limited to the cgroup /demo"
 mkdir -p /sys/fs/cgroup/demo
-cp /bin/busybox /tmp/job && chmod 755 /tmp/job
+mkdir -p /opt/job && cp /bin/busybox /opt/job/busybox && chmod 755 /opt/job/busybox
 authz-agent run --mode enforce --enforce-cgroup /demo >/tmp/decisions.jsonl 2>/tmp/agent.log &
 agent=$!
 for i in $(seq 1 120); do
@@ -21,19 +21,19 @@ done
 grep -q "authz-agent enforcing" /tmp/agent.log || { cat /tmp/agent.log; fail "agent not ready"; }
 echo "agent running (pid $agent); this shell is outside /demo, so it is not enforced"
 
-step "Run /tmp/job (sha256 $(sha256sum /tmp/job | cut -c1-16)...) inside /demo: no permit, so the kernel refuses it"
-if sh -c 'echo $$ > /sys/fs/cgroup/demo/cgroup.procs && exec /tmp/job echo "this must not print"' 2>/tmp/err; then
+step "Run /opt/job/busybox (sha256 $(sha256sum /opt/job/busybox | cut -c1-16)...) inside /demo: no permit, so the kernel refuses it"
+if sh -c 'echo $$ > /sys/fs/cgroup/demo/cgroup.procs && exec /opt/job/busybox echo "this must not print"' 2>/tmp/err; then
     fail "the unauthorized exec ran"
 fi
 cat /tmp/err
 grep -q "Permission denied\|Operation not permitted" /tmp/err || fail "expected EPERM"
 
 step "The same binary outside /demo runs (scope is limited to /demo)"
-/tmp/job echo "ran outside the enforced subtree" || fail "exec outside scope"
+/opt/job/busybox echo "ran outside the enforced subtree" || fail "exec outside scope"
 
 step "The kernel's decision record (from the ring buffer)"
 sleep 1
-grep '"filename":"/tmp/job"' /tmp/decisions.jsonl | head -n 1
+grep '"filename":"/opt/job/busybox"' /tmp/decisions.jsonl | head -n 1
 grep -q '"decision":"deny".*"reason":"no-permit"\|"reason":"no-permit".*"decision":"deny"' /tmp/decisions.jsonl \
     || grep -q '"no-permit"' /tmp/decisions.jsonl || fail "no deny record"
 

@@ -13,7 +13,7 @@ use crate::{
     build::{self, cargo},
     setup,
     util::workspace_root,
-    vm::{self, Boot, Initramfs, AGENT_IN_VM},
+    vm::{self, Boot, Initramfs},
 };
 
 #[derive(Debug, clap::Args)]
@@ -150,8 +150,7 @@ fn host_can_enforce(agent: &Path) -> Result<()> {
         return Ok(());
     }
     let msg = String::from_utf8_lossy(&out.stderr);
-    let short: String = msg.trim().chars().take(300).collect();
-    bail!("{short}")
+    bail!("{}", msg.trim().trim_start_matches("authz-agent: error: "))
 }
 
 fn host_integration_tests(built: &build::Built, filter: &str, tally: &mut Tally) -> Result<()> {
@@ -222,7 +221,6 @@ fn vm_integration_tests(
     initramfs.add_file("/authz/run-tests.sh", RUNNER.as_bytes(), 0o755)?;
     let cmd = format!("sh /authz/run-tests.sh {}\n", crate::util::shell_quote(filter));
     initramfs.add_file("/authz/cmd", cmd.as_bytes(), 0o644)?;
-    let _ = AGENT_IN_VM;
     let boot_cfg = Boot {
         kernel: setup.kernel.clone(),
         initrd: initramfs.pack()?,

@@ -226,6 +226,7 @@ mount -t tmpfs tmpfs /run
 hostname authz-vm
 echo "AUTHZ-VM-READY kernel=$(uname -r) lsm=$(cat /sys/kernel/security/lsm)"
 if [ -f /authz/cmd ]; then
+    export NO_COLOR=1
     cd /root
     sh /authz/cmd < /dev/null
     echo "AUTHZ-VM-EXIT=$?"
