@@ -199,18 +199,93 @@ pub struct Permit {
 
 /// Kernel structure offsets, read by the agent from the running kernel's BTF and
 /// handed to the program as a read-only global before load. A zero offset means
-/// "not found"; the program then fails closed where it needs that field.
+/// "not found"; the program then fails closed where it needs that field (no
+/// `bprm->file`: refuse; no inode stamp fields: never use the digest cache).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
     /// `struct linux_binprm`, member `file`.
     pub binprm_file: u32,
-    /// `struct linux_binprm`, member `filename`.
+    /// `struct linux_binprm`, member `filename` (the path given to execve).
     pub binprm_filename: u32,
+    /// `struct linux_binprm`, member `interp` (the file being checked now: the
+    /// interpreter on the second pass of a `#!` script).
+    pub binprm_interp: u32,
     /// `struct task_struct`, member `real_parent`.
     pub task_real_parent: u32,
     /// `struct task_struct`, member `tgid`.
     pub task_tgid: u32,
+    /// `struct file`, member `f_inode`.
+    pub file_inode: u32,
+    /// `struct file`, member `f_mode`.
+    pub file_mode: u32,
+    /// `struct inode`, member `i_sb`.
+    pub inode_sb: u32,
+    /// `struct inode`, member `i_nlink` (inside an anonymous union).
+    pub inode_nlink: u32,
+    /// `struct inode`, member `i_size`.
+    pub inode_size: u32,
+    /// `struct inode`, member `i_writecount` (an `atomic_t`).
+    pub inode_writecount: u32,
+    /// `struct inode`, member `i_version` (an `atomic64_t`).
+    pub inode_version: u32,
+    /// Seconds of the inode's change time (`i_ctime.tv_sec`, `__i_ctime.tv_sec`
+    /// or `i_ctime_sec`, depending on the kernel).
+    pub inode_ctime_sec: u32,
+    /// Nanoseconds of the change time (read as 32 bits in every layout).
+    pub inode_ctime_nsec: u32,
+    /// `struct super_block`, member `s_magic`.
+    pub sb_magic: u32,
+}
+
+impl KernelOffsets {
+    /// Whether every field the digest cache's validity check reads is known.
+    pub const fn cache_usable(&self) -> bool {
+        self.file_inode != 0
+            && self.inode_sb != 0
+            && self.inode_nlink != 0
+            && self.inode_size != 0
+            && self.inode_writecount != 0
+            && self.inode_version != 0
+            && self.inode_ctime_sec != 0
+            && self.inode_ctime_nsec != 0
+            && self.sb_magic != 0
+    }
+}
+
+/// `FMODE_WRITE` (include/linux/fs.h): the file is open for writing.
+pub const FMODE_WRITE: u32 = 0x2;
+
+/// Filesystems whose files may use the digest cache: local filesystems where
+/// every content change goes through this kernel and moves the inode's change
+/// time. Network, FUSE and overlay filesystems can change content behind the
+/// inode's back, so their files are hashed at every exec.
+pub const CACHEABLE_FS_MAGIC: [u64; 9] = [
+    0xEF53,     // ext2/3/4
+    0x5846_5342, // xfs
+    0x9123_683E, // btrfs
+    0x0102_1994, // tmpfs
+    0x8584_58F6, // ramfs (initramfs rootfs)
+    0x7371_7368, // squashfs (read-only)
+    0xE0F5_E1E2, // erofs (read-only)
+    0xF2F5_2010, // f2fs
+    0x2FC1_2FC1, // zfs
+];
+
+/// Per-inode digest cache entry (the `DIGEST_CACHE` inode storage).
+///
+/// Valid only while the inode's change time, size and i_version still equal the
+/// values read *before* the digest was computed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub digest: Digest,
+    pub ctime_sec: u64,
+    pub size: u64,
+    pub version: u64,
+    pub ctime_nsec: u32,
+    /// 1 once the entry holds a digest.
+    pub valid: u32,
 }
 
 /// One exec decision, sent through the `EVENTS` ring buffer.
@@ -242,7 +317,11 @@ pub struct ExecEvent {
     pub digest: Digest,
     pub permit_id: [u8; ARTIFACT_ID_LEN],
     pub comm: [u8; COMM_LEN],
+    /// `bprm->filename`: the path given to execve.
     pub filename: [u8; FILENAME_LEN],
+    /// `bprm->interp`: the file this decision is about (differs from
+    /// `filename` for the interpreter of a `#!` script).
+    pub interp: [u8; FILENAME_LEN],
 }
 
 impl ExecEvent {
@@ -266,6 +345,7 @@ impl ExecEvent {
             permit_id: [0; ARTIFACT_ID_LEN],
             comm: [0; COMM_LEN],
             filename: [0; FILENAME_LEN],
+            interp: [0; FILENAME_LEN],
         }
     }
 }
@@ -274,10 +354,11 @@ impl ExecEvent {
 const _: () = assert!(core::mem::size_of::<Config>() == 4 + 4 + 8);
 const _: () = assert!(core::mem::size_of::<PermitKey>() == DIGEST_LEN + 8);
 const _: () = assert!(core::mem::size_of::<Permit>() == 8 + ARTIFACT_ID_LEN + 4 + 4);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 4 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 15 * 4);
+const _: () = assert!(core::mem::size_of::<CacheEntry>() == DIGEST_LEN + 3 * 8 + 2 * 4);
 const _: () = assert!(
     core::mem::size_of::<ExecEvent>()
-        == 4 * 8 + 10 * 4 + DIGEST_LEN + ARTIFACT_ID_LEN + COMM_LEN + FILENAME_LEN
+        == 4 * 8 + 10 * 4 + DIGEST_LEN + ARTIFACT_ID_LEN + COMM_LEN + 2 * FILENAME_LEN
 );
 
 #[cfg(feature = "user")]
@@ -295,4 +376,6 @@ mod pod {
     unsafe impl aya::Pod for KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ExecEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for CacheEntry {}
 }

@@ -74,9 +74,13 @@ pub fn check(ctx: &LsmContext) -> i32 {
     // SAFETY: `bprm` is the hook's `struct linux_binprm *`.
     let file = unsafe { kernel::binprm_file(bprm) };
     // SAFETY: `file` is `bprm->file`, loaded directly so it keeps its BTF type.
-    let hashed = unsafe { digest::file_sha256(file, &mut digest) };
+    let hashed = unsafe { digest::file_sha256_cached(file, &mut digest) };
     let (hash_status, flags) = match hashed {
-        Ok(status) => (status as i32, event_flags::DIGEST_VALID),
+        Ok(digest::Hashed { status, cached: false }) => (status as i32, event_flags::DIGEST_VALID),
+        Ok(digest::Hashed { status, cached: true }) => (
+            status as i32,
+            event_flags::DIGEST_VALID | event_flags::DIGEST_CACHED,
+        ),
         Err(digest::DigestError::NoFile) => (0, 0),
         Err(digest::DigestError::Hash(status)) => (status as i32, 0),
     };
@@ -245,7 +249,9 @@ fn emit(
         (*event).permit_id = verdict.permit.artifact_id;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*event).filename[0] = 0;
-        kernel::binprm_filename(bprm, &mut (*event).filename);
+        kernel::binprm_path(bprm, kernel::BinprmPath::Filename, &mut (*event).filename);
+        (*event).interp[0] = 0;
+        kernel::binprm_path(bprm, kernel::BinprmPath::Interp, &mut (*event).interp);
     }
     entry.submit(0);
 }

@@ -27,6 +27,23 @@ pub fn bprm_check_security(ctx: aya_ebpf::programs::LsmContext) -> i32 {
     exec::check(&ctx)
 }
 
+/// `int security_file_open(struct file *file)`: opening a file for writing drops
+/// its cached digest, so content written through that file is hashed afresh.
+/// Never refuses.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "file_open")]
+pub fn file_open(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    let file: *const core::ffi::c_void = ctx.arg(0);
+    // SAFETY: `file` is the hook's BTF argument.
+    let inode = unsafe { kernel::inode_if_writing(file) };
+    if !inode.is_null() {
+        // SAFETY: `inode` is `file->f_inode`, a BTF pointer.
+        let _ = unsafe { maps::DIGEST_CACHE.delete(inode as *mut aya_ebpf::bindings::inode) };
+    }
+    // Keep what earlier BPF LSM programs decided.
+    ctx.arg(1)
+}
+
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
     eprintln!("authz-ebpf holds BPF programs; authz-agent's build.rs builds them for the BPF target");

@@ -1,10 +1,11 @@
 //! State shared with the agent. The agent writes permits, configuration and
 //! scope; the program writes events and counters.
 use aya_ebpf::{
-    macros::map,
+    btf_maps::InodeStorage,
+    macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use authz_common::{counter, Config, Digest, Permit, PermitKey};
+use authz_common::{counter, CacheEntry, Config, Digest, Permit, PermitKey};
 
 /// Default capacity of the permit map; the agent may resize it before load.
 pub const MAX_PERMITS: u32 = 131_072;
@@ -34,6 +35,11 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// full the event is dropped and `EVENTS_DROPPED` counts it.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Digest of each executed file, kept with the inode itself (freed with it),
+/// so a binary is hashed once rather than at every exec.
+#[btf_map]
+pub static DIGEST_CACHE: InodeStorage<CacheEntry> = InodeStorage::new();
 
 /// Adds one to a counter.
 #[inline(always)]

@@ -10,7 +10,11 @@ use std::{
     time::Duration,
 };
 
-use authz_agent::enforcer::{DecisionEvent, Enforcer, LoadOptions, Mode};
+use authz_agent::{
+    cgroup::{Hierarchy, CGROUP_ROOT},
+    enforcer::{boot_time_ns, DecisionEvent, Enforcer, LoadOptions, Mode},
+};
+use authz_common::{Permit, PermitKey};
 use sha2::{Digest as _, Sha256};
 
 /// How long to wait for a kernel event (TCG VMs are slow).
@@ -19,12 +23,65 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Loads the enforcer in `mode`, or panics saying why this environment cannot
 /// run the integration tests.
 pub fn enforcer(mode: Mode) -> Enforcer {
-    require_environment();
-    Enforcer::load(&LoadOptions {
+    enforcer_with(LoadOptions {
         mode,
         ..LoadOptions::default()
     })
-    .unwrap_or_else(|e| panic!("cannot load the enforcer: {}", error_chain(&e)))
+}
+
+/// Loads the enforcer with `opts`, or panics saying why.
+pub fn enforcer_with(opts: LoadOptions) -> Enforcer {
+    require_environment();
+    Enforcer::load(&opts).unwrap_or_else(|e| panic!("cannot load the enforcer: {}", error_chain(&e)))
+}
+
+/// A permit for `digest` in `cgroup_id`, valid for an hour.
+pub fn permit(digest: [u8; 32], cgroup_id: u64, id: u8, flags: u32) -> (PermitKey, Permit) {
+    (
+        PermitKey { digest, cgroup_id },
+        Permit {
+            expires_boot_ns: boot_time_ns() + 3600 * 1_000_000_000,
+            artifact_id: [id; 16],
+            flags,
+            _reserved: 0,
+        },
+    )
+}
+
+/// A cgroup subtree for one test, removed (children first) on drop.
+pub struct TestCgroups {
+    pub hierarchy: Hierarchy,
+    pub base: String,
+    created: Vec<String>,
+}
+
+impl TestCgroups {
+    pub fn new(name: &str) -> Self {
+        let hierarchy = Hierarchy::open(CGROUP_ROOT).expect("cgroup2 at /sys/fs/cgroup");
+        let base = format!("/authz-test-{name}-{}", std::process::id());
+        hierarchy.create(&base).expect("create test cgroup");
+        Self {
+            hierarchy,
+            base: base.clone(),
+            created: vec![base],
+        }
+    }
+
+    /// Creates `base/rel`; returns (its directory, its id).
+    pub fn create(&mut self, rel: &str) -> (PathBuf, u64) {
+        let path = format!("{}/{}", self.base, rel);
+        let id = self.hierarchy.create(&path).expect("create cgroup");
+        self.created.push(path.clone());
+        (self.hierarchy.dir(&path).expect("dir"), id)
+    }
+}
+
+impl Drop for TestCgroups {
+    fn drop(&mut self) {
+        for path in self.created.iter().rev() {
+            let _ = self.hierarchy.remove(path);
+        }
+    }
 }
 
 /// Panics unless running as root on a kernel with BPF LSM.
@@ -113,26 +170,88 @@ impl Program {
 
     /// Runs the program inside `cgroup_dir` (moved there before exec).
     pub fn run_in_cgroup(&self, cgroup_dir: &Path, args: &[&str]) -> io::Result<Output> {
-        let procs = fs::OpenOptions::new()
-            .write(true)
-            .open(cgroup_dir.join("cgroup.procs"))?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
+        self.run_as(cgroup_dir, None, args)
+    }
+
+    /// Runs the program inside `cgroup_dir`, as `uid` (uid and gid) when given:
+    /// the child joins the cgroup while still root, then drops privileges.
+    pub fn run_as(&self, cgroup_dir: &Path, uid: Option<u32>, args: &[&str]) -> io::Result<Output> {
         let mut cmd = Command::new(&self.path);
-        cmd.arg0("busybox").args(args).stdin(Stdio::null());
-        // SAFETY: only write(2) on an fd opened before fork: async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                let zero = b"0";
-                if libc::write(fd, zero.as_ptr().cast(), 1) < 0 {
+        cmd.arg0("busybox").args(args);
+        in_cgroup_as(&mut cmd, cgroup_dir, uid)
+    }
+}
+
+/// Runs `cmd` after moving the child into `cgroup_dir` and, when `uid` is
+/// given, dropping to that uid/gid (with no supplementary groups).
+pub fn in_cgroup_as(cmd: &mut Command, cgroup_dir: &Path, uid: Option<u32>) -> io::Result<Output> {
+    let procs = fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup_dir.join("cgroup.procs"))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
+    cmd.stdin(Stdio::null());
+    // SAFETY: the closure only makes async-signal-safe syscalls (write,
+    // setgroups, setgid, setuid) on values prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let zero = b"0";
+            if libc::write(fd, zero.as_ptr().cast(), 1) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(uid) = uid {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(uid) != 0
+                    || libc::setuid(uid) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
-        let out = cmd.output();
-        drop(procs);
-        out
+            }
+            Ok(())
+        });
     }
+    let out = cmd.output();
+    drop(procs);
+    out
+}
+
+/// The unprivileged user the attacker tests run as.
+pub const NOBODY: u32 = 65534;
+
+/// `fexecve(fd, argv)` in a child; `Err` when the exec itself failed.
+pub fn fexecve(fd: std::os::fd::RawFd, argv: &[&str]) -> io::Result<Output> {
+    use std::ffi::CString;
+    struct Args {
+        _strings: Vec<CString>,
+        ptrs: Vec<*const libc::c_char>,
+        env: [*const libc::c_char; 1],
+    }
+    // SAFETY: the pointers refer to `_strings`, owned by the same struct and
+    // never mutated; the child only reads them.
+    unsafe impl Send for Args {}
+    // SAFETY: as above.
+    unsafe impl Sync for Args {}
+    impl Args {
+        fn exec(&self, fd: std::os::fd::RawFd) -> io::Error {
+            // SAFETY: NULL-terminated arrays of valid C strings.
+            unsafe { libc::fexecve(fd, self.ptrs.as_ptr(), self.env.as_ptr()) };
+            io::Error::last_os_error()
+        }
+    }
+    let strings: Vec<CString> = argv.iter().map(|a| CString::new(*a).expect("no NUL")).collect();
+    let mut ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let args = Args {
+        _strings: strings,
+        ptrs,
+        env: [std::ptr::null()],
+    };
+    let mut cmd = Command::new("/authz-unreachable");
+    cmd.stdin(Stdio::null());
+    // SAFETY: fexecve is async-signal-safe; its arguments were built before fork.
+    unsafe {
+        cmd.pre_exec(move || Err(args.exec(fd)));
+    }
+    cmd.output()
 }
 
 /// Asserts `result` is an exec refused with EPERM.
@@ -180,11 +299,11 @@ pub fn own_cgroup_id() -> u64 {
         .expect("own cgroup id")
 }
 
-/// Waits for the event about `path`.
+/// Waits for the event about `path` (the file checked).
 #[track_caller]
 pub fn event_for(enforcer: &mut Enforcer, path: &Path) -> DecisionEvent {
     let name = path.to_string_lossy().into_owned();
     enforcer
-        .wait_event(EVENT_TIMEOUT, |ev| ev.filename == name)
+        .wait_event(EVENT_TIMEOUT, |ev| ev.path == name)
         .unwrap_or_else(|| panic!("no kernel event for {name} within {EVENT_TIMEOUT:?}"))
 }

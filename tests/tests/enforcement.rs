@@ -4,22 +4,7 @@
 use std::process::Command;
 
 use authz_agent::enforcer::{boot_time_ns, Decision, Mode, Reason};
-use authz_common::{Permit, PermitKey};
 use authz_tests::*;
-
-const HOUR_NS: u64 = 3600 * 1_000_000_000;
-
-fn permit_for(digest: [u8; 32], cgroup_id: u64, id: u8) -> (PermitKey, Permit) {
-    (
-        PermitKey { digest, cgroup_id },
-        Permit {
-            expires_boot_ns: boot_time_ns() + HOUR_NS,
-            artifact_id: [id; 16],
-            flags: 0,
-            _reserved: 0,
-        },
-    )
-}
 
 #[test]
 fn unauthorized_exec_is_refused_with_eperm() {
@@ -44,7 +29,7 @@ fn authorized_digest_runs_and_others_stay_refused() {
     let mut enforcer = enforcer(Mode::Enforce);
     let scratch = Scratch::new("authorized");
     let prog = scratch.program("authorized");
-    let (key, permit) = permit_for(prog.digest, own_cgroup_id(), 0xa1);
+    let (key, permit) = permit(prog.digest, own_cgroup_id(), 0xa1, 0);
 
     assert_eperm(&prog.run(&["true"]));
     enforcer.grant(key, permit).expect("grant");
@@ -52,7 +37,7 @@ fn authorized_digest_runs_and_others_stay_refused() {
 
     let ev = enforcer
         .wait_event(EVENT_TIMEOUT, |ev| {
-            ev.filename == prog.path.to_string_lossy() && ev.decision == Decision::Allow
+            ev.path == prog.path.to_string_lossy() && ev.decision == Decision::Allow
         })
         .expect("allow event");
     assert_eq!(ev.reason, Reason::Permit);
@@ -98,7 +83,7 @@ fn enforcement_off_runs_everything_and_reports_nothing() {
     assert_ran(&prog.run(&["true"]));
     assert!(
         enforcer
-            .wait_event(std::time::Duration::from_millis(500), |ev| ev.filename
+            .wait_event(std::time::Duration::from_millis(500), |ev| ev.path
                 == prog.path.to_string_lossy())
             .is_none(),
         "mode off must not decide or report"
@@ -116,7 +101,7 @@ fn expired_permit_is_refused_by_the_kernel() {
     let mut enforcer = enforcer(Mode::Enforce);
     let scratch = Scratch::new("expired");
     let prog = scratch.program("expired");
-    let (key, mut permit) = permit_for(prog.digest, own_cgroup_id(), 0xe1);
+    let (key, mut permit) = permit(prog.digest, own_cgroup_id(), 0xe1, 0);
     permit.expires_boot_ns = boot_time_ns() - 1;
     enforcer.grant(key, permit).expect("grant");
 
@@ -130,7 +115,7 @@ fn modified_content_at_a_permitted_path_is_refused() {
     let mut enforcer = enforcer(Mode::Enforce);
     let scratch = Scratch::new("modified");
     let prog = scratch.program("modified");
-    let (key, permit) = permit_for(prog.digest, own_cgroup_id(), 0x3d);
+    let (key, permit) = permit(prog.digest, own_cgroup_id(), 0x3d, 0);
     enforcer.grant(key, permit).expect("grant");
     assert_ran(&prog.run(&["true"]));
 
@@ -145,7 +130,7 @@ fn modified_content_at_a_permitted_path_is_refused() {
     assert_eperm(&prog.run(&["true"]));
     let ev = enforcer
         .wait_event(EVENT_TIMEOUT, |ev| {
-            ev.filename == prog.path.to_string_lossy() && ev.decision == Decision::Deny
+            ev.path == prog.path.to_string_lossy() && ev.decision == Decision::Deny
         })
         .expect("deny event");
     assert_ne!(ev.digest.as_deref(), Some(prog.digest_hex().as_str()));

@@ -200,7 +200,7 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
             bail!("{} needs a library that is not installed: {line}", binary.display());
         }
         let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.trim().split_whitespace().next().unwrap_or_default(),
+            Some((_, rest)) => rest.split_whitespace().next().unwrap_or_default(),
             None => line.split_whitespace().next().unwrap_or_default(),
         };
         if path.starts_with('/') {

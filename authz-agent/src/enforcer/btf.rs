@@ -36,19 +36,52 @@ pub enum BtfError {
 }
 
 /// Reads every offset the kernel program needs from `path` (normally
-/// [`VMLINUX_BTF`]).
+/// [`VMLINUX_BTF`]). Only `linux_binprm.file` is required; a missing optional
+/// field is left at 0 and the program does without it (no ppid, no filename, or
+/// no digest cache), which never weakens a decision.
 #[tracing::instrument(level = "debug", skip_all, fields(path = %path.display()))]
 pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
     let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
         path: path.display().to_string(),
         source,
     })?;
+    let optional = |strukt: &'static str, candidates: &[&[&'static str]]| -> u32 {
+        for members in candidates {
+            match member_path_offset(&btf, strukt, members) {
+                Ok(offset) => return offset,
+                Err(e) => tracing::debug!(error = %e, "offset candidate not found"),
+            }
+        }
+        tracing::warn!(strukt, candidates = ?candidates, "kernel BTF lacks a field authz can use; doing without");
+        0
+    };
     let offsets = KernelOffsets {
         binprm_file: member_offset(&btf, "linux_binprm", "file")?,
-        binprm_filename: member_offset(&btf, "linux_binprm", "filename")?,
-        task_real_parent: member_offset(&btf, "task_struct", "real_parent")?,
-        task_tgid: member_offset(&btf, "task_struct", "tgid")?,
+        binprm_filename: optional("linux_binprm", &[&["filename"]]),
+        binprm_interp: optional("linux_binprm", &[&["interp"]]),
+        task_real_parent: optional("task_struct", &[&["real_parent"]]),
+        task_tgid: optional("task_struct", &[&["tgid"]]),
+        file_inode: optional("file", &[&["f_inode"]]),
+        file_mode: optional("file", &[&["f_mode"]]),
+        inode_sb: optional("inode", &[&["i_sb"]]),
+        inode_nlink: optional("inode", &[&["i_nlink"]]),
+        inode_size: optional("inode", &[&["i_size"]]),
+        inode_writecount: optional("inode", &[&["i_writecount", "counter"]]),
+        inode_version: optional("inode", &[&["i_version", "counter"]]),
+        // 6.11+: i_ctime_sec/i_ctime_nsec; 6.6-6.10: __i_ctime; before: i_ctime.
+        inode_ctime_sec: optional(
+            "inode",
+            &[&["i_ctime_sec"], &["__i_ctime", "tv_sec"], &["i_ctime", "tv_sec"]],
+        ),
+        inode_ctime_nsec: optional(
+            "inode",
+            &[&["i_ctime_nsec"], &["__i_ctime", "tv_nsec"], &["i_ctime", "tv_nsec"]],
+        ),
+        sb_magic: optional("super_block", &[&["s_magic"]]),
     };
+    if !offsets.cache_usable() {
+        tracing::warn!("the per-inode digest cache is off: every exec will be hashed");
+    }
     tracing::debug!(?offsets, "kernel offsets from BTF");
     Ok(offsets)
 }
@@ -60,48 +93,83 @@ pub fn member_offset(
     strukt: &'static str,
     member: &'static str,
 ) -> Result<u32, BtfError> {
+    member_path_offset(btf, strukt, &[member])
+}
+
+/// Byte offset of a nested member (`["i_ctime", "tv_sec"]`) from the start of
+/// `struct strukt`.
+pub fn member_path_offset(
+    btf: &Btf,
+    strukt: &'static str,
+    path: &[&'static str],
+) -> Result<u32, BtfError> {
     let types = btf
         .resolve_types_by_name(strukt)
         .map_err(|_| BtfError::NoStruct(strukt))?;
-    let mut found_struct = false;
-    for ty in types {
-        if let Type::Struct(s) = ty {
-            found_struct = true;
-            if let Some(bits) = find_member(btf, &s, member, 0)? {
-                if bits % 8 != 0 {
-                    return Err(BtfError::Unaligned { strukt, member });
-                }
-                return Ok(bits / 8);
-            }
+    let mut current = types
+        .into_iter()
+        .find_map(|ty| match ty {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+        .ok_or(BtfError::NoStruct(strukt))?;
+    let mut bits = 0u32;
+    for (i, member) in path.iter().enumerate() {
+        let (offset, member_type) = find_member(btf, &current, member, 0)?
+            .ok_or(BtfError::NoMember { strukt, member })?;
+        bits += offset;
+        if i + 1 < path.len() {
+            current = match strip(btf, member_type)? {
+                Type::Struct(s) | Type::Union(s) => s,
+                _ => return Err(BtfError::NoMember { strukt, member: path[i + 1] }),
+            };
         }
     }
-    if found_struct {
-        Err(BtfError::NoMember { strukt, member })
-    } else {
-        Err(BtfError::NoStruct(strukt))
+    if !bits.is_multiple_of(8) {
+        return Err(BtfError::Unaligned { strukt, member: path[path.len() - 1] });
     }
+    Ok(bits / 8)
 }
 
-/// Bit offset of `name` inside `s` (plus `base`), searching anonymous members.
+/// Follows typedefs and qualifiers to the underlying type.
+fn strip(btf: &Btf, ty: Type) -> Result<Type, BtfError> {
+    let mut ty = ty;
+    for _ in 0..16 {
+        match &ty {
+            Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                let inner = ty.as_btf_type().ok_or_else(|| {
+                    BtfError::Malformed(btf_rs::Error::Format("qualifier without a type".into()))
+                })?;
+                ty = btf.resolve_chained_type(inner).map_err(BtfError::Malformed)?;
+            }
+            _ => return Ok(ty),
+        }
+    }
+    Ok(ty)
+}
+
+/// (bit offset, type) of `name` inside `s` (plus `base`), searching anonymous
+/// members.
 fn find_member(
     btf: &Btf,
     s: &btf_rs::Struct,
     name: &str,
     base: u32,
-) -> Result<Option<u32>, BtfError> {
+) -> Result<Option<(u32, Type)>, BtfError> {
     for m in &s.members {
         if m.bitfield_size().is_some_and(|size| size != 0) {
             continue;
         }
         let member_name = btf.resolve_name(m).unwrap_or_default();
         if member_name == name {
-            return Ok(Some(base + m.bit_offset()));
+            let ty = btf.resolve_chained_type(m).map_err(BtfError::Malformed)?;
+            return Ok(Some((base + m.bit_offset(), ty)));
         }
         if member_name.is_empty() {
-            let inner = btf.resolve_chained_type(m).map_err(BtfError::Malformed)?;
+            let inner = strip(btf, btf.resolve_chained_type(m).map_err(BtfError::Malformed)?)?;
             if let Type::Struct(inner) | Type::Union(inner) = inner {
-                if let Some(bits) = find_member(btf, &inner, name, base + m.bit_offset())? {
-                    return Ok(Some(bits));
+                if let Some(found) = find_member(btf, &inner, name, base + m.bit_offset())? {
+                    return Ok(Some(found));
                 }
             }
         }
@@ -121,9 +189,27 @@ mod tests {
             panic!("{VMLINUX_BTF} missing on the build host; the unit test needs a BTF kernel");
         }
         let offsets = kernel_offsets(path).expect("offsets");
-        assert!(offsets.binprm_file > 0 && offsets.binprm_file % 8 == 0);
+        assert!(offsets.binprm_file > 0 && offsets.binprm_file.is_multiple_of(8));
         assert!(offsets.binprm_filename > offsets.binprm_file);
         assert!(offsets.task_real_parent > 0 && offsets.task_tgid > 0);
+        assert!(offsets.binprm_interp > 0, "{offsets:?}");
+        // The digest cache needs every inode stamp field; this kernel has them.
+        assert!(offsets.cache_usable(), "{offsets:?}");
+        assert_ne!(offsets.inode_ctime_sec, offsets.inode_ctime_nsec);
+    }
+
+    #[test]
+    fn nested_members_resolve_through_typedefs_and_anonymous_unions() {
+        let btf = Btf::from_file(VMLINUX_BTF).expect("btf");
+        // i_nlink sits in an anonymous union; atomic_t.counter behind a typedef.
+        let nlink = member_offset(&btf, "inode", "i_nlink").expect("i_nlink");
+        let writers = member_path_offset(&btf, "inode", &["i_writecount", "counter"]).expect("i_writecount");
+        assert!(nlink > 0 && writers > 0);
+        assert_eq!(
+            writers,
+            member_offset(&btf, "inode", "i_writecount").expect("i_writecount"),
+            "counter is the first member of atomic_t"
+        );
     }
 
     #[test]

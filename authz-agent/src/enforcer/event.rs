@@ -13,7 +13,11 @@ pub struct DecisionEvent {
     pub gid: u32,
     pub cgroup_id: u64,
     pub comm: String,
+    /// The path given to execve.
     pub filename: String,
+    /// The file this decision is about: `filename`, or for the second check of a
+    /// `#!` script, its interpreter.
+    pub path: String,
     pub decision: Decision,
     pub reason: Reason,
     pub mode: &'static str,
@@ -120,6 +124,7 @@ impl DecisionEvent {
             cgroup_id: raw.cgroup_id,
             comm: c_string(&raw.comm),
             filename: c_string(&raw.filename),
+            path: c_string(&raw.interp),
             decision: match raw.decision {
                 decision::ALLOW => Decision::Allow,
                 decision::DENY => Decision::Deny,
@@ -171,6 +176,7 @@ mod tests {
         raw.digest = [0xab; 32];
         raw.comm[..4].copy_from_slice(b"bash");
         raw.filename[..9].copy_from_slice(b"/bin/true");
+        raw.interp[..9].copy_from_slice(b"/bin/true");
         // SAFETY: viewing a POD struct as bytes.
         let bytes = unsafe {
             std::slice::from_raw_parts(

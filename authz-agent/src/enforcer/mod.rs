@@ -28,8 +28,9 @@ pub use preflight::{KernelSupport, PreflightError};
 /// The BPF object built from `authz-ebpf` by build.rs.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/authz"));
 
-/// Name of the LSM program in the object and of the hook it attaches to.
-const PROGRAM: &str = "bprm_check_security";
+/// The LSM programs in the object, each named for its hook, in attach order:
+/// the cache invalidation (`file_open`) is in place before anything is cached.
+const PROGRAMS: [&str; 2] = ["file_open", "bprm_check_security"];
 const HOOK: &str = "bprm_check_security";
 
 /// `EPERM`, as the kernel returns it from `BPF_PROG_LOAD`.
@@ -43,8 +44,8 @@ pub enum EnforcerError {
     Btf(#[from] btf::BtfError),
     #[error("cannot load the BPF object (maps or relocations)")]
     Object(#[source] aya::EbpfError),
-    #[error("the BPF object has no program `{PROGRAM}` (a build problem)")]
-    MissingProgram,
+    #[error("the BPF object has no program `{0}` (a build problem)")]
+    MissingProgram(&'static str),
     #[error("the BPF object has no map `{0}` (a build problem)")]
     MissingMap(&'static str),
     #[error(
@@ -56,8 +57,8 @@ pub enum EnforcerError {
     TrampolineRefused,
     #[error("the kernel's verifier rejected the BPF LSM program ({errno}); last lines of its log:\n{log}")]
     Verifier { errno: io::Error, log: String },
-    #[error("cannot attach the BPF LSM program to {HOOK}")]
-    Attach(#[source] ProgramError),
+    #[error("cannot attach the BPF LSM program to {0}")]
+    Attach(&'static str, #[source] ProgramError),
     #[error("cannot load the BPF LSM program")]
     Program(#[source] ProgramError),
     #[error("BPF map {map}")]
@@ -135,6 +136,9 @@ pub struct LoadOptions {
     /// cgroup ids of the subtrees to enforce; empty = the whole host. Applied
     /// before the program is attached, so no exec outside them is ever decided.
     pub enforced_cgroups: Vec<u64>,
+    /// Size of the decision event ring buffer in bytes (a power of two, at
+    /// least a page); `None` keeps the built-in 1 MiB.
+    pub event_ring_bytes: Option<u32>,
 }
 
 impl Default for LoadOptions {
@@ -145,6 +149,7 @@ impl Default for LoadOptions {
             cgroup_root: crate::cgroup::CGROUP_ROOT.into(),
             max_permits: 131_072,
             enforced_cgroups: Vec::new(),
+            event_ring_bytes: None,
         }
     }
 }
@@ -184,12 +189,15 @@ impl Enforcer {
     pub fn load(opts: &LoadOptions) -> Result<Self, EnforcerError> {
         let support = preflight::check()?;
         let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("PERMITS", opts.max_permits)
-            .map_max_entries("DIGESTS", opts.max_permits)
-            .load(BPF_OBJECT)
-            .map_err(EnforcerError::Object)?;
+            .map_max_entries("DIGESTS", opts.max_permits);
+        if let Some(bytes) = opts.event_ring_bytes {
+            loader.map_max_entries("EVENTS", bytes);
+        }
+        let mut ebpf = loader.load(BPF_OBJECT).map_err(EnforcerError::Object)?;
 
         let mut take = |name: &'static str| {
             ebpf.take_map(name).ok_or(EnforcerError::MissingMap(name))
@@ -232,14 +240,16 @@ impl Enforcer {
         let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
             EnforcerError::Object(aya::EbpfError::BtfError(e))
         })?;
-        let program: &mut Lsm = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .ok_or(EnforcerError::MissingProgram)?
-            .try_into()
-            .map_err(EnforcerError::Program)?;
-        program.load(HOOK, &kernel_btf).map_err(classify_load_error)?;
-        program.attach().map_err(EnforcerError::Attach)?;
+        for name in PROGRAMS {
+            let program: &mut Lsm = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(EnforcerError::MissingProgram(name))?
+                .try_into()
+                .map_err(EnforcerError::Program)?;
+            program.load(name, &kernel_btf).map_err(classify_load_error)?;
+            program.attach().map_err(|e| EnforcerError::Attach(name, e))?;
+        }
         tracing::info!(hook = HOOK, "BPF LSM program attached");
         Ok(())
     }
