@@ -2,5 +2,6 @@
 //! the integration tests.
 pub mod artifact;
 pub mod cgroup;
+pub mod cli;
 pub mod enforcer;
 pub mod trust;

@@ -36,6 +36,9 @@ enum Command {
     /// exec that must be refused, whose in-kernel SHA-256 must match), prints a
     /// report and detaches. Exit status 0 means authz can enforce here.
     Check(CheckArgs),
+    Key(authz_agent::cli::KeyArgs),
+    Delegate(authz_agent::cli::DelegateArgs),
+    Artifact(authz_agent::cli::ArtifactArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,6 +71,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Check(args) => check(args),
+        Command::Key(args) => authz_agent::cli::key(args),
+        Command::Delegate(args) => authz_agent::cli::delegate(args),
+        Command::Artifact(args) => authz_agent::cli::artifact(args),
     };
     match result {
         Ok(code) => code,

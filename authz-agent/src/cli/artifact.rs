@@ -1,0 +1,336 @@
+//! `authz-agent artifact issue | verify | inspect`.
+use std::{
+    fmt::Write as _,
+    path::PathBuf,
+    process::ExitCode,
+    time::SystemTime,
+};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use super::{parse_start, write_output, PolicySource, DEFAULT_CONFIG};
+use crate::{
+    artifact::{
+        fields::join_prefixes,
+        issue::{self, Request},
+        text::{ArtifactError, FileError},
+        time::{format_duration, parse_duration},
+        Artifact, ArtifactId, CgroupPath, Provenance, Scope, Timestamp,
+    },
+    trust::{
+        delegation::Delegation,
+        keys::{self, KeyId},
+        verify::Limits,
+        TrustPolicy,
+    },
+};
+
+/// Issue, verify and inspect permits (authorization artifacts).
+///
+/// A permit lets one binary (by SHA-256) run in one cgroup (optionally with its
+/// descendants) for a limited time. It is a signed TOML file.
+#[derive(Debug, Args)]
+pub struct ArtifactArgs {
+    #[command(subcommand)]
+    pub command: ArtifactCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCommand {
+    Issue(IssueArgs),
+    Verify(VerifyArgs),
+    Inspect(InspectArgs),
+}
+
+/// Sign a permit for a binary
+///
+/// Hashes the binary (streaming) and signs a permit for it to run in --cgroup
+/// for --ttl from now. A root key signs on its own; a team key passes the
+/// delegation that gives it authority. With --config, the permit is verified
+/// against the agent's trust policy before it is written.
+///
+/// Example: authz-agent artifact issue --key team-a.key
+///   --delegation team-a.delegation --binary /usr/bin/make
+///   --cgroup /jobs.slice/team-a/build --descendants --ttl 12h
+///   --reason "nightly build" --requested-by alice --config agent.toml
+///   --out make.permit
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct IssueArgs {
+    /// The signing key (NAME.key).
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+    /// The delegation giving the signing key its authority (not needed for a
+    /// root key).
+    #[arg(long, value_name = "FILE")]
+    pub delegation: Option<PathBuf>,
+    /// The binary to allow; its SHA-256 is what the kernel checks.
+    #[arg(long, value_name = "PATH")]
+    pub binary: PathBuf,
+    /// The cgroup v2 path the binary may run in, e.g. /jobs.slice/build.
+    #[arg(long, value_name = "CGROUP")]
+    pub cgroup: String,
+    /// Also allow it in every descendant cgroup of --cgroup.
+    #[arg(long)]
+    pub descendants: bool,
+    /// How long the permit lasts (e.g. 30m, 12h, 7d).
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: String,
+    /// When the permit starts (RFC 3339 UTC; default now).
+    #[arg(long, value_name = "TIME")]
+    pub not_before: Option<String>,
+    /// Why the permit is needed (free text, recorded and signed).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// The human, service or AI agent asking for the permit.
+    #[arg(long, value_name = "ID")]
+    pub requested_by: Option<String>,
+    /// Who delegated the authority to ask.
+    #[arg(long, value_name = "ID")]
+    pub on_behalf_of: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicySource,
+    /// Where to write the permit (`-` for standard output). Never overwrites.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// Check a permit; exit 0 only when it is valid
+///
+/// Verifies every signature, the chain of delegations, the cgroup scope and
+/// lifetime limits, the time window, the policy version and revocations
+/// against the [trust] table of the agent's config. When the permit is not
+/// valid, prints the reason on one line and exits 1.
+///
+/// Example: authz-agent artifact verify make.permit --config /etc/authz/agent.toml
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct VerifyArgs {
+    /// The permit file.
+    pub file: PathBuf,
+    /// The agent config whose [trust] table decides.
+    #[arg(long, value_name = "FILE", env = "AUTHZ_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Verify as of this time (RFC 3339 UTC) instead of now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Treat this permit or delegation id as revoked; repeatable.
+    #[arg(long, value_name = "ID")]
+    pub revoked: Vec<ArtifactId>,
+}
+
+/// Show what a permit (or delegation) allows, for whom, until when
+///
+/// Reads the file and prints its content in plain words. Checks only that it is
+/// well-formed: use `artifact verify` to check signatures and trust.
+///
+/// Example: authz-agent artifact inspect make.permit
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct InspectArgs {
+    /// A permit or delegation file.
+    pub file: PathBuf,
+}
+
+/// Runs `authz-agent artifact ...`.
+pub fn run(args: ArtifactArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        ArtifactCommand::Issue(a) => issue(a),
+        ArtifactCommand::Verify(a) => verify(&a),
+        ArtifactCommand::Inspect(a) => inspect(&a),
+    }
+}
+
+fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
+    let (policy, policy_version) = args.policy.load()?;
+    let key = keys::read_secret_key(&args.key)?;
+    let delegation = args.delegation.as_deref().map(Delegation::read).transpose()?;
+    let now = Timestamp::now();
+    let not_before = parse_start(args.not_before.as_deref(), now)?;
+    let scope = Scope {
+        cgroup: CgroupPath::normalize(&args.cgroup)?,
+        descendants: args.descendants,
+    };
+    let ttl_seconds = parse_duration(&args.ttl)?;
+    let subject = issue::subject_for_binary(&args.binary)
+        .with_context(|| format!("cannot hash {}", args.binary.display()))?;
+    let request = Request {
+        subject,
+        scope,
+        not_before,
+        ttl_seconds,
+        policy_version,
+        provenance: Provenance {
+            requested_by: args.requested_by,
+            on_behalf_of: args.on_behalf_of,
+            reason: args.reason,
+        },
+    };
+    let artifact = issue::issue(request, &key, delegation.as_ref(), now)?;
+    // Refuse to write a permit that could never be honoured.
+    if let Some(d) = &delegation {
+        let n = d.links().len();
+        Limits::link(n - 1, n, d.last()).check_permit(&artifact)?;
+    }
+    if let Some(policy) = &policy {
+        let at = SystemTime::max(SystemTime::now(), not_before.to_system_time());
+        crate::trust::verify(&artifact, policy, &|_| false, at)
+            .context("the new permit would not be valid under the given config")?;
+    }
+    write_output(&args.out, 0o644, &artifact.to_toml())?;
+    eprintln!(
+        "issued permit {} for {} in {} until {}",
+        artifact.id,
+        hex::encode(artifact.subject.sha256),
+        scope_text(&artifact),
+        artifact.validity.expires
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let policy = TrustPolicy::from_config_file(&args.config)?;
+    let artifact = Artifact::read(&args.file)?;
+    let now = match &args.at {
+        Some(t) => t.parse::<Timestamp>()?.to_system_time(),
+        None => SystemTime::now(),
+    };
+    let revoked = |id: &ArtifactId| args.revoked.contains(id);
+    let verified = crate::trust::verify(&artifact, &policy, &revoked, now)
+        .with_context(|| format!("{} is not valid", args.file.display()))?;
+    let root = policy
+        .root(&verified.issuer)
+        .map_or_else(|| verified.issuer.to_string(), ToString::to_string);
+    println!("valid: permit {}", verified.id);
+    print!("{}", summary(&artifact, Timestamp::from_system_time(now)));
+    println!("trusted via root key {root}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let now = Timestamp::now();
+    match Artifact::read(&args.file) {
+        Ok(artifact) => {
+            println!("permit {}", artifact.id);
+            print!("{}", summary(&artifact, now));
+            println!("signature: not checked here; `authz-agent artifact verify` checks it");
+        }
+        Err(FileError::Invalid {
+            source: ArtifactError::WrongFormat { .. },
+            ..
+        }) => {
+            let delegation = Delegation::read(&args.file)?;
+            print!("{}", delegation_summary(&delegation, now));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn scope_text(a: &Artifact) -> String {
+    if a.scope.descendants {
+        format!("cgroup {} and its descendants", a.scope.cgroup)
+    } else {
+        format!("cgroup {} only (not its descendants)", a.scope.cgroup)
+    }
+}
+
+/// `in 3h 2m`, `2h ago`.
+fn relative(t: Timestamp, now: Timestamp) -> String {
+    match (t.seconds_since(now), now.seconds_since(t)) {
+        (Some(0), _) => "now".into(),
+        (Some(ahead), _) => format!("in {}", format_duration(ahead)),
+        (None, Some(ago)) => format!("{} ago", format_duration(ago)),
+        (None, None) => String::new(),
+    }
+}
+
+/// Who signed with what authority: `root key X` or `key Y, delegated by ...`.
+fn signer_text(issuer: &KeyId, chain_len: usize) -> String {
+    match chain_len {
+        0 => format!("key {issuer} (must be a trusted root key)"),
+        n => format!("key {issuer}, through {n} delegation link{}", if n == 1 { "" } else { "s" }),
+    }
+}
+
+/// What a permit allows, for whom, until when.
+fn summary(a: &Artifact, now: Timestamp) -> String {
+    let mut s = String::new();
+    let hints: Vec<&str> = [a.subject.name.as_deref(), a.subject.path.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let _ = writeln!(s, "allows:    the binary with SHA-256 {}", hex::encode(a.subject.sha256));
+    if !hints.is_empty() {
+        let _ = writeln!(s, "           (issued for {})", hints.join(", "));
+    }
+    let _ = writeln!(s, "to run in: {}", scope_text(a));
+    let _ = writeln!(s, "from:      {} ({})", a.validity.not_before, relative(a.validity.not_before, now));
+    let _ = writeln!(
+        s,
+        "until:     {} ({}; lifetime {})",
+        a.validity.expires,
+        relative(a.validity.expires, now),
+        format_duration(a.lifetime_seconds())
+    );
+    let _ = writeln!(s, "signed by: {}", signer_text(&a.issuer, a.chain.len()));
+    for (i, link) in a.chain.iter().enumerate() {
+        let g = link.grant();
+        let _ = writeln!(
+            s,
+            "  link {}: key {} -> key {}: cgroups {}, permits up to {}, until {}",
+            i + 1,
+            g.issuer.short(),
+            link.delegate_key_id().short(),
+            join_prefixes(&g.cgroup_prefixes),
+            format_duration(g.max_ttl_seconds),
+            g.expires
+        );
+    }
+    let p = &a.provenance;
+    let _ = writeln!(
+        s,
+        "asked by:  {}{}",
+        p.requested_by.as_deref().unwrap_or("(not recorded)"),
+        p.on_behalf_of
+            .as_deref()
+            .map_or(String::new(), |o| format!(", on behalf of {o}"))
+    );
+    if let Some(reason) = &p.reason {
+        let _ = writeln!(s, "reason:    {reason}");
+    }
+    let _ = writeln!(
+        s,
+        "issued:    {} under trust policy version {}",
+        a.issued_at, a.policy_version
+    );
+    s
+}
+
+fn delegation_summary(d: &Delegation, now: Timestamp) -> String {
+    let mut s = String::new();
+    let last = d.last();
+    let g = last.grant();
+    let _ = writeln!(s, "delegation to key {}", last.delegate_key_id());
+    let _ = writeln!(s, "allows:    issuing permits for cgroups {}", join_prefixes(&g.cgroup_prefixes));
+    let _ = writeln!(s, "           each valid at most {}", format_duration(g.max_ttl_seconds));
+    let _ = writeln!(s, "from:      {} ({})", g.not_before, relative(g.not_before, now));
+    let _ = writeln!(s, "until:     {} ({})", g.expires, relative(g.expires, now));
+    let root = d.links()[0].grant().issuer;
+    let _ = writeln!(s, "root key:  {root} (must be a trusted root key)");
+    for (i, link) in d.links().iter().enumerate() {
+        let g = link.grant();
+        let _ = writeln!(
+            s,
+            "  link {} ({}): key {} -> key {}, policy version {}",
+            i + 1,
+            g.id,
+            g.issuer.short(),
+            link.delegate_key_id().short(),
+            g.policy_version
+        );
+    }
+    let _ = writeln!(s, "signatures: not checked here; `authz-agent artifact verify` checks a permit's chain");
+    s
+}
