@@ -10,6 +10,8 @@
 pub mod encoding;
 pub mod fields;
 pub mod issue;
+#[cfg(test)]
+mod props;
 pub mod text;
 pub mod time;
 

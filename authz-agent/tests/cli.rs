@@ -1,0 +1,247 @@
+//! End-to-end tests of `authz-agent key | delegate | artifact` through the
+//! built binary: what an operator types, what they get back.
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_authz-agent");
+
+/// A scratch directory with a root key, a team key and an agent config that
+/// trusts the root key for /jobs.slice, permits up to 7 days.
+struct Scene {
+    dir: PathBuf,
+}
+
+impl Scene {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("authz-cli-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let s = Self { dir };
+        s.ok(&["key", "generate", "--out", "root"]);
+        s.ok(&["key", "generate", "--out", "team"]);
+        let root_pub = fs::read_to_string(s.path("root.pub")).unwrap();
+        let public_key = root_pub
+            .lines()
+            .find_map(|l| l.strip_prefix("public_key = "))
+            .unwrap()
+            .to_owned();
+        fs::write(
+            s.path("agent.toml"),
+            format!(
+                "[daemon]\nsomething = \"not ours\"\n\n[trust]\nversion = 1\n\n[[trust.roots]]\n\
+                 name = \"root\"\npublic_key = {public_key}\ncgroup_prefixes = [\"/jobs.slice\"]\nmax_ttl = \"7d\"\n"
+            ),
+        )
+        .unwrap();
+        fs::write(s.path("tool"), b"#!/bin/sh\necho hello\n").unwrap();
+        s
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(&self.dir)
+            .env_remove("AUTHZ_CONFIG")
+            .env("AUTHZ_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and expects exit status 1; returns stderr, which must be one line.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?} did not fail: {:?}", out);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+        err
+    }
+
+    fn delegate(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "delegate", "--key", "root.key", "--to", "team.pub", "--cgroup-prefix", "/jobs.slice/team-a",
+            "--max-ttl", "1d", "--expires", "30d", "--config", "agent.toml", "--out", "team.delegation",
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// Issues a permit through the team delegation; `extra` may override
+    /// `--cgroup` and `--ttl`.
+    fn issue(&self, out: &str, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "artifact", "issue", "--key", "team.key", "--delegation", "team.delegation", "--binary", "tool",
+            "--config", "agent.toml", "--out", out,
+        ];
+        for (flag, default) in [("--cgroup", "/jobs.slice/team-a/build"), ("--ttl", "12h")] {
+            if !extra.contains(&flag) {
+                args.extend([flag, default]);
+            }
+        }
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn verify(&self, file: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["artifact", "verify", file, "--config", "agent.toml"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// A delegation and a permit issued through it: `tool.permit`.
+    fn with_permit(self) -> Self {
+        assert!(self.delegate(&[]).status.success());
+        let out = self.issue(
+            "tool.permit",
+            &["--descendants", "--reason", "nightly build", "--requested-by", "alice", "--on-behalf-of", "ops"],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        self
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn key_generate_writes_a_private_key_once() {
+    let s = Scene::new("keys");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&s.path("root.key")), 0o600);
+    assert_eq!(mode(&s.path("root.pub")) & 0o044, 0o044, "public key readable by all");
+    let before = fs::read(s.path("root.key")).unwrap();
+    let err = s.fails(&["key", "generate", "--out", "root"]);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(fs::read(s.path("root.key")).unwrap(), before);
+    let shown = s.ok(&["key", "show", "root.key"]);
+    let shown_pub = s.ok(&["key", "show", "root.pub"]);
+    let id = |t: &str| t.lines().find(|l| l.starts_with("key id:")).unwrap().to_owned();
+    assert_eq!(id(&shown), id(&shown_pub));
+}
+
+#[test]
+fn delegate_issue_verify_inspect() {
+    let s = Scene::new("flow").with_permit();
+    let out = s.ok(&["artifact", "verify", "tool.permit", "--config", "agent.toml"]);
+    assert!(out.starts_with("valid: permit "), "{out}");
+    assert!(out.contains("cgroup /jobs.slice/team-a/build and its descendants"), "{out}");
+    let inspect = s.ok(&["artifact", "inspect", "tool.permit"]);
+    for needle in ["allows:", "to run in:", "until:", "alice, on behalf of ops", "nightly build", "link 1:"] {
+        assert!(inspect.contains(needle), "{needle} missing: {inspect}");
+    }
+    let inspect = s.ok(&["artifact", "inspect", "team.delegation"]);
+    assert!(inspect.contains("issuing permits for cgroups /jobs.slice/team-a"), "{inspect}");
+    // The config can also come from the environment.
+    let out = Command::new(BIN)
+        .args(["artifact", "verify", "tool.permit"])
+        .current_dir(&s.dir)
+        .env("AUTHZ_CONFIG", "agent.toml")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn verify_says_why_a_permit_is_not_valid() {
+    let s = Scene::new("invalid").with_permit();
+    let err = s.fails(&["artifact", "verify", "tool.permit", "--config", "agent.toml", "--at", "2999-01-01T00:00:00Z"]);
+    assert!(err.contains("tool.permit is not valid: delegation 1 of 1") && err.contains("expired at"), "{err}");
+    let err = s.fails(&["artifact", "verify", "tool.permit", "--config", "agent.toml", "--at", "2000-01-01T00:00:00Z"]);
+    assert!(err.contains("is not valid before"), "{err}");
+
+    let permit = fs::read_to_string(s.path("tool.permit")).unwrap();
+    let id = permit.lines().find_map(|l| l.strip_prefix("id = ")).unwrap().trim_matches('"');
+    let err = s.fails(&["artifact", "verify", "tool.permit", "--config", "agent.toml", "--revoked", id]);
+    assert!(err.contains(&format!("permit {id} is revoked")), "{err}");
+
+    fs::write(s.path("edited.permit"), permit.replace("/jobs.slice/team-a/build", "/jobs.slice/team-a/prod")).unwrap();
+    let err = String::from_utf8(s.verify("edited.permit", &[]).stderr).unwrap();
+    assert!(err.contains("bad signature on permit"), "{err}");
+
+    fs::write(s.path("future.permit"), permit.replace("version = 1\n", "version = 9\n")).unwrap();
+    let err = s.fails(&["artifact", "verify", "future.permit", "--config", "agent.toml"]);
+    assert!(err.contains("unsupported artifact version 9"), "{err}");
+
+    fs::write(s.path("extra.permit"), permit.replace("[scope]\n", "[scope]\nhost = \"x\"\n")).unwrap();
+    let err = s.fails(&["artifact", "verify", "extra.permit", "--config", "agent.toml"]);
+    assert!(err.contains("malformed artifact") && err.contains("unknown field `host`") && err.contains("line"), "{err}");
+
+    let other = fs::read_to_string(s.path("agent.toml")).unwrap().replace("version = 1", "version = 2");
+    fs::write(s.path("v2.toml"), other).unwrap();
+    let err = s.fails(&["artifact", "verify", "tool.permit", "--config", "v2.toml"]);
+    assert!(err.contains("trust policy version 1; this policy accepts only version 2"), "{err}");
+}
+
+#[test]
+fn issue_and_delegate_refuse_what_would_never_be_valid() {
+    let s = Scene::new("refuse");
+    let err = stderr(&s.run(&[
+        "delegate", "--key", "root.key", "--to", "team.pub", "--cgroup-prefix", "/other", "--max-ttl", "1d",
+        "--expires", "30d", "--config", "agent.toml", "--out", "wide.delegation",
+    ]));
+    assert!(err.contains("widens the authority it received from root key"), "{err}");
+    assert!(!s.path("wide.delegation").exists());
+
+    let s = s.with_permit();
+    let err = stderr(&s.issue("long.permit", &["--ttl", "2d"]));
+    assert!(err.contains("permit lifetime 2days is over the limit of 1day"), "{err}");
+    let err = stderr(&s.issue("outside.permit", &["--cgroup", "/jobs.slice/team-b"]));
+    assert!(err.contains("cgroup /jobs.slice/team-b is outside the scope of delegation 1 of 1"), "{err}");
+    let err = stderr(&s.issue("tool.permit", &[]));
+    assert!(err.contains("tool.permit already exists"), "{err}");
+
+    // Without a config, the policy version must be given.
+    let err = stderr(&s.run(&[
+        "artifact", "issue", "--key", "root.key", "--binary", "tool", "--cgroup", "/jobs.slice", "--ttl", "1h",
+        "--out", "x.permit",
+    ]));
+    assert!(err.contains("--policy-version"), "{err}");
+    // A root key issues directly; writing to stdout with `--out -`.
+    let out = s.ok(&[
+        "artifact", "issue", "--key", "root.key", "--binary", "tool", "--cgroup", "/jobs.slice/x", "--ttl", "1h",
+        "--policy-version", "1", "--out", "-",
+    ]);
+    assert!(out.contains("format = \"authz-artifact\""), "{out}");
+    fs::write(s.path("root.permit"), out).unwrap();
+    s.ok(&["artifact", "verify", "root.permit", "--config", "agent.toml"]);
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let s = Scene::new("help");
+    for cmd in [
+        &["key", "generate", "--help"][..],
+        &["delegate", "--help"],
+        &["artifact", "issue", "--help"],
+        &["artifact", "verify", "--help"],
+        &["artifact", "inspect", "--help"],
+    ] {
+        let help = s.ok(cmd);
+        assert!(help.contains("Example: authz-agent"), "{cmd:?}: {help}");
+    }
+}
