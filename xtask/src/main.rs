@@ -1,6 +1,7 @@
 //! `cargo xtask`: everything around the code — toolchain setup, builds, the QEMU
 //! VM that runs a real kernel with BPF LSM, the test suite, the demo.
 mod build;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -43,6 +44,16 @@ enum Command {
     Vm(vm::VmArgs),
     /// Show authz working: boot the VM and run the scripted demo.
     Demo(vm::DemoArgs),
+    /// Fuzz the artifact, delegation, key and trust-policy parsers for a
+    /// bounded time; fail loudly on a crash.
+    ///
+    /// Installs cargo-fuzz under target/fuzz-tools when missing, builds every
+    /// target in fuzz/ with nightly and AddressSanitizer, then runs each for
+    /// --seconds (default 60) from the seeds in fuzz/seeds. Exits non-zero
+    /// when any target crashes; the crashing input is kept in fuzz/artifacts.
+    ///
+    /// Example: cargo xtask fuzz --seconds 30
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +64,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Vm(args) => vm::run(&args),
         Command::Demo(args) => vm::demo(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(code) => code,
