@@ -434,6 +434,14 @@ pub(crate) mod vectors {
         println!("artifact message {}", hex::encode(a.message()));
         println!("artifact signature {}", hex::encode(a.signature().to_bytes()));
         println!("{}", a.to_toml());
+        println!("----- delegation\n{}", d.to_toml());
+        println!("----- public key\n{}", crate::trust::keys::PublicKey {
+            key: root().verifying_key(),
+            id: KeyId::of(&root().verifying_key()),
+            name: Some("root".into()),
+        }
+        .to_toml());
+        println!("----- secret key\n{}", crate::trust::keys::secret_key_toml(&root()));
     }
 }
 
