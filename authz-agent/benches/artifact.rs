@@ -77,19 +77,10 @@ impl Fixture {
     fn new() -> Self {
         let (root, team) = (generate(), generate());
         let now = Timestamp::now();
-        let policy = TrustPolicy {
-            version: 1,
-            min_version: 1,
-            max_chain_length: 2,
-            retired: Default::default(),
-            roots: vec![RootKey {
-                name: Some("root".into()),
-                key: root.verifying_key(),
-                key_id: KeyId::of(&root.verifying_key()),
-                cgroup_prefixes: vec![cg("/jobs.slice")],
-                max_ttl_seconds: 7 * 86_400,
-            }],
-        };
+        let policy = TrustPolicy::new(
+            1,
+            vec![RootKey::new(Some("root".into()), root.verifying_key(), vec![cg("/jobs.slice")], 7 * 86_400)],
+        );
         let grant = Grant {
             id: ArtifactId::random(),
             issued_at: now,

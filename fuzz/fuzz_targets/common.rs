@@ -5,26 +5,15 @@ use std::{sync::OnceLock, time::SystemTime};
 
 use authz_agent::{
     artifact::{CgroupPath, Timestamp},
-    trust::{policy::RootKey, KeyId, TrustPolicy, Verifier},
+    trust::{policy::RootKey, TrustPolicy, Verifier},
 };
 
 pub fn policy() -> &'static TrustPolicy {
     static POLICY: OnceLock<TrustPolicy> = OnceLock::new();
     POLICY.get_or_init(|| {
         let root = ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key();
-        TrustPolicy {
-            version: 1,
-            min_version: 1,
-            max_chain_length: 2,
-            retired: Default::default(),
-            roots: vec![RootKey {
-                name: Some("example root".into()),
-                key: root,
-                key_id: KeyId::of(&root),
-                cgroup_prefixes: vec![CgroupPath::normalize("/jobs.slice").expect("valid")],
-                max_ttl_seconds: 7 * 86_400,
-            }],
-        }
+        let jobs = CgroupPath::normalize("/jobs.slice").expect("valid");
+        TrustPolicy::new(1, vec![RootKey::new(Some("example root".into()), root, vec![jobs], 7 * 86_400)])
     })
 }
 

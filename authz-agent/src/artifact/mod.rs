@@ -454,19 +454,8 @@ mod tests {
     };
 
     fn policy() -> TrustPolicy {
-        TrustPolicy {
-            version: 1,
-            min_version: 1,
-            max_chain_length: 2,
-            retired: Default::default(),
-            roots: vec![RootKey {
-                name: None,
-                key: root().verifying_key(),
-                key_id: KeyId::of(&root().verifying_key()),
-                cgroup_prefixes: vec![CgroupPath::normalize("/jobs.slice").unwrap()],
-                max_ttl_seconds: 7 * 86_400,
-            }],
-        }
+        let jobs = CgroupPath::normalize("/jobs.slice").unwrap();
+        TrustPolicy::new(1, vec![RootKey::new(None, root().verifying_key(), vec![jobs], 7 * 86_400)])
     }
 
     fn check(a: &Artifact) -> Result<(), VerifyError> {

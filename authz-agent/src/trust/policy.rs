@@ -91,6 +91,19 @@ impl TryFrom<RawRoot> for RootKey {
     }
 }
 
+impl RootKey {
+    /// A root key trusted for `cgroup_prefixes`, permits up to `max_ttl_seconds`.
+    pub fn new(name: Option<String>, key: VerifyingKey, cgroup_prefixes: Vec<CgroupPath>, max_ttl_seconds: u64) -> Self {
+        Self {
+            name,
+            key_id: KeyId::of(&key),
+            key,
+            cgroup_prefixes,
+            max_ttl_seconds,
+        }
+    }
+}
+
 impl fmt::Display for RootKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.name {
@@ -193,6 +206,19 @@ struct ConfigFile {
 }
 
 impl TrustPolicy {
+    /// A policy at `version` trusting `roots`, with the defaults for the rest:
+    /// only `version` accepted, chains of up to [`DEFAULT_MAX_CHAIN`] links,
+    /// nothing retired.
+    pub fn new(version: u32, roots: Vec<RootKey>) -> Self {
+        Self {
+            version,
+            min_version: version,
+            max_chain_length: DEFAULT_MAX_CHAIN,
+            retired: HashSet::new(),
+            roots,
+        }
+    }
+
     /// Reads the `[trust]` table of the TOML config `text`, ignoring the
     /// config's other top-level tables.
     pub fn from_config_str(text: &str) -> Result<Self, PolicyError> {
@@ -296,7 +322,7 @@ max_ttl = "30d"
         let text = config(&key).replace("min_version = 2", "min_version = 2\nmystery = 1");
         let e = TrustPolicy::from_config_str(&text).unwrap_err().to_string();
         assert!(e.contains("mystery") && e.contains("line"), "{e}");
-        let text = config(&key).replace("30d", "forever");
+        let text = config(&key).replace("max_ttl = \"30d\"", "max_ttl = \"forever\"");
         let e = TrustPolicy::from_config_str(&text).unwrap_err().to_string();
         assert!(e.contains("max_ttl"), "{e}");
         let text = config(&key).replace("min_version = 2", "min_version = 4");

@@ -6,7 +6,7 @@ use ed25519_dalek::SigningKey;
 use super::{
     delegation::{Delegation, Grant},
     keys::{generate, KeyId},
-    policy::{RootKey, TrustPolicy, DEFAULT_MAX_CHAIN},
+    policy::{RootKey, TrustPolicy},
     verify::{verify, Verified, VerifyError},
 };
 use crate::artifact::{
@@ -31,19 +31,10 @@ pub(crate) struct Kit {
 impl Kit {
     pub fn new() -> Self {
         let root = generate();
-        let policy = TrustPolicy {
-            version: 1,
-            min_version: 1,
-            max_chain_length: DEFAULT_MAX_CHAIN,
-            retired: Default::default(),
-            roots: vec![RootKey {
-                name: Some("root".into()),
-                key: root.verifying_key(),
-                key_id: KeyId::of(&root.verifying_key()),
-                cgroup_prefixes: vec![cg("/jobs")],
-                max_ttl_seconds: 7 * DAY,
-            }],
-        };
+        let policy = TrustPolicy::new(
+            1,
+            vec![RootKey::new(Some("root".into()), root.verifying_key(), vec![cg("/jobs")], 7 * DAY)],
+        );
         Self {
             root,
             team: generate(),
