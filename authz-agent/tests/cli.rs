@@ -245,3 +245,32 @@ fn help_teaches_with_examples() {
         assert!(help.contains("Example: authz-agent"), "{cmd:?}: {help}");
     }
 }
+
+#[test]
+fn a_team_key_delegates_further_down_a_two_link_chain() {
+    let s = Scene::new("chain").with_permit();
+    s.ok(&["key", "generate", "--out", "ci"]);
+    let sub = |prefix: &str, out: &str| {
+        s.run(&[
+            "delegate", "--key", "team.key", "--delegation", "team.delegation", "--to", "ci.pub",
+            "--cgroup-prefix", prefix, "--max-ttl", "1h", "--expires", "7d", "--config", "agent.toml", "--out", out,
+        ])
+    };
+    let err = stderr(&sub("/jobs.slice/team-b", "wide.delegation"));
+    assert!(err.contains("widens the authority it received from delegation 1 of 1"), "{err}");
+    assert!(sub("/jobs.slice/team-a/ci", "ci.delegation").status.success());
+    let inspect = s.ok(&["artifact", "inspect", "ci.delegation"]);
+    assert!(inspect.contains("link 2"), "{inspect}");
+    s.ok(&[
+        "artifact", "issue", "--key", "ci.key", "--delegation", "ci.delegation", "--binary", "tool", "--cgroup",
+        "/jobs.slice/team-a/ci/job-7", "--ttl", "30m", "--config", "agent.toml", "--out", "ci.permit",
+    ]);
+    let out = s.ok(&["artifact", "verify", "ci.permit", "--config", "agent.toml"]);
+    assert!(out.contains("through 2 delegation links"), "{out}");
+    // The team key cannot sign with the CI key's delegation.
+    let err = stderr(&s.run(&[
+        "artifact", "issue", "--key", "team.key", "--delegation", "ci.delegation", "--binary", "tool", "--cgroup",
+        "/jobs.slice/team-a/ci", "--ttl", "30m", "--policy-version", "1", "--out", "bad.permit",
+    ]));
+    assert!(err.contains("is not the key the delegation delegates to"), "{err}");
+}

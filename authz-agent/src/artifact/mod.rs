@@ -6,7 +6,7 @@
 //! the TOML text itself. Parsing is strict: unknown fields, unknown versions,
 //! non-canonical spellings and oversized files are refused with the field and
 //! line at fault. Whether a parsed artifact is *valid* is for
-//! [`crate::trust::verify`] to decide.
+//! [`crate::trust::verify()`] to decide.
 pub mod encoding;
 pub mod fields;
 pub mod issue;

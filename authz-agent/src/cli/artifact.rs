@@ -100,7 +100,7 @@ pub struct IssueArgs {
 ///
 /// Verifies every signature, the chain of delegations, the cgroup scope and
 /// lifetime limits, the time window, the policy version and revocations
-/// against the [trust] table of the agent's config. When the permit is not
+/// against the `[trust]` table of the agent's config. When the permit is not
 /// valid, prints the reason on one line and exits 1.
 ///
 /// Example: authz-agent artifact verify make.permit --config /etc/authz/agent.toml
@@ -109,7 +109,7 @@ pub struct IssueArgs {
 pub struct VerifyArgs {
     /// The permit file.
     pub file: PathBuf,
-    /// The agent config whose [trust] table decides.
+    /// The agent config whose `[trust]` table decides.
     #[arg(long, value_name = "FILE", env = "AUTHZ_CONFIG", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     /// Verify as of this time (RFC 3339 UTC) instead of now.

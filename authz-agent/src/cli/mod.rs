@@ -127,7 +127,7 @@ fn key_show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
 /// Which trust-policy version to issue under: given, or read from the config.
 #[derive(Debug, Args)]
 pub struct PolicySource {
-    /// The agent config whose [trust] table to check the result against (and
+    /// The agent config whose `[trust]` table to check the result against (and
     /// take the policy version from).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
