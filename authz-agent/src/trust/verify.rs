@@ -559,12 +559,13 @@ impl Verifier {
     /// small-order components, which only the holder of the signing key can
     /// make: such a signature is no forgery, the key holder could have signed
     /// normally.
-    pub fn verify_batch(
+    pub fn verify_batch<'a>(
         &self,
-        artifacts: &[Artifact],
+        artifacts: impl IntoIterator<Item = &'a Artifact>,
         revoked: &dyn Fn(&ArtifactId) -> bool,
         now: SystemTime,
     ) -> Vec<Result<Verified, VerifyError>> {
+        let artifacts: Vec<&Artifact> = artifacts.into_iter().collect();
         let _span = tracing::debug_span!("verify_batch", n = artifacts.len()).entered();
         let t = Timestamp::from_system_time(now);
         let mut results = Vec::with_capacity(artifacts.len());
