@@ -49,7 +49,7 @@ pub fn run(args: &FuzzArgs) -> Result<ExitCode> {
         args.targets.clone()
     };
 
-    eprintln!("fuzz: building {} target(s) with nightly and AddressSanitizer", targets.len());
+    eprintln!("fuzz: building the fuzz targets with nightly and AddressSanitizer");
     util::run(
         nightly(&cargo_fuzz, &fuzz_dir).arg("build"),
         "building the fuzz targets",
