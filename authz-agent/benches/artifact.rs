@@ -171,9 +171,8 @@ fn hash_mib() -> u64 {
 
 /// A file of `mib` MiB of pseudo-random bytes, written once and reused.
 fn hash_input(mib: u64) -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+    // Cargo names a scratch directory under target/ for benchmarks.
+    let dir = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let path = dir.join(format!("authz-bench-{mib}MiB.bin"));
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == mib << 20) {
         return path;
