@@ -148,12 +148,6 @@ pub mod counter {
     ];
 }
 
-/// Flags on a [`Permit`].
-pub mod permit_flags {
-    /// The permit also covers every cgroup below its own.
-    pub const DESCENDANTS: u32 = 1 << 0;
-}
-
 /// Flags on an [`ExecEvent`].
 pub mod event_flags {
     /// The digest came from the per-inode cache instead of a fresh hash.
@@ -184,17 +178,36 @@ pub struct PermitKey {
     pub cgroup_id: u64,
 }
 
-/// Value of the `PERMITS` map.
+/// Value of the `PERMITS` map: what the artifacts for one (digest, cgroup)
+/// allow, in two slots because one key can carry several artifacts.
+///
+/// Expiries are `CLOCK_BOOTTIME` nanoseconds, compared by the kernel with
+/// `bpf_ktime_get_boot_ns()` on every exec; 0 means "no such permit".
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Permit {
-    /// Expiry on `CLOCK_BOOTTIME`, in nanoseconds; the kernel compares it with
-    /// `bpf_ktime_get_boot_ns()` on every exec.
+    /// Until when execs in this very cgroup are allowed (any artifact for the
+    /// key covers its own cgroup).
     pub expires_boot_ns: u64,
+    /// Until when execs in cgroups *below* this one are allowed (only
+    /// artifacts with descendants included count).
+    pub descendants_expires_boot_ns: u64,
+    /// The artifact behind `expires_boot_ns`.
     pub artifact_id: [u8; ARTIFACT_ID_LEN],
-    /// [`permit_flags`].
-    pub flags: u32,
-    pub _reserved: u32,
+    /// The artifact behind `descendants_expires_boot_ns`.
+    pub descendants_artifact_id: [u8; ARTIFACT_ID_LEN],
+}
+
+impl Permit {
+    /// A permit for one artifact.
+    pub const fn single(artifact_id: [u8; ARTIFACT_ID_LEN], expires_boot_ns: u64, descendants: bool) -> Self {
+        Self {
+            expires_boot_ns,
+            descendants_expires_boot_ns: if descendants { expires_boot_ns } else { 0 },
+            artifact_id,
+            descendants_artifact_id: if descendants { artifact_id } else { [0; ARTIFACT_ID_LEN] },
+        }
+    }
 }
 
 /// Kernel structure offsets, read by the agent from the running kernel's BTF and
@@ -353,7 +366,7 @@ impl ExecEvent {
 // No implicit padding anywhere: each size is the sum of its fields.
 const _: () = assert!(core::mem::size_of::<Config>() == 4 + 4 + 8);
 const _: () = assert!(core::mem::size_of::<PermitKey>() == DIGEST_LEN + 8);
-const _: () = assert!(core::mem::size_of::<Permit>() == 8 + ARTIFACT_ID_LEN + 4 + 4);
+const _: () = assert!(core::mem::size_of::<Permit>() == 2 * 8 + 2 * ARTIFACT_ID_LEN);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 15 * 4);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == DIGEST_LEN + 3 * 8 + 2 * 4);
 const _: () = assert!(

@@ -1,6 +1,6 @@
 //! The exec decision: digest, permit lookup, verdict, event, counters.
 use authz_common::{
-    counter, decision, event_flags, mode, permit_flags, reason, scope, Digest, ExecEvent, Permit,
+    counter, decision, event_flags, mode, reason, scope, Digest, ExecEvent,
     PermitKey, ARTIFACT_ID_LEN, DIGEST_LEN, MAX_CGROUP_DEPTH,
 };
 use aya_ebpf::{
@@ -26,7 +26,10 @@ struct Verdict {
     reason: u32,
     /// cgroup the permit was granted to (0 when none was found).
     permit_cgroup_id: u64,
-    permit: Permit,
+    /// Expiry of the permit slot that decided (0 when none).
+    expires_boot_ns: u64,
+    /// Artifact behind that slot.
+    artifact_id: [u8; ARTIFACT_ID_LEN],
 }
 
 impl Verdict {
@@ -35,12 +38,18 @@ impl Verdict {
             allowed: false,
             reason,
             permit_cgroup_id: 0,
-            permit: Permit {
-                expires_boot_ns: 0,
-                artifact_id: [0; ARTIFACT_ID_LEN],
-                flags: 0,
-                _reserved: 0,
-            },
+            expires_boot_ns: 0,
+            artifact_id: [0; ARTIFACT_ID_LEN],
+        }
+    }
+
+    const fn allowed(reason: u32, cgroup_id: u64, expires_boot_ns: u64, artifact_id: [u8; ARTIFACT_ID_LEN]) -> Self {
+        Self {
+            allowed: true,
+            reason,
+            permit_cgroup_id: cgroup_id,
+            expires_boot_ns,
+            artifact_id,
         }
     }
 }
@@ -141,8 +150,17 @@ fn lookup(digest: &Digest, cgroup_id: u64) -> Verdict {
 
     // SAFETY: the map value is copied out before the next helper call.
     if let Some(permit) = unsafe { maps::PERMITS.get(&key) }.copied() {
+        // Own cgroup: either slot covers it.
         if permit.expires_boot_ns > now {
-            return Verdict { allowed: true, reason: reason::PERMIT, permit_cgroup_id: cgroup_id, permit };
+            return Verdict::allowed(reason::PERMIT, cgroup_id, permit.expires_boot_ns, permit.artifact_id);
+        }
+        if permit.descendants_expires_boot_ns > now {
+            return Verdict::allowed(
+                reason::PERMIT,
+                cgroup_id,
+                permit.descendants_expires_boot_ns,
+                permit.descendants_artifact_id,
+            );
         }
         expired = true;
     }
@@ -158,15 +176,16 @@ fn lookup(digest: &Digest, cgroup_id: u64) -> Verdict {
         key.cgroup_id = ancestor;
         // SAFETY: as above.
         if let Some(permit) = unsafe { maps::PERMITS.get(&key) }.copied() {
-            if permit.flags & permit_flags::DESCENDANTS != 0 {
-                if permit.expires_boot_ns > now {
-                    return Verdict {
-                        allowed: true,
-                        reason: reason::PERMIT_INHERITED,
-                        permit_cgroup_id: ancestor,
-                        permit,
-                    };
-                }
+            // An ancestor's permit counts only in its descendants slot.
+            if permit.descendants_expires_boot_ns > now {
+                return Verdict::allowed(
+                    reason::PERMIT_INHERITED,
+                    ancestor,
+                    permit.descendants_expires_boot_ns,
+                    permit.descendants_artifact_id,
+                );
+            }
+            if permit.descendants_expires_boot_ns != 0 {
                 expired = true;
             }
         }
@@ -234,7 +253,7 @@ fn emit(
         (*event).boot_ns = bpf_ktime_get_boot_ns();
         (*event).cgroup_id = cgroup_id;
         (*event).permit_cgroup_id = verdict.permit_cgroup_id;
-        (*event).permit_expires_boot_ns = verdict.permit.expires_boot_ns;
+        (*event).permit_expires_boot_ns = verdict.expires_boot_ns;
         (*event).pid = pid_tgid as u32;
         (*event).tgid = (pid_tgid >> 32) as u32;
         (*event).ppid = kernel::parent_tgid();
@@ -246,7 +265,7 @@ fn emit(
         (*event).hash_status = hash_status;
         (*event).flags = flags;
         (*event).digest = *digest;
-        (*event).permit_id = verdict.permit.artifact_id;
+        (*event).permit_id = verdict.artifact_id;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*event).filename[0] = 0;
         kernel::binprm_path(bprm, kernel::BinprmPath::Filename, &mut (*event).filename);

@@ -10,6 +10,8 @@ use std::{
     time::Duration,
 };
 
+pub mod daemon;
+
 use authz_agent::{
     cgroup::{Hierarchy, CGROUP_ROOT},
     enforcer::{boot_time_ns, DecisionEvent, Enforcer, LoadOptions, Mode},
@@ -35,16 +37,16 @@ pub fn enforcer_with(opts: LoadOptions) -> Enforcer {
     Enforcer::load(&opts).unwrap_or_else(|e| panic!("cannot load the enforcer: {}", error_chain(&e)))
 }
 
+/// Whether a test permit covers descendant cgroups.
+pub const DESCENDANTS: bool = true;
+/// A test permit for its own cgroup only.
+pub const EXACT: bool = false;
+
 /// A permit for `digest` in `cgroup_id`, valid for an hour.
-pub fn permit(digest: [u8; 32], cgroup_id: u64, id: u8, flags: u32) -> (PermitKey, Permit) {
+pub fn permit(digest: [u8; 32], cgroup_id: u64, id: u8, descendants: bool) -> (PermitKey, Permit) {
     (
         PermitKey { digest, cgroup_id },
-        Permit {
-            expires_boot_ns: boot_time_ns() + 3600 * 1_000_000_000,
-            artifact_id: [id; 16],
-            flags,
-            _reserved: 0,
-        },
+        Permit::single([id; 16], boot_time_ns() + 3600 * 1_000_000_000, descendants),
     )
 }
 

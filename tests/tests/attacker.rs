@@ -31,7 +31,7 @@ fn script_needs_its_own_permit_even_with_a_permitted_interpreter() {
     let scratch = public_scratch("script");
     let shell = scratch.program("busybox");
     let script = scratch.file("job.sh", format!("#!{} sh\necho ran\n", shell.path.display()).as_bytes());
-    let (k, p) = permit(shell.digest, jail_id, 0x5e, 0);
+    let (k, p) = permit(shell.digest, jail_id, 0x5e, EXACT);
     enforcer.grant(k, p).unwrap();
 
     // The interpreter alone is permitted: exec of the script is refused at the
@@ -42,7 +42,7 @@ fn script_needs_its_own_permit_even_with_a_permitted_interpreter() {
     assert_eq!((ev.decision, ev.reason), (Decision::Deny, Reason::NoPermit));
 
     // Script permitted too: both checks pass, and the kernel checked both files.
-    let (k, p) = permit(script.digest, jail_id, 0x5f, 0);
+    let (k, p) = permit(script.digest, jail_id, 0x5f, EXACT);
     enforcer.grant(k, p).unwrap();
     let mut cmd = Command::new(&script.path);
     assert_ran(&in_cgroup_as(&mut cmd, &jail, Some(NOBODY)));
@@ -61,7 +61,7 @@ fn script_needs_its_own_permit_even_with_a_permitted_interpreter() {
     })
     .unwrap();
     let script2 = scratch.file("job2.sh", format!("#!{} sh\necho ran\n", other_shell.path.display()).as_bytes());
-    let (k, p) = permit(script2.digest, jail_id, 0x60, 0);
+    let (k, p) = permit(script2.digest, jail_id, 0x60, EXACT);
     enforcer.grant(k, p).unwrap();
     let mut cmd = Command::new(&script2.path);
     assert_eperm(&in_cgroup_as(&mut cmd, &jail, Some(NOBODY)));
@@ -76,7 +76,7 @@ fn interpreter_given_a_script_as_argument_is_not_covered() {
     let scratch = public_scratch("interparg");
     let shell = scratch.program("busybox");
     let script = scratch.file("job.sh", b"echo ran-unpermitted-script\n");
-    let (k, p) = permit(shell.digest, jail_id, 0x61, 0);
+    let (k, p) = permit(shell.digest, jail_id, 0x61, EXACT);
     enforcer.grant(k, p).unwrap();
     let out = shell.run_as(&jail, Some(NOBODY), &["sh", &script.path.to_string_lossy()]);
     assert_ran(&out);
@@ -94,7 +94,7 @@ fn unprivileged_attacker_cannot_escape_the_enforced_cgroup() {
         b.extend_from_slice(b"payload");
         b
     });
-    let (k, p) = permit(shell.digest, jail_id, 0x62, 0);
+    let (k, p) = permit(shell.digest, jail_id, 0x62, EXACT);
     enforcer.grant(k, p).unwrap();
     // A permitted shell tries to move itself to the root cgroup, then run the
     // payload.

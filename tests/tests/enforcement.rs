@@ -29,7 +29,7 @@ fn authorized_digest_runs_and_others_stay_refused() {
     let mut enforcer = enforcer(Mode::Enforce);
     let scratch = Scratch::new("authorized");
     let prog = scratch.program("authorized");
-    let (key, permit) = permit(prog.digest, own_cgroup_id(), 0xa1, 0);
+    let (key, permit) = permit(prog.digest, own_cgroup_id(), 0xa1, EXACT);
 
     assert_eperm(&prog.run(&["true"]));
     enforcer.grant(key, permit).expect("grant");
@@ -101,8 +101,8 @@ fn expired_permit_is_refused_by_the_kernel() {
     let mut enforcer = enforcer(Mode::Enforce);
     let scratch = Scratch::new("expired");
     let prog = scratch.program("expired");
-    let (key, mut permit) = permit(prog.digest, own_cgroup_id(), 0xe1, 0);
-    permit.expires_boot_ns = boot_time_ns() - 1;
+    let (key, mut permit) = permit(prog.digest, own_cgroup_id(), 0xe1, EXACT);
+    permit = authz_common::Permit::single(permit.artifact_id, boot_time_ns() - 1, false);
     enforcer.grant(key, permit).expect("grant");
 
     assert_eperm(&prog.run(&["true"]));
@@ -115,7 +115,7 @@ fn modified_content_at_a_permitted_path_is_refused() {
     let mut enforcer = enforcer(Mode::Enforce);
     let scratch = Scratch::new("modified");
     let prog = scratch.program("modified");
-    let (key, permit) = permit(prog.digest, own_cgroup_id(), 0x3d, 0);
+    let (key, permit) = permit(prog.digest, own_cgroup_id(), 0x3d, EXACT);
     enforcer.grant(key, permit).expect("grant");
     assert_ran(&prog.run(&["true"]));
 

@@ -3,7 +3,6 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use authz_agent::enforcer::{boot_time_ns, Decision, LoadOptions, Mode, Reason};
-use authz_common::permit_flags::DESCENDANTS;
 use authz_tests::*;
 
 #[test]
@@ -14,7 +13,7 @@ fn permit_allows_in_its_cgroup_and_refuses_in_a_sibling() {
     let (b, _) = cgroups.create("b");
     let scratch = Scratch::new("sibling");
     let prog = scratch.program("job");
-    let (key, permit) = permit(prog.digest, a_id, 0x51, 0);
+    let (key, permit) = permit(prog.digest, a_id, 0x51, EXACT);
     enforcer.grant(key, permit).expect("grant");
 
     assert_ran(&prog.run_in_cgroup(&a, &["true"]));
@@ -39,7 +38,7 @@ fn descendants_are_allowed_only_when_the_permit_says_so() {
     let prog = scratch.program("job");
 
     // Without the flag: the parent only.
-    let (key, exact) = permit(prog.digest, parent_id, 0xd0, 0);
+    let (key, exact) = permit(prog.digest, parent_id, 0xd0, EXACT);
     enforcer.grant(key, exact).expect("grant");
     assert_ran(&prog.run_in_cgroup(&parent, &["true"]));
     let _ = event_for(&mut enforcer, &prog.path);
@@ -71,8 +70,8 @@ fn expiry_is_decided_by_the_kernel_without_userspace_help() {
     let (job, job_id) = cgroups.create("job");
     let scratch = Scratch::new("expiry");
     let prog = scratch.program("job");
-    let (key, mut permit) = permit(prog.digest, job_id, 0xee, 0);
-    permit.expires_boot_ns = boot_time_ns() + 3_000_000_000;
+    let (key, mut permit) = permit(prog.digest, job_id, 0xee, EXACT);
+    permit = authz_common::Permit::single(permit.artifact_id, boot_time_ns() + 3_000_000_000, false);
     enforcer.grant(key, permit).expect("grant");
 
     assert_ran(&prog.run_in_cgroup(&job, &["true"]));
@@ -135,7 +134,7 @@ fn a_copy_of_a_permitted_binary_at_another_path_is_allowed() {
     let mut enforcer = enforcer(Mode::Enforce);
     let scratch = Scratch::new("copy");
     let original = scratch.program("original");
-    let (key, permit) = permit(original.digest, own_cgroup_id(), 0xc0, 0);
+    let (key, permit) = permit(original.digest, own_cgroup_id(), 0xc0, EXACT);
     enforcer.grant(key, permit).expect("grant");
     std::fs::create_dir_all(scratch.dir.join("elsewhere")).expect("mkdir");
     let copy = Program::at({
@@ -169,10 +168,10 @@ fn every_decision_has_an_event_and_the_counters_match() {
     }
     let expired = Program::at(expired.path.clone());
 
-    let (k, p) = permit(allowed.digest, job_id, 1, 0);
+    let (k, p) = permit(allowed.digest, job_id, 1, EXACT);
     enforcer.grant(k, p).unwrap();
-    let (k, mut p) = permit(expired.digest, job_id, 2, 0);
-    p.expires_boot_ns = 1;
+    let (k, mut p) = permit(expired.digest, job_id, 2, EXACT);
+    p = authz_common::Permit::single(p.artifact_id, 1, false);
     enforcer.grant(k, p).unwrap();
     let _ = enforcer.drain_events();
     let before = enforcer.counters().unwrap();
