@@ -5,6 +5,7 @@
 //! wraps it in an actor task; tests and the `check` command use it directly.
 pub mod btf;
 pub mod event;
+pub mod pin;
 pub mod preflight;
 pub mod selftest;
 
@@ -30,8 +31,11 @@ pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 
 /// The LSM programs in the object, each named for its hook, in attach order:
 /// the cache invalidation (`file_open`) is in place before anything is cached.
-const PROGRAMS: [&str; 2] = ["file_open", "bprm_check_security"];
+pub(crate) const PROGRAMS: [&str; 2] = ["file_open", "bprm_check_security"];
 const HOOK: &str = "bprm_check_security";
+
+/// Size of the event ring buffer unless configured (as in authz-ebpf's maps.rs).
+pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
 
 /// `EPERM`, as the kernel returns it from `BPF_PROG_LOAD`.
 const EPERM: i32 = libc::EPERM;
@@ -71,6 +75,8 @@ pub enum EnforcerError {
     PermitsFull(u32),
     #[error("the enforcement self-test failed")]
     SelfTest(#[from] selftest::SelfTestError),
+    #[error("cannot pin the enforcement state")]
+    Pin(#[from] pin::PinError),
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> EnforcerError {
@@ -139,6 +145,10 @@ pub struct LoadOptions {
     /// Size of the decision event ring buffer in bytes (a power of two, at
     /// least a page); `None` keeps the built-in 1 MiB.
     pub event_ring_bytes: Option<u32>,
+    /// Pin maps and links under this bpffs directory, so enforcement outlives
+    /// the process and a restart re-adopts it. `None`: everything is detached
+    /// when the [`Enforcer`] is dropped (tests, `check`).
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -150,6 +160,7 @@ impl Default for LoadOptions {
             max_permits: 131_072,
             enforced_cgroups: Vec::new(),
             event_ring_bytes: None,
+            pin_dir: None,
         }
     }
 }
@@ -170,6 +181,9 @@ pub struct Enforcer {
     config: Config,
     max_permits: u32,
     support: KernelSupport,
+    pin_dir: Option<std::path::PathBuf>,
+    layout: pin::Layout,
+    adopted: bool,
 }
 
 impl std::fmt::Debug for Enforcer {
@@ -187,22 +201,50 @@ impl Enforcer {
     /// hook fires and refuses.
     #[tracing::instrument(name = "enforcer_load", skip_all, fields(mode = %opts.mode))]
     pub fn load(opts: &LoadOptions) -> Result<Self, EnforcerError> {
+        let mut enforcer = Self::open(opts)?;
+        enforcer.attach(opts)?;
+        Ok(enforcer)
+    }
+
+    /// Checks the kernel and loads the object with this kernel's offsets:
+    /// maps exist (created, or reused from the pin directory), nothing is
+    /// attached yet. With fresh maps the mode and scope from `opts` are written
+    /// now; with reused (pinned) maps the mode in force is kept, so a restart
+    /// never changes what the kernel enforces. Call [`Enforcer::attach`] next.
+    #[tracing::instrument(name = "enforcer_open", skip_all, fields(mode = %opts.mode))]
+    pub fn open(opts: &LoadOptions) -> Result<Self, EnforcerError> {
         let support = preflight::check()?;
         let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
+        let ring_bytes = opts.event_ring_bytes.unwrap_or(DEFAULT_RING_BYTES);
+        let layout = pin::Layout::new(opts.max_permits, ring_bytes);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("PERMITS", opts.max_permits)
-            .map_max_entries("DIGESTS", opts.max_permits);
-        if let Some(bytes) = opts.event_ring_bytes {
-            loader.map_max_entries("EVENTS", bytes);
+            .map_max_entries("DIGESTS", opts.max_permits)
+            .map_max_entries("EVENTS", ring_bytes);
+        let mut adopted = false;
+        let pin_paths: Vec<(&'static str, std::path::PathBuf)> = match &opts.pin_dir {
+            Some(dir) => {
+                preflight::ensure_bpffs().map_err(pin::PinError::Bpffs)?;
+                let maps_dir = layout.maps_dir(dir);
+                adopted = maps_dir.join("CONFIG").exists();
+                std::fs::create_dir_all(&maps_dir)
+                    .map_err(|e| pin::PinError::Io(maps_dir.clone(), e))?;
+                pin::MAPS.iter().map(|name| (*name, maps_dir.join(name))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(BPF_OBJECT).map_err(EnforcerError::Object)?;
 
         let mut take = |name: &'static str| {
             ebpf.take_map(name).ok_or(EnforcerError::MissingMap(name))
         };
-        let config_map = Array::try_from(take("CONFIG")?).map_err(map_err("CONFIG"))?;
+        let config_map: Array<MapData, Config> =
+            Array::try_from(take("CONFIG")?).map_err(map_err("CONFIG"))?;
         let permits = HashMap::try_from(take("PERMITS")?).map_err(map_err("PERMITS"))?;
         let digests = HashMap::try_from(take("DIGESTS")?).map_err(map_err("DIGESTS"))?;
         let enforced =
@@ -210,6 +252,18 @@ impl Enforcer {
         let counters = PerCpuArray::try_from(take("COUNTERS")?).map_err(map_err("COUNTERS"))?;
         let events = RingBuf::try_from(take("EVENTS")?).map_err(map_err("EVENTS"))?;
 
+        let config = if adopted {
+            let mut c = config_map.get(&0, 0).map_err(map_err("CONFIG"))?;
+            c.selftest_cgroup_id = 0;
+            tracing::info!(mode = mode::name(c.mode), "re-adopting pinned enforcement state");
+            c
+        } else {
+            Config {
+                mode: opts.mode.raw(),
+                scope: scope::HOST,
+                selftest_cgroup_id: 0,
+            }
+        };
         let mut enforcer = Self {
             ebpf,
             config_map,
@@ -219,24 +273,28 @@ impl Enforcer {
             counters,
             events: Some(events),
             pending: VecDeque::new(),
-            config: Config {
-                mode: opts.mode.raw(),
-                scope: scope::HOST,
-                selftest_cgroup_id: 0,
-            },
+            config,
             max_permits: opts.max_permits,
             support,
+            pin_dir: opts.pin_dir.clone(),
+            layout,
+            adopted,
         };
         // The configuration is in place before the hook can fire.
         enforcer.set_scope(&opts.enforced_cgroups)?;
-        enforcer.attach()?;
-        if opts.selftest {
-            selftest::run(&mut enforcer, &opts.cgroup_root)?;
-        }
         Ok(enforcer)
     }
 
-    fn attach(&mut self) -> Result<(), EnforcerError> {
+    /// Whether the maps were reused from an earlier run's pins.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Loads each program into the kernel (the verifier runs here), attaches
+    /// it, pins the links when a pin directory is set (atomically replacing the
+    /// previous run's links, so at every instant at least one program enforces),
+    /// then runs the self-test unless `opts.selftest` is false.
+    pub fn attach(&mut self, opts: &LoadOptions) -> Result<(), EnforcerError> {
         let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
             EnforcerError::Object(aya::EbpfError::BtfError(e))
         })?;
@@ -248,10 +306,25 @@ impl Enforcer {
                 .try_into()
                 .map_err(EnforcerError::Program)?;
             program.load(name, &kernel_btf).map_err(classify_load_error)?;
-            program.attach().map_err(|e| EnforcerError::Attach(name, e))?;
+            let link_id = program.attach().map_err(|e| EnforcerError::Attach(name, e))?;
+            if let Some(dir) = &self.pin_dir {
+                let link = program.take_link(link_id).map_err(|e| EnforcerError::Attach(name, e))?;
+                pin::pin_link(dir, name, aya::programs::links::FdLink::from(link))?;
+            }
         }
-        tracing::info!(hook = HOOK, "BPF LSM program attached");
+        if let Some(dir) = &self.pin_dir {
+            pin::remove_stale_maps(dir, &self.layout);
+        }
+        tracing::info!(hook = HOOK, pinned = self.pin_dir.is_some(), "BPF LSM program attached");
+        if opts.selftest {
+            selftest::run(self, &opts.cgroup_root)?;
+        }
         Ok(())
+    }
+
+    /// The configuration the kernel enforces now.
+    pub fn config(&self) -> Config {
+        self.config
     }
 
     /// What the preflight found about this kernel.
