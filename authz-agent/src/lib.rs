@@ -3,5 +3,23 @@
 pub mod artifact;
 pub mod cgroup;
 pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod enforcer;
+pub mod store;
 pub mod trust;
+
+/// "outer: inner: innermost" for an error and its sources, each cause once.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if parts.last().is_none_or(|last| !last.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}

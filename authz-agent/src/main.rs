@@ -2,7 +2,10 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
-use authz_agent::enforcer::{self, Enforcer, LoadOptions, Mode};
+use authz_agent::{
+    control::cli as control_cli,
+    enforcer::{self, Enforcer, LoadOptions, Mode},
+};
 use clap::{Parser, Subcommand};
 
 /// Fail-closed exec authorization for Linux.
@@ -25,10 +28,14 @@ struct Cli {
 enum Command {
     /// Run the enforcement daemon (needs root and a kernel with BPF LSM).
     ///
-    /// Loads the BPF LSM program, proves with a self-test that it refuses an
-    /// unauthorized exec, then reports every decision until stopped (SIGINT or
-    /// SIGTERM). On a kernel that cannot run BPF LSM programs it exits non-zero
+    /// Loads the BPF LSM program (re-adopting the state a previous run pinned),
+    /// re-verifies every stored artifact into kernel permits, proves with a
+    /// self-test that the hook refuses an unauthorized exec, then serves the
+    /// control socket until SIGTERM. Stopping leaves enforcement in place; see
+    /// `unload`. On a kernel that cannot run BPF LSM programs it exits non-zero
     /// and says what is missing.
+    ///
+    /// Example: authz-agent run --config /etc/authz/agent.toml
     Run(RunArgs),
     /// Check that this host can enforce: kernel support, program load, self-test.
     ///
@@ -36,6 +43,34 @@ enum Command {
     /// exec that must be refused, whose in-kernel SHA-256 must match), prints a
     /// report and detaches. Exit status 0 means authz can enforce here.
     Check(CheckArgs),
+    /// Submit signed artifacts to the running agent (verified, stored, enforced).
+    ///
+    /// Example: authz-agent submit build-tool.permit.toml
+    Submit(control_cli::SubmitArgs),
+    /// List accepted artifacts: live, waiting for their cgroup, or scheduled.
+    List(control_cli::QueryArgs),
+    /// Revoke an artifact or a delegation by id, or everything (`--all`).
+    ///
+    /// A revoked id can never be submitted again. `--all` is incident response:
+    /// every accepted artifact is revoked and the kernel's permit map flushed at
+    /// once, so every exec in scope is refused.
+    ///
+    /// Example: authz-agent revoke 3f2a... --reason "key leaked"
+    Revoke(control_cli::RevokeArgs),
+    /// Show the agent's mode, scope, permits, kernel counters and kernel state.
+    Status(control_cli::QueryArgs),
+    /// Change the enforcement mode at runtime (persists across restarts).
+    ///
+    /// Roll out safely: `mode audit`, run the workload, read `report`, issue
+    /// the missing permits, then `mode enforce`.
+    Mode(control_cli::ModeArgs),
+    /// Execs refused (or, in audit mode, that would have been) since start.
+    Report(control_cli::QueryArgs),
+    /// Remove the pinned programs and maps: authz stops enforcing on this host.
+    ///
+    /// Refuses while an agent is running. This is the only way to turn
+    /// enforcement off for good; `mode off` is the runtime switch.
+    Unload(control_cli::UnloadArgs),
     Key(authz_agent::cli::KeyArgs),
     Delegate(authz_agent::cli::DelegateArgs),
     Artifact(authz_agent::cli::ArtifactArgs),
@@ -43,16 +78,10 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Enforcement mode to start in.
-    #[arg(long, value_enum, default_value_t = Mode::Audit)]
-    mode: Mode,
-    /// Enforce only in this cgroup subtree (e.g. `/jobs.slice`); repeatable.
-    /// Without it the mode applies to every process on the host.
-    #[arg(long = "enforce-cgroup", value_name = "CGROUP")]
-    enforce_cgroups: Vec<String>,
-    /// Where cgroup v2 is mounted.
-    #[arg(long, default_value = authz_agent::cgroup::CGROUP_ROOT)]
-    cgroup_root: PathBuf,
+    /// The agent's configuration (trust policy, mode, scope, paths); every key
+    /// is documented in the example config shipped as packaging/agent.toml.
+    #[arg(long, default_value = authz_agent::config::DEFAULT_PATH)]
+    config: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,8 +98,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log);
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => authz_agent::daemon::run(&args.config).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check(args),
+        Command::Submit(args) => control_cli::submit(args),
+        Command::List(args) => control_cli::list(args),
+        Command::Revoke(args) => control_cli::revoke(args),
+        Command::Status(args) => control_cli::status(args),
+        Command::Mode(args) => control_cli::set_mode(args),
+        Command::Report(args) => control_cli::report(args),
+        Command::Unload(args) => control_cli::unload(args),
         Command::Key(args) => authz_agent::cli::key(args),
         Command::Delegate(args) => authz_agent::cli::delegate(args),
         Command::Artifact(args) => authz_agent::cli::artifact(args),
@@ -105,65 +141,6 @@ fn init_tracing(filter: &str) {
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)
         .init();
-}
-
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let hierarchy = authz_agent::cgroup::Hierarchy::open(&args.cgroup_root)?;
-        let mut enforced_cgroups = Vec::new();
-        for cgroup in &args.enforce_cgroups {
-            enforced_cgroups.push(
-                hierarchy
-                    .id(cgroup)
-                    .with_context(|| format!("cannot enforce cgroup {cgroup}"))?,
-            );
-        }
-        let opts = LoadOptions {
-            mode: args.mode,
-            cgroup_root: args.cgroup_root,
-            enforced_cgroups,
-            ..LoadOptions::default()
-        };
-        let mut enforcer = Enforcer::load(&opts).context("cannot start enforcement")?;
-        tracing::info!(
-            mode = %enforcer.mode(),
-            kernel = %enforcer.kernel().release,
-            scope = ?args.enforce_cgroups,
-            "authz-agent enforcing"
-        );
-        let ring = enforcer
-            .take_event_ring()
-            .context("event ring already taken")?;
-        // SAFETY: the ring buffer owns its map fd and the AsyncFd owns the ring
-        // buffer, so the fd stays open for as long as it is registered.
-        let mut ring = unsafe { tokio::io::unix::AsyncFd::register(ring) }
-            .map_err(|e| anyhow::anyhow!("cannot watch the event ring: {e}"))?;
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot handle SIGTERM")?;
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = sigterm.recv() => break,
-                guard = ring.readable_mut() => {
-                    let mut guard = guard.context("event ring")?;
-                    let ring = guard.get_inner_mut();
-                    while let Some(item) = ring.next() {
-                        if let Some(ev) = enforcer::event::decode(&item) {
-                            println!("{}", serde_json::to_string(&ev).unwrap_or_default());
-                        }
-                    }
-                    guard.clear_ready();
-                }
-            }
-        }
-        tracing::info!("stopping");
-        drop(enforcer);
-        Ok(ExitCode::SUCCESS)
-    })
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {

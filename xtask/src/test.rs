@@ -21,7 +21,8 @@ pub struct TestArgs {
     /// Build with the release profile.
     #[arg(long)]
     pub release: bool,
-    /// Run only the integration tests whose name contains this string.
+    /// Run only the integration tests whose `binary::test` name contains this
+    /// string (e.g. `daemon::` or `revoke`).
     #[arg(long)]
     pub filter: Option<String>,
     /// Skip the host unit tests.
@@ -157,7 +158,7 @@ fn host_integration_tests(built: &build::Built, filter: &str, tally: &mut Tally)
     let mut ran = 0;
     for (name, bin) in &built.tests {
         for test in list_tests(bin)? {
-            if !test.contains(filter) {
+            if !format!("{name}::{test}").contains(filter) {
                 continue;
             }
             ran += 1;
@@ -193,7 +194,7 @@ for bin in /authz/tests/*; do
     name=$(basename "$bin")
     tests=$("$bin" --list --format terse | sed -n 's/: test$//p')
     for t in $tests; do
-        case "$t" in *"$filter"*) ;; *) continue ;; esac
+        case "$name::$t" in *"$filter"*) ;; *) continue ;; esac
         echo "AUTHZ-TEST-START $name $t"
         timeout 600 "$bin" --exact "$t" --test-threads=1 --nocapture
         echo "AUTHZ-TEST-RESULT $name $t $?"
@@ -212,7 +213,10 @@ fn vm_integration_tests(
     let mut expected = 0;
     let mut initramfs = Initramfs::new("test", &built.agent)?;
     for (name, bin) in &built.tests {
-        expected += list_tests(bin)?.iter().filter(|t| t.contains(filter)).count();
+        expected += list_tests(bin)?
+            .iter()
+            .filter(|t| format!("{name}::{t}").contains(filter))
+            .count();
         initramfs.add_binary(bin, &format!("/authz/tests/{name}"))?;
     }
     if expected == 0 {

@@ -1,0 +1,261 @@
+//! The agent's configuration file (`/etc/authz/agent.toml`).
+//!
+//! Every key is documented in `packaging/agent.toml` (the example config).
+//! Unknown keys are refused, with their line, so a misspelt key never silently
+//! means "default".
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::{artifact::time::parse_duration, enforcer::Mode, trust::TrustPolicy};
+
+/// Where the daemon looks by default.
+pub const DEFAULT_PATH: &str = "/etc/authz/agent.toml";
+/// Largest config file read.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path} is larger than {MAX_CONFIG_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("config {path}, line {line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("config {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub agent: AgentSection,
+    pub log: LogSection,
+    pub trust: TrustPolicy,
+}
+
+/// `[agent]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentSection {
+    /// Mode on first start; `authz-agent mode` changes persist across restarts.
+    pub mode: Mode,
+    /// Enforced cgroup subtrees; empty = the whole host.
+    pub enforce_cgroups: Vec<String>,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    /// Members of this group may use the control socket (root always may).
+    pub socket_group: Option<String>,
+    pub pin_dir: PathBuf,
+    pub cgroup_root: PathBuf,
+    pub max_permits: u32,
+    /// How often cgroups that permits wait for are looked for again.
+    pub cgroup_poll: Duration,
+    /// How often expired permits are swept from the kernel's maps.
+    pub sweep_interval: Duration,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogSection {
+    /// tracing filter for the daemon's own log (stderr / journald).
+    pub level: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    agent: RawAgent,
+    #[serde(default)]
+    log: RawLog,
+    trust: TrustPolicy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    mode: Option<Mode>,
+    enforce_cgroups: Option<Vec<String>>,
+    state_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    socket_group: Option<String>,
+    pin_dir: Option<PathBuf>,
+    cgroup_root: Option<PathBuf>,
+    max_permits: Option<u32>,
+    cgroup_poll: Option<String>,
+    sweep_interval: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let meta = fs::metadata(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge { path: path.to_owned() });
+        }
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text` as the contents of `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            line: e.span().map_or(0, |span| line_of(text, span.start)),
+            message: e.message().to_owned(),
+        })?;
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let a = raw.agent;
+        let duration = |key: &'static str, value: Option<String>, default: u64| -> Result<Duration, ConfigError> {
+            match value {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => parse_duration(&v)
+                    .map(Duration::from_secs)
+                    .map_err(|e| invalid(key, e.to_string())),
+            }
+        };
+        let enforce_cgroups = a.enforce_cgroups.unwrap_or_default();
+        for cg in &enforce_cgroups {
+            crate::cgroup::normalize(cg).map_err(|e| invalid("agent.enforce_cgroups", e.to_string()))?;
+        }
+        let absolute = |key: &'static str, p: PathBuf| -> Result<PathBuf, ConfigError> {
+            if p.is_absolute() {
+                Ok(p)
+            } else {
+                Err(invalid(key, format!("{} must be an absolute path", p.display())))
+            }
+        };
+        let max_permits = a.max_permits.unwrap_or(131_072);
+        if !(1..=4_194_304).contains(&max_permits) {
+            return Err(invalid("agent.max_permits", "must be between 1 and 4194304".into()));
+        }
+        let cgroup_poll = duration("agent.cgroup_poll", a.cgroup_poll, 1)?;
+        let sweep_interval = duration("agent.sweep_interval", a.sweep_interval, 30)?;
+        if cgroup_poll.is_zero() || sweep_interval.is_zero() {
+            return Err(invalid("agent", "intervals must be at least one second".into()));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            agent: AgentSection {
+                mode: a.mode.unwrap_or(Mode::Audit),
+                enforce_cgroups,
+                state_dir: absolute("agent.state_dir", a.state_dir.unwrap_or_else(|| "/var/lib/authz".into()))?,
+                socket: absolute("agent.socket", a.socket.unwrap_or_else(|| "/run/authz/agent.sock".into()))?,
+                socket_group: a.socket_group,
+                pin_dir: absolute("agent.pin_dir", a.pin_dir.unwrap_or_else(|| "/sys/fs/bpf/authz".into()))?,
+                cgroup_root: absolute(
+                    "agent.cgroup_root",
+                    a.cgroup_root.unwrap_or_else(|| crate::cgroup::CGROUP_ROOT.into()),
+                )?,
+                max_permits,
+                cgroup_poll,
+                sweep_interval,
+            },
+            log: LogSection {
+                level: raw.log.level.unwrap_or_else(|| "info".into()),
+            },
+            trust: raw.trust,
+        })
+    }
+}
+
+/// 1-based line number of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRUST: &str = "[trust]\nversion = 1\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("agent.toml"), text)
+    }
+
+    #[test]
+    fn minimal_config_gets_sane_defaults() {
+        let c = parse(TRUST).unwrap();
+        assert_eq!(c.agent.mode, Mode::Audit);
+        assert!(c.agent.enforce_cgroups.is_empty());
+        assert_eq!(c.agent.state_dir, PathBuf::from("/var/lib/authz"));
+        assert_eq!(c.agent.socket, PathBuf::from("/run/authz/agent.sock"));
+        assert_eq!(c.agent.pin_dir, PathBuf::from("/sys/fs/bpf/authz"));
+        assert_eq!(c.log.level, "info");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let text = format!("{TRUST}\n[agent]\nmode = \"enforce\"\nsokcet = \"/x\"\n");
+        match parse(&text).unwrap_err() {
+            ConfigError::Parse { line, message, .. } => {
+                assert_eq!(line, 6, "{message}");
+                assert!(message.contains("sokcet"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+        let err = parse("[trust]\nversion = 1\nbogus = 2\n").unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("bogus"), "{err}");
+        let err = parse("[nonsense]\n[trust]\nversion = 1\n").unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("nonsense"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = parse(&format!("{TRUST}[agent]\nstate_dir = \"relative\"\n")).unwrap_err().to_string();
+        assert!(err.contains("agent.state_dir"), "{err}");
+        let err = parse(&format!("{TRUST}[agent]\nenforce_cgroups = [\"a/../b\"]\n")).unwrap_err().to_string();
+        assert!(err.contains("agent.enforce_cgroups"), "{err}");
+        let err = parse(&format!("{TRUST}[agent]\ncgroup_poll = \"soon\"\n")).unwrap_err().to_string();
+        assert!(err.contains("agent.cgroup_poll"), "{err}");
+        let err = parse(&format!("{TRUST}[agent]\nmode = \"lax\"\n")).unwrap_err().to_string();
+        assert!(err.contains("line"), "{err}");
+        let err = parse("[agent]\n").unwrap_err().to_string();
+        assert!(err.contains("trust"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.toml");
+        let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agent.mode, Mode::Audit);
+    }
+}

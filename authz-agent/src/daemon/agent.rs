@@ -1,0 +1,635 @@
+//! The agent's state and every operation on it. One task owns it (the daemon's
+//! main loop), so operations never interleave: the store, the in-memory index
+//! and the kernel's maps change together, in a fixed order that keeps them
+//! consistent across crashes:
+//!
+//! - accept: verify, write the artifact to the store (durable), then install it
+//!   in the kernel, then answer;
+//! - revoke: write the revocation list (durable), then remove from the kernel,
+//!   then remove the artifact file, then answer.
+//!
+//! On start, the store is re-verified and the kernel's permit map reconciled
+//! with it, so a crash between any two steps is repaired.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    time::{Instant, SystemTime},
+};
+
+use authz_common::{Permit, PermitKey};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::report::WouldDeny;
+use crate::{
+    artifact::{time::Timestamp, Artifact, ArtifactId},
+    cgroup::Hierarchy,
+    enforcer::{DecisionEvent, Decision, Enforcer, EnforcerError, Mode},
+    store::{Revocation, Store},
+    trust::{Verified, Verifier, VerifyError},
+};
+
+/// A refused request: a stable kind and one clear sentence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The machine-readable kind of a verification failure.
+pub fn verify_kind(e: &VerifyError) -> &'static str {
+    match e {
+        VerifyError::UnknownIssuer { .. } => "unknown-issuer",
+        VerifyError::RetiredKey { .. } => "retired-key",
+        VerifyError::BrokenChain { .. } => "broken-chain",
+        VerifyError::BadSignature { .. } => "bad-signature",
+        VerifyError::NotYetValid { .. } => "not-yet-valid",
+        VerifyError::Expired { .. } => "expired",
+        VerifyError::LifetimeOverLimit { .. } => "lifetime-over-limit",
+        VerifyError::OutlivesDelegation { .. } => "outlives-delegation",
+        VerifyError::CgroupOutsideScope { .. } => "cgroup-outside-scope",
+        VerifyError::DelegationWidens { .. } => "delegation-widens",
+        VerifyError::ChainTooLong { .. } => "chain-too-long",
+        VerifyError::PolicyVersionMismatch { .. } => "policy-version-mismatch",
+        VerifyError::Revoked { .. } => "revoked",
+    }
+}
+
+/// Where an accepted artifact stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PermitState {
+    /// In the kernel's map.
+    Live,
+    /// Valid, but its cgroup does not exist (yet).
+    WaitingForCgroup,
+    /// Valid from `not_before`, which has not come.
+    Scheduled,
+    /// Past its expiry; the sweeper removes it.
+    Expired,
+}
+
+/// An accepted artifact.
+#[derive(Clone, Debug)]
+pub struct Held {
+    pub verified: Verified,
+    pub text: String,
+    /// Where it is installed in the kernel now.
+    pub key: Option<PermitKey>,
+}
+
+/// Everything the daemon knows.
+pub struct Agent {
+    pub(super) enforcer: Enforcer,
+    store: Store,
+    verifier: Verifier,
+    hierarchy: Hierarchy,
+    held: BTreeMap<ArtifactId, Held>,
+    /// Artifacts behind each kernel map entry.
+    keys: HashMap<PermitKey, BTreeSet<ArtifactId>>,
+    /// cgroup path -> id (None: does not exist now).
+    cgroups: HashMap<String, Option<u64>>,
+    revoked: BTreeMap<ArtifactId, Revocation>,
+    report: WouldDeny,
+    started: Instant,
+    events: u64,
+    /// wall-clock minus boot-clock when kernel expiries were last computed.
+    clock_offset_ns: i128,
+}
+
+impl Agent {
+    pub fn new(
+        enforcer: Enforcer,
+        store: Store,
+        verifier: Verifier,
+        hierarchy: Hierarchy,
+        revoked: BTreeMap<ArtifactId, Revocation>,
+    ) -> Self {
+        Self {
+            enforcer,
+            store,
+            verifier,
+            hierarchy,
+            held: BTreeMap::new(),
+            keys: HashMap::new(),
+            cgroups: HashMap::new(),
+            revoked,
+            report: WouldDeny::default(),
+            started: Instant::now(),
+            events: 0,
+            clock_offset_ns: clock_offset_ns(),
+        }
+    }
+
+    fn is_revoked(&self, id: &ArtifactId) -> bool {
+        self.revoked.contains_key(id)
+    }
+
+    /// Verifies `artifact` now; one that is valid only later is verified at the
+    /// instant it becomes valid (so it can be accepted ahead of time).
+    fn verify(&self, artifact: &Artifact, now: SystemTime) -> Result<Verified, VerifyError> {
+        let revoked = |id: &ArtifactId| self.is_revoked(id);
+        let mut at = now;
+        for _ in 0..4 {
+            match self.verifier.verify(artifact, &revoked, at) {
+                Err(VerifyError::NotYetValid { not_before, .. }) if not_before.to_system_time() > at => {
+                    at = not_before.to_system_time();
+                }
+                other => return other,
+            }
+        }
+        self.verifier.verify(artifact, &revoked, at)
+    }
+
+    /// Loads every stored artifact on start: re-verified, invalid ones
+    /// reported and skipped (never fatal), expired ones removed.
+    #[tracing::instrument(skip_all)]
+    pub fn load_store(&mut self, now: SystemTime) -> Result<(), crate::store::StoreError> {
+        let mut accepted = 0;
+        for item in self.store.artifacts()? {
+            let stored = match item {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping an unreadable stored artifact");
+                    continue;
+                }
+            };
+            let artifact = match Artifact::parse(&stored.text) {
+                Ok(a) if a.id == stored.id => a,
+                Ok(a) => {
+                    tracing::warn!(path = %stored.path.display(), id = %a.id, "stored artifact's id does not match its file name; skipped");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %stored.path.display(), error = %e, "stored artifact is malformed; skipped");
+                    continue;
+                }
+            };
+            match self.verify(&artifact, now) {
+                Ok(verified) => {
+                    self.held.insert(stored.id, Held { verified, text: stored.text, key: None });
+                    accepted += 1;
+                }
+                Err(VerifyError::Expired { .. }) => {
+                    tracing::info!(id = %stored.id, "stored artifact expired; removing it");
+                    let _ = self.store.remove_artifact(&stored.id);
+                }
+                Err(e) => {
+                    tracing::warn!(id = %stored.id, error = %e, "stored artifact no longer verifies; skipped (kept on disk)");
+                }
+            }
+        }
+        tracing::info!(accepted, revoked = self.revoked.len(), "store loaded");
+        Ok(())
+    }
+
+    /// Makes the kernel's permit map exactly what the held artifacts say:
+    /// installs what is missing, removes what no valid artifact backs.
+    #[tracing::instrument(skip_all)]
+    pub fn reconcile(&mut self, now: SystemTime) -> Result<(), EnforcerError> {
+        let paths: BTreeSet<String> = self.held.values().map(|h| h.verified.cgroup.clone()).collect();
+        for path in paths {
+            let id = self.hierarchy.id(&path).ok();
+            self.cgroups.insert(path, id);
+        }
+        self.keys.clear();
+        let ids: Vec<ArtifactId> = self.held.keys().copied().collect();
+        for id in &ids {
+            if let Some(h) = self.held.get_mut(id) {
+                h.key = None;
+            }
+        }
+        for id in &ids {
+            if let Some(key) = self.desired_key(id, now) {
+                self.keys.entry(key).or_default().insert(*id);
+                if let Some(h) = self.held.get_mut(id) {
+                    h.key = Some(key);
+                }
+            }
+        }
+        let wanted: Vec<PermitKey> = self.keys.keys().copied().collect();
+        for key in &wanted {
+            self.write_key(key)?;
+        }
+        let mut removed = 0;
+        for (key, _) in self.enforcer.permits() {
+            if !self.keys.contains_key(&key) {
+                self.enforcer.revoke(&key)?;
+                removed += 1;
+            }
+        }
+        self.clock_offset_ns = clock_offset_ns();
+        tracing::info!(installed = wanted.len(), removed_stale = removed, "kernel permits reconciled");
+        Ok(())
+    }
+
+    pub fn state_of(&self, h: &Held, now: SystemTime) -> PermitState {
+        if now >= h.verified.expires {
+            PermitState::Expired
+        } else if now < h.verified.not_before {
+            PermitState::Scheduled
+        } else if matches!(self.cgroups.get(&h.verified.cgroup), Some(Some(_))) {
+            PermitState::Live
+        } else {
+            PermitState::WaitingForCgroup
+        }
+    }
+
+    fn desired_key(&self, id: &ArtifactId, now: SystemTime) -> Option<PermitKey> {
+        let h = self.held.get(id)?;
+        if self.state_of(h, now) != PermitState::Live {
+            return None;
+        }
+        let cgroup_id = self.cgroups.get(&h.verified.cgroup).copied().flatten()?;
+        Some(PermitKey {
+            digest: h.verified.digest,
+            cgroup_id,
+        })
+    }
+
+    /// Moves `id` to where it belongs in the kernel now.
+    fn place(&mut self, id: &ArtifactId, now: SystemTime) -> Result<(), EnforcerError> {
+        let want = self.desired_key(id, now);
+        let have = self.held.get(id).and_then(|h| h.key);
+        if want == have {
+            return Ok(());
+        }
+        if let Some(old) = have {
+            self.detach_from_key(id, &old)?;
+        }
+        if let Some(new) = want {
+            self.keys.entry(new).or_default().insert(*id);
+            if let Some(h) = self.held.get_mut(id) {
+                h.key = Some(new);
+            }
+            if let Err(e) = self.write_key(&new) {
+                self.detach_from_key(id, &new)?;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn detach_from_key(&mut self, id: &ArtifactId, key: &PermitKey) -> Result<(), EnforcerError> {
+        if let Some(ids) = self.keys.get_mut(key) {
+            ids.remove(id);
+        }
+        if let Some(h) = self.held.get_mut(id) {
+            h.key = None;
+        }
+        self.write_key(key)
+    }
+
+    /// Writes the kernel entry for `key` from the artifacts behind it (or
+    /// removes it when none is left). The exact slot takes the latest expiry of
+    /// all of them; the descendants slot the latest of those including
+    /// descendants.
+    fn write_key(&mut self, key: &PermitKey) -> Result<(), EnforcerError> {
+        let Some(ids) = self.keys.get(key).filter(|ids| !ids.is_empty()) else {
+            self.keys.remove(key);
+            self.enforcer.revoke(key)?;
+            return Ok(());
+        };
+        let mut permit = Permit::default();
+        let clock = BootClock::now();
+        for id in ids {
+            let Some(h) = self.held.get(id) else { continue };
+            let expires = clock.boot_ns(h.verified.expires);
+            if expires > permit.expires_boot_ns {
+                permit.expires_boot_ns = expires;
+                permit.artifact_id = id.0;
+            }
+            if h.verified.descendants && expires > permit.descendants_expires_boot_ns {
+                permit.descendants_expires_boot_ns = expires;
+                permit.descendants_artifact_id = id.0;
+            }
+        }
+        self.enforcer.grant(*key, permit)
+    }
+
+    /// `submit`.
+    #[tracing::instrument(skip_all, fields(id))]
+    pub fn submit(&mut self, text: &str, now: SystemTime) -> Result<Value, Refusal> {
+        let artifact = Artifact::parse(text).map_err(|e| Refusal::new("malformed", e.to_string()))?;
+        let id = artifact.id;
+        tracing::Span::current().record("id", tracing::field::display(id));
+        if let Some(r) = self.revoked.get(&id) {
+            return Err(Refusal::new(
+                "revoked",
+                format!("artifact {id} was revoked at {}; a revoked artifact can never be submitted again", r.revoked_at),
+            ));
+        }
+        if let Some(h) = self.held.get(&id) {
+            if h.text == text {
+                let state = self.state_of(h, now);
+                return Ok(json!({ "id": id.to_string(), "state": state, "already_accepted": true }));
+            }
+        }
+        let verified = self
+            .verify(&artifact, now)
+            .map_err(|e| Refusal::new(verify_kind(&e), e.to_string()))?;
+        if self.held.contains_key(&id) {
+            // Validly signed, same id, different content: ids must be unique.
+            return Err(Refusal::new(
+                "conflict",
+                format!("a different artifact with id {id} is already accepted"),
+            ));
+        }
+        self.store
+            .save_artifact(&id, text)
+            .map_err(|e| Refusal::new("internal", format!("cannot store the artifact: {e}")))?;
+        let cgroup = verified.cgroup.clone();
+        if !self.cgroups.contains_key(&cgroup) {
+            let cg_id = self.hierarchy.id(&cgroup).ok();
+            self.cgroups.insert(cgroup.clone(), cg_id);
+        }
+        self.held.insert(id, Held { verified, text: text.to_owned(), key: None });
+        if let Err(e) = self.place(&id, now) {
+            self.held.remove(&id);
+            let _ = self.store.remove_artifact(&id);
+            return Err(match e {
+                EnforcerError::PermitsFull(n) => Refusal::new("full", format!("the kernel permit map is full ({n} entries); raise agent.max_permits")),
+                other => Refusal::new("internal", format!("cannot install the permit: {}", crate::error_chain(&other))),
+            });
+        }
+        let h = &self.held[&id];
+        let state = self.state_of(h, now);
+        tracing::info!(%id, state = ?state, cgroup = %h.verified.cgroup, "artifact accepted");
+        Ok(json!({
+            "id": id.to_string(),
+            "state": state,
+            "cgroup": h.verified.cgroup,
+            "cgroup_id": self.cgroups.get(&h.verified.cgroup).copied().flatten(),
+            "expires": Timestamp::from_system_time(h.verified.expires).to_string(),
+        }))
+    }
+
+    /// `revoke ID`: the artifact, or every artifact issued under the
+    /// delegation with that id.
+    #[tracing::instrument(skip_all, fields(id = id_text))]
+    pub fn revoke(&mut self, id_text: &str, reason: Option<String>, now: SystemTime) -> Result<Value, Refusal> {
+        let id: ArtifactId = id_text.parse().map_err(|e: crate::artifact::fields::BadArtifactId| Refusal::new("malformed", e.to_string()))?;
+        if self.revoked.contains_key(&id) {
+            return Ok(json!({ "id": id.to_string(), "already_revoked": true, "removed": 0 }));
+        }
+        let affected: Vec<ArtifactId> = self
+            .held
+            .iter()
+            .filter(|(aid, h)| **aid == id || h.verified.delegation_ids.contains(&id))
+            .map(|(aid, _)| *aid)
+            .collect();
+        let until = affected
+            .iter()
+            .filter_map(|a| self.held.get(a).map(|h| h.verified.expires))
+            .max();
+        self.revoked.insert(id, Revocation {
+            id: id.to_string(),
+            revoked_at: Timestamp::from_system_time(now).to_string(),
+            until: until.map(|t| Timestamp::from_system_time(t).to_string()),
+            reason: reason.clone(),
+        });
+        if let Err(e) = self.store.save_revocations(&self.revoked, Timestamp::from_system_time(now)) {
+            self.revoked.remove(&id);
+            return Err(Refusal::new("internal", format!("cannot record the revocation: {e}")));
+        }
+        for a in &affected {
+            self.forget(a).map_err(|e| Refusal::new("internal", crate::error_chain(&e)))?;
+        }
+        tracing::warn!(%id, removed = affected.len(), reason = reason.as_deref().unwrap_or(""), "revoked");
+        Ok(json!({ "id": id.to_string(), "removed": affected.len(), "known": !affected.is_empty() }))
+    }
+
+    /// Removes an artifact from the kernel, memory and store.
+    fn forget(&mut self, id: &ArtifactId) -> Result<(), EnforcerError> {
+        if let Some(key) = self.held.get(id).and_then(|h| h.key) {
+            self.detach_from_key(id, &key)?;
+        }
+        self.held.remove(id);
+        if let Err(e) = self.store.remove_artifact(id) {
+            tracing::warn!(%id, error = %e, "cannot remove the artifact file (it no longer verifies: revoked)");
+        }
+        Ok(())
+    }
+
+    /// `revoke --all`: every accepted artifact revoked, the kernel map flushed.
+    #[tracing::instrument(skip_all)]
+    pub fn revoke_all(&mut self, reason: Option<String>, now: SystemTime) -> Result<Value, Refusal> {
+        let ids: Vec<ArtifactId> = self.held.keys().copied().collect();
+        let stamp = Timestamp::from_system_time(now).to_string();
+        for id in &ids {
+            let until = self.held[id].verified.expires;
+            self.revoked.insert(*id, Revocation {
+                id: id.to_string(),
+                revoked_at: stamp.clone(),
+                until: Some(Timestamp::from_system_time(until).to_string()),
+                reason: reason.clone(),
+            });
+        }
+        let saved = self.store.save_revocations(&self.revoked, Timestamp::from_system_time(now));
+        // Flush the kernel first either way: incident response must not wait on a disk.
+        let flushed = self.enforcer.flush().map_err(|e| Refusal::new("internal", crate::error_chain(&e)))?;
+        self.keys.clear();
+        for id in &ids {
+            self.held.remove(id);
+            let _ = self.store.remove_artifact(id);
+        }
+        tracing::warn!(revoked = ids.len(), flushed, "revoked every permit");
+        saved.map_err(|e| Refusal::new("internal", format!("the kernel map is flushed, but the revocation list could not be written: {e}")))?;
+        Ok(json!({ "revoked": ids.len(), "flushed": flushed }))
+    }
+
+    /// `mode`.
+    pub fn set_mode(&mut self, mode: Mode) -> Result<Value, Refusal> {
+        let previous = self.enforcer.mode();
+        self.store
+            .save_mode(mode)
+            .map_err(|e| Refusal::new("internal", format!("cannot persist the mode: {e}")))?;
+        self.enforcer
+            .set_mode(mode)
+            .map_err(|e| Refusal::new("internal", crate::error_chain(&e)))?;
+        tracing::warn!(%previous, %mode, "mode changed");
+        Ok(json!({ "mode": mode, "previous": previous }))
+    }
+
+    /// `list`.
+    pub fn list(&self, now: SystemTime) -> Value {
+        let permits: Vec<Value> = self
+            .held
+            .iter()
+            .map(|(id, h)| {
+                let v = &h.verified;
+                json!({
+                    "id": id.to_string(),
+                    "state": self.state_of(h, now),
+                    "digest": hex::encode(v.digest),
+                    "cgroup": v.cgroup,
+                    "cgroup_id": self.cgroups.get(&v.cgroup).copied().flatten(),
+                    "descendants": v.descendants,
+                    "not_before": Timestamp::from_system_time(v.not_before).to_string(),
+                    "expires": Timestamp::from_system_time(v.expires).to_string(),
+                    "issuer": v.issuer.to_string(),
+                    "chain": v.chain.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+                    "policy_version": v.policy_version,
+                    "requested_by": v.requested_by,
+                    "on_behalf_of": v.on_behalf_of,
+                    "reason": v.reason,
+                    "subject_path": v.subject_path,
+                    "subject_name": v.subject_name,
+                })
+            })
+            .collect();
+        json!({ "permits": permits, "revoked": self.revoked.len() })
+    }
+
+    /// `status`.
+    pub fn status(&self, now: SystemTime) -> Value {
+        let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+        for h in self.held.values() {
+            let s = match self.state_of(h, now) {
+                PermitState::Live => "live",
+                PermitState::WaitingForCgroup => "waiting-for-cgroup",
+                PermitState::Scheduled => "scheduled",
+                PermitState::Expired => "expired",
+            };
+            *states.entry(s).or_default() += 1;
+        }
+        let counters = self.enforcer.counters().ok();
+        let config = self.enforcer.config();
+        json!({
+            "mode": self.enforcer.mode(),
+            "scope": if config.scope == authz_common::scope::SUBTREES { "subtrees" } else { "host" },
+            "permits": states,
+            "kernel_permit_entries": self.keys.len(),
+            "revoked": self.revoked.len(),
+            "counters": counters,
+            "events_dropped": counters.as_ref().and_then(|c| c.get("events_dropped").copied()),
+            "events_received": self.events,
+            "kernel": self.enforcer.kernel(),
+            "bpf_lsm": "attached",
+            "pinned_state_adopted": self.enforcer.adopted(),
+            "policy_version": self.verifier.policy().version,
+            "uptime_seconds": self.started.elapsed().as_secs(),
+        })
+    }
+
+    /// `report`.
+    pub fn report(&self) -> Value {
+        self.report.to_json(&self.hierarchy)
+    }
+
+    /// A kernel decision arrived.
+    pub fn on_event(&mut self, ev: DecisionEvent) {
+        self.events += 1;
+        match ev.decision {
+            Decision::Deny | Decision::AuditDeny => {
+                tracing::info!(
+                    decision = %ev.decision, reason = %ev.reason, path = %ev.path, pid = ev.pid,
+                    uid = ev.uid, cgroup_id = ev.cgroup_id, digest = ev.digest.as_deref().unwrap_or("-"),
+                    "exec refused"
+                );
+                self.report.record(&ev);
+            }
+            _ => tracing::debug!(path = %ev.path, reason = %ev.reason, "exec allowed"),
+        }
+    }
+
+    /// Periodic: cgroups that appeared, vanished or were re-created.
+    pub fn poll_cgroups(&mut self, now: SystemTime) {
+        let mut changed: Vec<String> = Vec::new();
+        for (path, id) in self.cgroups.iter_mut() {
+            let current = self.hierarchy.id(path).ok();
+            if current != *id {
+                tracing::info!(cgroup = %path, old = ?id, new = ?current, "cgroup changed");
+                *id = current;
+                changed.push(path.clone());
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let ids: Vec<ArtifactId> = self
+            .held
+            .iter()
+            .filter(|(_, h)| changed.contains(&h.verified.cgroup))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Err(e) = self.place(&id, now) {
+                tracing::error!(%id, error = %crate::error_chain(&e), "cannot update a permit for its cgroup");
+            }
+        }
+    }
+
+    /// Periodic: expired artifacts leave the kernel and the store; scheduled
+    /// ones whose time came are installed; kernel expiries follow wall-clock
+    /// steps.
+    pub fn sweep(&mut self, now: SystemTime) {
+        let offset = clock_offset_ns();
+        if (offset - self.clock_offset_ns).abs() > 1_000_000_000 {
+            tracing::info!("wall clock stepped; recomputing kernel expiries");
+            let keys: Vec<PermitKey> = self.keys.keys().copied().collect();
+            for key in keys {
+                let _ = self.write_key(&key);
+            }
+            self.clock_offset_ns = offset;
+        }
+        let ids: Vec<ArtifactId> = self.held.keys().copied().collect();
+        for id in ids {
+            let state = self.state_of(&self.held[&id], now);
+            let result = if state == PermitState::Expired {
+                tracing::info!(%id, "permit expired; removing");
+                self.forget(&id)
+            } else {
+                self.place(&id, now)
+            };
+            if let Err(e) = result {
+                tracing::error!(%id, error = %crate::error_chain(&e), "sweep failed for a permit");
+            }
+        }
+        let stamp = Timestamp::from_system_time(now);
+        if self.revoked.values().any(|r| r.compactable(stamp)) {
+            self.revoked.retain(|_, r| !r.compactable(stamp));
+            if let Err(e) = self.store.save_revocations(&self.revoked, stamp) {
+                tracing::warn!(error = %e, "cannot compact the revocation list");
+            }
+        }
+    }
+}
+
+/// One reading of both clocks, to convert many wall-clock instants to
+/// `CLOCK_BOOTTIME` nanoseconds consistently.
+struct BootClock {
+    offset_ns: i128,
+}
+
+impl BootClock {
+    fn now() -> Self {
+        Self { offset_ns: clock_offset_ns() }
+    }
+
+    /// `when` on the boot clock (0 when before boot: already expired).
+    fn boot_ns(&self, when: SystemTime) -> u64 {
+        let wall = match when.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(_) => 0,
+        };
+        (wall - self.offset_ns).clamp(0, u64::MAX as i128) as u64
+    }
+}
+
+/// wall clock minus boot clock, in nanoseconds.
+fn clock_offset_ns() -> i128 {
+    let wall = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    wall - crate::enforcer::boot_time_ns() as i128
+}

@@ -1,0 +1,168 @@
+//! `authz-agent run`: the daemon.
+//!
+//! Start-up order, chosen so that no exec is ever decided by a half-built state:
+//! 1. read the config and the store (a corrupt revocation list is fatal: it
+//!    would let revoked artifacts back in);
+//! 2. load the BPF object, reusing pinned maps when a previous run left them
+//!    (the old programs keep enforcing meanwhile);
+//! 3. re-verify every stored artifact and make the permit map match;
+//! 4. attach the programs and swap the pinned links (no gap), self-test;
+//! 5. open the control socket, tell systemd we are ready.
+//!
+//! Stopping (SIGTERM) leaves the pinned programs enforcing: the daemon's death
+//! never opens a window. `authz-agent unload` removes them on purpose.
+mod agent;
+mod report;
+
+use std::{path::Path, time::SystemTime};
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+
+pub use agent::{verify_kind, Agent, PermitState, Refusal};
+
+use crate::{
+    cgroup::Hierarchy,
+    config::Config,
+    control::{
+        protocol::{Request, Response},
+        server::{self, Access, Call},
+    },
+    enforcer::{self, Enforcer, LoadOptions},
+    store::Store,
+    trust::Verifier,
+};
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+#[tracing::instrument(name = "daemon", skip_all, fields(config = %config.path.display()))]
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let a = &config.agent;
+    let store = Store::open(&a.state_dir)?;
+    let revoked = store.revocations().context("refusing to start without a readable revocation list")?;
+    let hierarchy = Hierarchy::open(&a.cgroup_root)?;
+    let mut enforced = Vec::new();
+    for cg in &a.enforce_cgroups {
+        enforced.push(
+            hierarchy
+                .id(cg)
+                .with_context(|| format!("agent.enforce_cgroups names {cg}, which must exist"))?,
+        );
+    }
+    let opts = LoadOptions {
+        mode: store.mode()?.unwrap_or(a.mode),
+        cgroup_root: a.cgroup_root.clone(),
+        max_permits: a.max_permits,
+        enforced_cgroups: enforced,
+        pin_dir: Some(a.pin_dir.clone()),
+        ..LoadOptions::default()
+    };
+    let mut enforcer = Enforcer::open(&opts).context("cannot start enforcement")?;
+    if let Some(mode) = store.mode()? {
+        if enforcer.mode() != mode {
+            enforcer.set_mode(mode)?;
+        }
+    }
+    let access = Access::new(a.socket_group.as_deref())?;
+    let mut agent = Agent::new(enforcer, store, Verifier::new(config.trust.clone()), hierarchy, revoked);
+    let now = SystemTime::now();
+    agent.load_store(now)?;
+    agent.reconcile(now)?;
+    agent.enforcer.attach(&opts).context("cannot start enforcement")?;
+
+    let listener = server::bind(&a.socket, &access).await?;
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
+    tokio::spawn(server::serve(listener, access, calls_tx));
+
+    let ring = agent.enforcer.take_event_ring().context("event ring already taken")?;
+    // SAFETY: the ring buffer owns its map fd and the AsyncFd owns the ring
+    // buffer, so the fd stays open for as long as it is registered.
+    let mut ring = unsafe { tokio::io::unix::AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("cannot watch the event ring: {e}"))?;
+    let mut poll = tokio::time::interval(a.cgroup_poll);
+    let mut sweep = tokio::time::interval(a.sweep_interval);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+
+    tracing::info!(
+        mode = %agent.enforcer.mode(),
+        socket = %a.socket.display(),
+        adopted = agent.enforcer.adopted(),
+        "authz-agent enforcing"
+    );
+    notify("READY=1\nSTATUS=enforcing");
+
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            Some(call) = calls.recv() => {
+                let response = handle(&mut agent, call.request, SystemTime::now());
+                let _ = call.reply.send(response);
+            }
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("event ring")?;
+                while let Some(item) = guard.get_inner_mut().next() {
+                    if let Some(ev) = enforcer::event::decode(&item) {
+                        agent.on_event(ev);
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = poll.tick() => agent.poll_cgroups(SystemTime::now()),
+            _ = sweep.tick() => agent.sweep(SystemTime::now()),
+        }
+    }
+    notify("STOPPING=1");
+    tracing::info!("stopping; the pinned programs keep enforcing");
+    let _ = std::fs::remove_file(&a.socket);
+    Ok(())
+}
+
+/// Runs one control request against the agent.
+pub fn handle(agent: &mut Agent, request: Request, now: SystemTime) -> Response {
+    let result = match request {
+        Request::Submit { artifact } => agent.submit(&artifact, now),
+        Request::List {} => Ok(agent.list(now)),
+        Request::Revoke { id, reason } => agent.revoke(&id, reason, now),
+        Request::RevokeAll { reason } => agent.revoke_all(reason, now),
+        Request::Status {} => Ok(agent.status(now)),
+        Request::SetMode { mode } => agent.set_mode(mode),
+        Request::Report {} => Ok(agent.report()),
+    };
+    match result {
+        Ok(v) => Response::ok(v),
+        Err(Refusal { kind, message }) => Response::err(kind, message),
+    }
+}
+
+/// sd_notify(3): tells systemd about readiness (Type=notify); a no-op outside
+/// systemd.
+pub fn notify(state: &str) {
+    use std::os::unix::net::UnixDatagram;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt as _;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        socket.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}

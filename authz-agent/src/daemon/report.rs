@@ -1,0 +1,109 @@
+//! The rollout report: which execs were refused, or in audit mode would have
+//! been, grouped by binary, cgroup and reason. Run `mode audit` first, read
+//! `authz-agent report`, issue the permits it shows are missing, then
+//! `mode enforce` — without locking anyone out.
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::{cgroup::Hierarchy, enforcer::DecisionEvent};
+
+/// Distinct (binary, cgroup, reason) rows kept; later ones are counted only.
+const MAX_ROWS: usize = 10_000;
+
+#[derive(Clone, Debug)]
+struct Row {
+    path: String,
+    comm: String,
+    uid: u32,
+    decision: &'static str,
+    count: u64,
+    first_boot_ns: u64,
+    last_boot_ns: u64,
+}
+
+/// Aggregated refusals since the agent started.
+#[derive(Debug, Default)]
+pub struct WouldDeny {
+    rows: BTreeMap<(String, u64, &'static str), Row>,
+    overflow: u64,
+}
+
+impl WouldDeny {
+    pub fn record(&mut self, ev: &DecisionEvent) {
+        let binary = ev.digest.clone().unwrap_or_else(|| format!("path:{}", ev.path));
+        let key = (binary, ev.cgroup_id, ev.reason.as_str());
+        if let Some(row) = self.rows.get_mut(&key) {
+            row.count += 1;
+            row.last_boot_ns = ev.boot_ns;
+            row.decision = ev.decision.as_str();
+            return;
+        }
+        if self.rows.len() >= MAX_ROWS {
+            self.overflow += 1;
+            return;
+        }
+        self.rows.insert(
+            key,
+            Row {
+                path: ev.path.clone(),
+                comm: ev.comm.clone(),
+                uid: ev.uid,
+                decision: ev.decision.as_str(),
+                count: 1,
+                first_boot_ns: ev.boot_ns,
+                last_boot_ns: ev.boot_ns,
+            },
+        );
+    }
+
+    pub fn to_json(&self, hierarchy: &Hierarchy) -> Value {
+        let names = cgroup_names(hierarchy);
+        let mut rows: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|((binary, cgroup_id, reason), r)| {
+                json!({
+                    "digest": binary.strip_prefix("path:").is_none().then(|| binary.clone()),
+                    "path": r.path,
+                    "comm": r.comm,
+                    "uid": r.uid,
+                    "cgroup_id": cgroup_id,
+                    "cgroup": names.get(cgroup_id),
+                    "reason": reason,
+                    "decision": r.decision,
+                    "count": r.count,
+                    "first_boot_ns": r.first_boot_ns,
+                    "last_boot_ns": r.last_boot_ns,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| b["count"].as_u64().cmp(&a["count"].as_u64()));
+        json!({ "rows": rows, "not_shown": self.overflow })
+    }
+}
+
+/// cgroup id -> path, by walking the hierarchy (for reports only).
+fn cgroup_names(hierarchy: &Hierarchy) -> BTreeMap<u64, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut out = BTreeMap::new();
+    let root = hierarchy.root().to_path_buf();
+    let mut stack = vec![(root.clone(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        if let Ok(meta) = std::fs::metadata(&dir) {
+            let rel = dir.strip_prefix(&root).map(|p| format!("/{}", p.display())).unwrap_or_default();
+            out.insert(meta.ino(), if rel == "/" { "/".into() } else { rel });
+        }
+        if depth >= 16 || out.len() > 100_000 {
+            continue;
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push((e.path(), depth + 1));
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,267 @@
+//! Running the real `authz-agent` binary as a daemon, and its CLI, in a test.
+//!
+//! Each [`Daemon`] gets its own state directory, socket, bpffs pin directory
+//! and enforced cgroup, so a test that fails half-way cannot leave enforcement
+//! on anything but its own cgroup; on drop the daemon is killed and its pinned
+//! programs unloaded.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{Scratch, TestCgroups};
+
+/// The agent binary under test (set by the runner; the build's by default).
+pub fn agent_bin() -> PathBuf {
+    std::env::var_os("AUTHZ_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/authz-agent"))
+}
+
+/// A root key and the paths of its files.
+pub struct Keys {
+    pub key: PathBuf,
+    pub public_hex: String,
+}
+
+/// Generates a key pair with the CLI in `dir`.
+pub fn generate_key(dir: &Path, name: &str) -> Keys {
+    let base = dir.join(name);
+    let out = Command::new(agent_bin())
+        .args(["key", "generate", "--out"])
+        .arg(&base)
+        .output()
+        .expect("run authz-agent key generate");
+    assert!(out.status.success(), "key generate: {}", String::from_utf8_lossy(&out.stderr));
+    let public = authz_agent::trust::PublicKey::read(&base.with_extension("pub")).expect("read .pub");
+    Keys {
+        key: base.with_extension("key"),
+        public_hex: hex::encode(public.key.as_bytes()),
+    }
+}
+
+/// An isolated daemon under test.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub pin_dir: PathBuf,
+    pub log: PathBuf,
+    /// The enforced cgroup (path in the hierarchy) and its directory.
+    pub cgroup: String,
+    pub cgroup_dir: PathBuf,
+    pub root: Keys,
+    _cgroups: TestCgroups,
+    _scratch: Scratch,
+}
+
+impl Daemon {
+    /// Writes a config trusting a fresh root key for `/`, enforcing a fresh
+    /// cgroup `<name>/jail` in `mode`, and starts the daemon.
+    pub fn start(name: &str, mode: &str) -> Self {
+        Self::start_with(name, mode, "")
+    }
+
+    /// As [`Daemon::start`], with extra lines for the `[agent]` table.
+    pub fn start_with(name: &str, mode: &str, extra_agent: &str) -> Self {
+        crate::require_environment();
+        let scratch = Scratch::new(&format!("daemon-{name}"));
+        let dir = scratch.dir.clone();
+        let mut cgroups = TestCgroups::new(name);
+        let (cgroup_dir, _) = cgroups.create("jail");
+        let cgroup = format!("{}/jail", cgroups.base);
+        let root = generate_key(&dir, "root");
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/authz-test-{name}-{}", std::process::id()));
+        let socket = dir.join("agent.sock");
+        let config = dir.join("agent.toml");
+        fs::write(
+            &config,
+            format!(
+                r#"[agent]
+mode = "{mode}"
+enforce_cgroups = ["{cgroup}"]
+state_dir = "{state}"
+socket = "{socket}"
+pin_dir = "{pin}"
+cgroup_poll = "1s"
+sweep_interval = "1s"
+{extra_agent}
+
+[trust]
+version = 1
+
+[[trust.roots]]
+name = "test-root"
+public_key = "{key}"
+cgroup_prefixes = ["/"]
+max_ttl = "30d"
+"#,
+                state = dir.join("state").display(),
+                socket = socket.display(),
+                pin = pin_dir.display(),
+                key = root.public_hex,
+            ),
+        )
+        .expect("write config");
+        let mut d = Self {
+            child: None,
+            log: dir.join("agent.log"),
+            dir,
+            config,
+            socket,
+            pin_dir,
+            cgroup,
+            cgroup_dir,
+            root,
+            _cgroups: cgroups,
+            _scratch: scratch,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts the daemon process and waits until it answers on its socket.
+    pub fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(agent_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("AUTHZ_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn authz-agent run");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if self.cli(&["status"]).status.success() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("the daemon exited ({status}) before it was ready:\n{}", self.log_text());
+            }
+            if Instant::now() > deadline {
+                panic!("the daemon was not ready within 90 s:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `authz-agent ARGS --socket <ours>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(agent_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .env("AUTHZ_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run authz-agent")
+    }
+
+    /// `cli` that must succeed; returns stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "authz-agent {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `cli ... --json` parsed.
+    #[track_caller]
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).expect("JSON output")
+    }
+
+    /// Signs a permit for `binary` in `cgroup` with the root key.
+    pub fn issue(&self, binary: &Path, cgroup: &str, ttl: &str, extra: &[&str]) -> PathBuf {
+        let out_path = self.dir.join(format!(
+            "{}-{}.permit.toml",
+            binary.file_name().and_then(|n| n.to_str()).unwrap_or("bin"),
+            rand_suffix()
+        ));
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(["artifact", "issue", "--key"])
+            .arg(&self.root.key)
+            .arg("--binary")
+            .arg(binary)
+            .args(["--cgroup", cgroup, "--ttl", ttl, "--requested-by", "test"])
+            .arg("--config")
+            .arg(&self.config)
+            .args(extra)
+            .arg("--out")
+            .arg(&out_path);
+        let out = cmd.output().expect("artifact issue");
+        assert!(out.status.success(), "artifact issue: {}", String::from_utf8_lossy(&out.stderr));
+        out_path
+    }
+
+    /// Signs `n` distinct permits for `binary` in `cgroup` in-process (the
+    /// library the CLI uses), returning their TOML texts.
+    pub fn issue_many(&self, binary: &Path, cgroup: &str, ttl_seconds: u64, n: usize) -> Vec<String> {
+        use authz_agent::artifact::{issue, time::Timestamp, Provenance, Scope};
+        let key = authz_agent::trust::keys::read_secret_key(&self.root.key).expect("read key");
+        let subject = issue::subject_for_binary(binary).expect("hash binary");
+        (0..n)
+            .map(|_| {
+                let request = issue::Request {
+                    subject: subject.clone(),
+                    scope: Scope { cgroup: cgroup.parse().expect("cgroup path"), descendants: false },
+                    not_before: Timestamp::now(),
+                    ttl_seconds,
+                    policy_version: 1,
+                    provenance: Provenance::default(),
+                };
+                issue::issue(request, &key, None, Timestamp::now()).expect("issue").to_toml()
+            })
+            .collect()
+    }
+
+    /// SIGKILL, no cleanup of any kind.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The id of the artifact in `file`.
+    pub fn artifact_id(file: &Path) -> String {
+        let a = authz_agent::artifact::Artifact::read(file).expect("read artifact");
+        a.id.to_string()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = authz_agent::enforcer::pin::unload(&self.pin_dir);
+        let _ = fs::remove_dir(&self.pin_dir);
+    }
+}
+
+fn rand_suffix() -> String {
+    let mut b = [0u8; 4];
+    // SAFETY: writes at most 4 bytes into `b`.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };
+    hex::encode(b)
+}

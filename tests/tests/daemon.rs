@@ -1,0 +1,358 @@
+//! The daemon (issue 5) on a real kernel, driven through its real CLI:
+//! submit/revoke/flush, crash and restart without a fail-open window, bad input,
+//! peer authorization, concurrency, cgroups that come and go.
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use authz_tests::{daemon::Daemon, *};
+
+/// A fresh busybox copy to authorize, in a world-readable directory.
+fn job(scratch: &Scratch, name: &str) -> Program {
+    fs::set_permissions(&scratch.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let p = scratch.program(name);
+    // Unique content per job: a permit for one never covers another.
+    let mut f = fs::OpenOptions::new().append(true).open(&p.path).unwrap();
+    f.write_all(name.as_bytes()).unwrap();
+    drop(f);
+    Program::at(p.path.clone())
+}
+
+#[test]
+fn submit_allows_and_revoke_refuses_within_the_second() {
+    let d = Daemon::start("submit", "enforce");
+    let scratch = Scratch::new("submit-jobs");
+    let prog = job(&scratch, "job");
+
+    assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    let permit = d.issue(&prog.path, &d.cgroup, "1h", &[]);
+    let out = d.ok(&["submit", permit.to_str().unwrap()]);
+    assert!(out.contains("accepted") && out.contains("live"), "{out}");
+    assert_ran(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+
+    let list = d.json(&["list"]);
+    let entry = &list["permits"][0];
+    assert_eq!(entry["state"], "live");
+    assert_eq!(entry["digest"], prog.digest_hex());
+    assert_eq!(entry["requested_by"], "test");
+
+    let id = Daemon::artifact_id(&permit);
+    let started = Instant::now();
+    d.ok(&["revoke", &id, "--reason", "test"]);
+    assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    assert!(started.elapsed() < Duration::from_secs(1), "revocation took {:?}", started.elapsed());
+
+    // Replay after revoke: refused with a clear error, nothing changes.
+    let out = d.cli(&["submit", permit.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("revoked") && err.contains("never"), "{err}");
+    assert_eq!(d.json(&["list"])["permits"].as_array().unwrap().len(), 0);
+    assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+}
+
+#[test]
+fn revoke_all_refuses_everything_in_scope_at_once() {
+    let d = Daemon::start("flush", "enforce");
+    let scratch = Scratch::new("flush-jobs");
+    let jobs: Vec<Program> = (0..3).map(|i| job(&scratch, &format!("job{i}"))).collect();
+    for j in &jobs {
+        let p = d.issue(&j.path, &d.cgroup, "1h", &[]);
+        d.ok(&["submit", p.to_str().unwrap()]);
+        assert_ran(&j.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    }
+    let out = d.ok(&["revoke", "--all", "--reason", "incident"]);
+    assert!(out.contains("revoked 3"), "{out}");
+    for j in &jobs {
+        assert_eperm(&j.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    }
+    let status = d.json(&["status"]);
+    assert_eq!(status["kernel_permit_entries"], 0);
+}
+
+#[test]
+fn kill_9_keeps_enforcing_and_restart_has_no_fail_open_window() {
+    let mut d = Daemon::start("crash", "enforce");
+    let scratch = Scratch::new("crash-jobs");
+    let allowed = job(&scratch, "allowed");
+    let intruder = job(&scratch, "intruder");
+    let p = d.issue(&allowed.path, &d.cgroup, "1h", &[]);
+    d.ok(&["submit", p.to_str().unwrap()]);
+
+    // A prober keeps trying the unauthorized binary (and the authorized one)
+    // in the enforced cgroup for the whole crash/restart sequence.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (intruder_ran, intruder_refused, allowed_refused) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let prober = {
+        let (stop, ran, refused, allowed_refused) =
+            (stop.clone(), intruder_ran.clone(), intruder_refused.clone(), allowed_refused.clone());
+        let (intruder, allowed, cg) = (intruder.clone(), allowed.clone(), d.cgroup_dir.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match intruder.run_in_cgroup(&cg, &["true"]) {
+                    Ok(_) => ran.fetch_add(1, Ordering::SeqCst),
+                    Err(_) => refused.fetch_add(1, Ordering::SeqCst),
+                };
+                if allowed.run_in_cgroup(&cg, &["true"]).is_err() {
+                    allowed_refused.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    d.kill9();
+    // Daemon dead: the kernel still decides.
+    assert_eperm(&intruder.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    assert_ran(&allowed.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    std::thread::sleep(Duration::from_millis(500));
+    d.spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    prober.join().unwrap();
+
+    assert_eq!(intruder_ran.load(Ordering::SeqCst), 0, "the unauthorized binary ran at some point");
+    assert!(intruder_refused.load(Ordering::SeqCst) > 3, "the prober barely ran");
+    assert_eq!(allowed_refused.load(Ordering::SeqCst), 0, "the authorized binary was refused at some point");
+    // Same state after restart, and the pinned maps were re-adopted.
+    let status = d.json(&["status"]);
+    assert_eq!(status["mode"], "enforce");
+    assert_eq!(status["pinned_state_adopted"], true);
+    assert_eq!(status["permits"]["live"], 1);
+    assert_ran(&allowed.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    assert_eperm(&intruder.run_in_cgroup(&d.cgroup_dir, &["true"]));
+}
+
+#[test]
+fn expiry_holds_while_the_daemon_is_dead() {
+    let mut d = Daemon::start("deadexpiry", "enforce");
+    let scratch = Scratch::new("deadexpiry-jobs");
+    let prog = job(&scratch, "job");
+    let p = d.issue(&prog.path, &d.cgroup, "4s", &[]);
+    d.ok(&["submit", p.to_str().unwrap()]);
+    assert_ran(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    d.kill9();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+}
+
+#[test]
+fn bad_artifacts_are_refused_clearly_and_change_nothing() {
+    let d = Daemon::start("badinput", "enforce");
+    let scratch = Scratch::new("badinput-jobs");
+    let prog = job(&scratch, "job");
+    let good = d.issue(&prog.path, &d.cgroup, "1h", &[]);
+    d.ok(&["submit", good.to_str().unwrap()]);
+    let before = d.json(&["list"]);
+
+    // Malformed.
+    let bad = scratch.dir.join("malformed.toml");
+    fs::write(&bad, "this is = not [an artifact").unwrap();
+    let out = d.cli(&["submit", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[malformed]"));
+
+    // Signed by a key the agent does not trust.
+    let stranger = authz_tests::daemon::generate_key(&scratch.dir, "stranger");
+    let foreign = scratch.dir.join("foreign.toml");
+    let st = Command::new(authz_tests::daemon::agent_bin())
+        .args(["artifact", "issue", "--key"])
+        .arg(&stranger.key)
+        .arg("--binary")
+        .arg(&prog.path)
+        .args(["--cgroup", &d.cgroup, "--ttl", "1h", "--policy-version", "1", "--out"])
+        .arg(&foreign)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = d.cli(&["submit", foreign.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[unknown-issuer]"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A signed artifact with one byte of a signed field changed.
+    let text = fs::read_to_string(&good).unwrap();
+    // The signed `cgroup = "..."` field, not a comment that mentions it.
+    let field = format!("cgroup = \"{}\"", d.cgroup);
+    assert!(text.contains(&field), "{text}");
+    let tampered_text = text.replacen(&field, &format!("cgroup = \"{}x\"", d.cgroup), 1);
+    assert_ne!(text, tampered_text);
+    let tampered = scratch.dir.join("tampered.toml");
+    fs::write(&tampered, tampered_text).unwrap();
+    let out = d.cli(&["submit", tampered.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[bad-signature]"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A huge file is refused before it is read.
+    let huge = scratch.dir.join("huge.toml");
+    fs::write(&huge, vec![b'#'; 10 * 1024 * 1024]).unwrap();
+    let out = d.cli(&["submit", huge.to_str().unwrap()]);
+    assert!(!out.status.success());
+
+    assert_eq!(d.json(&["list"])["permits"], before["permits"], "no state change");
+}
+
+#[test]
+fn garbage_on_the_socket_gets_an_error_and_the_daemon_carries_on() {
+    let d = Daemon::start("garbage", "audit");
+    let attempts: Vec<Vec<u8>> = vec![
+        b"\x00\xff\xfe garbage\n".to_vec(),
+        b"{\"v\":1,\"op\":\"format-disk\"}\n".to_vec(),
+        b"{\"v\":99,\"op\":\"list\"}\n".to_vec(),
+        vec![b'a'; 300 * 1024],
+        b"[]\n".to_vec(),
+    ];
+    for bytes in attempts {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(&bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        let v: serde_json::Value = serde_json::from_str(answer.lines().next().unwrap_or("{}")).unwrap_or_default();
+        assert_eq!(v["ok"], false, "garbage got {answer:?}");
+        assert!(v["error"]["kind"].is_string());
+    }
+    // A client that connects and sends nothing must not block others.
+    let _idle = UnixStream::connect(&d.socket).unwrap();
+    d.ok(&["status"]);
+}
+
+#[test]
+fn non_root_peer_without_the_group_is_refused() {
+    let d = Daemon::start("peers", "audit");
+    // The socket is 0660 root-owned; let nobody reach it so that the daemon's
+    // own credential check is what refuses.
+    fs::set_permissions(&d.socket, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    fs::set_permissions(&d.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new(authz_tests::daemon::agent_bin());
+    cmd.args(["revoke", "--all", "--socket"]).arg(&d.socket);
+    let out = in_cgroup_as(&mut cmd, &TestCgroups::new("peers-nobody").create("x").0, Some(NOBODY)).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[unauthorized]") && err.contains("uid 65534"), "{err}");
+    // Root still can.
+    d.ok(&["status"]);
+}
+
+#[test]
+fn a_thousand_submissions_from_eight_clients_are_all_accounted_for() {
+    let d = Daemon::start("concurrent", "audit");
+    let scratch = Scratch::new("concurrent-jobs");
+    let prog = job(&scratch, "job");
+    // 1,000 distinct artifacts (same binary, distinct ids) issued up front.
+    let t0 = Instant::now();
+    let texts = d.issue_many(&prog.path, &d.cgroup, 3600, 1000);
+    eprintln!("issued 1000 in {:?}", t0.elapsed());
+    let t0 = Instant::now();
+    let chunks: Vec<Vec<String>> = texts.chunks(125).map(|c| c.to_vec()).collect();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let socket = d.socket.clone();
+            let accepted = accepted.clone();
+            std::thread::spawn(move || {
+                for text in chunk {
+                    let r = authz_agent::control::client::call(
+                        &socket,
+                        &authz_agent::control::protocol::Request::Submit { artifact: text },
+                    );
+                    if r.is_ok() {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    eprintln!("submitted 1000 in {:?}", t0.elapsed());
+    assert_eq!(accepted.load(Ordering::SeqCst), 1000);
+    let list = d.json(&["list"]);
+    assert_eq!(list["permits"].as_array().unwrap().len(), 1000);
+    let stored = fs::read_dir(d.dir.join("state/artifacts")).unwrap().count();
+    assert_eq!(stored, 1000, "every accepted artifact is on disk");
+    // One binary, one cgroup: one kernel entry behind 1,000 artifacts.
+    assert_eq!(d.json(&["status"])["kernel_permit_entries"], 1);
+}
+
+#[test]
+fn permits_follow_cgroups_that_appear_and_are_recreated() {
+    let d = Daemon::start("cgroups", "enforce");
+    let scratch = Scratch::new("cgroups-jobs");
+    let prog = job(&scratch, "job");
+    let later = format!("{}/later", d.cgroup);
+    let later_dir = d.cgroup_dir.join("later");
+    let p = d.issue(&prog.path, &later, "1h", &[]);
+    let out = d.ok(&["submit", p.to_str().unwrap()]);
+    assert!(out.contains("waiting-for-cgroup"), "{out}");
+
+    fs::create_dir(&later_dir).unwrap();
+    wait_until(|| d.json(&["list"])["permits"][0]["state"] == "live");
+    assert_ran(&prog.run_in_cgroup(&later_dir, &["true"]));
+    let first_id = d.json(&["list"])["permits"][0]["cgroup_id"].clone();
+
+    // Removed and re-created: a new id, and the permit follows it.
+    fs::remove_dir(&later_dir).unwrap();
+    fs::create_dir(&later_dir).unwrap();
+    wait_until(|| {
+        let v = d.json(&["list"]);
+        v["permits"][0]["state"] == "live" && v["permits"][0]["cgroup_id"] != first_id
+    });
+    assert_ran(&prog.run_in_cgroup(&later_dir, &["true"]));
+    fs::remove_dir(&later_dir).unwrap();
+}
+
+#[test]
+fn audit_then_report_then_enforce_rollout() {
+    let d = Daemon::start("rollout", "audit");
+    let scratch = Scratch::new("rollout-jobs");
+    let prog = job(&scratch, "nightly-build");
+    // Audit: runs, but is reported.
+    assert_ran(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    wait_until(|| d.json(&["report"])["rows"].as_array().is_some_and(|r| !r.is_empty()));
+    let report = d.json(&["report"]);
+    let row = &report["rows"][0];
+    assert_eq!(row["digest"], prog.digest_hex());
+    assert_eq!(row["decision"], "audit-deny");
+    assert_eq!(row["cgroup"], d.cgroup);
+    // Issue what the report shows, then enforce: the job still runs; others don't.
+    let p = d.issue(&prog.path, &d.cgroup, "1h", &[]);
+    d.ok(&["submit", p.to_str().unwrap()]);
+    d.ok(&["mode", "enforce"]);
+    assert_ran(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    let other = job(&scratch, "other");
+    assert_eperm(&other.run_in_cgroup(&d.cgroup_dir, &["true"]));
+}
+
+#[test]
+fn readiness_is_notified_to_systemd() {
+    let dir = Scratch::new("notify");
+    let sock_path = dir.dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    std::env::set_var("NOTIFY_SOCKET", &sock_path);
+    let d = Daemon::start("notify", "audit");
+    std::env::remove_var("NOTIFY_SOCKET");
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("READY=1 from the daemon");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    drop(d);
+}
+
+fn wait_until(mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "condition not reached in 20 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
