@@ -96,6 +96,12 @@ struct CheckArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // A CLI piped into `head` should stop quietly, not panic on EPIPE.
+        // (The daemon keeps SIGPIPE ignored: a client hanging up must never kill it.)
+        // SAFETY: restoring the default disposition of a signal before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     init_tracing(&cli.log);
     let result = match cli.command {
         Command::Run(args) => authz_agent::daemon::run(&args.config).map(|()| ExitCode::SUCCESS),

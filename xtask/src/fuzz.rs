@@ -51,7 +51,7 @@ pub fn run(args: &FuzzArgs) -> Result<ExitCode> {
 
     eprintln!("fuzz: building the fuzz targets with nightly and AddressSanitizer");
     util::run(
-        nightly(&cargo_fuzz, &fuzz_dir).arg("build"),
+        nightly(&cargo_fuzz, &fuzz_dir).arg("build").arg("--target-dir").arg(fuzz_target_dir()),
         "building the fuzz targets",
     )?;
 
@@ -63,7 +63,7 @@ pub fn run(args: &FuzzArgs) -> Result<ExitCode> {
         eprintln!("fuzz: {target}: {} s", args.seconds);
         let started = Instant::now();
         let mut cmd = nightly(&cargo_fuzz, &fuzz_dir);
-        cmd.args(["run", target]).arg(&corpus);
+        cmd.args(["run", target]).arg("--target-dir").arg(fuzz_target_dir()).arg(&corpus);
         if seeds.is_dir() {
             cmd.arg(&seeds);
         }
@@ -103,6 +103,11 @@ pub fn run(args: &FuzzArgs) -> Result<ExitCode> {
         args.seconds
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where fuzz builds go: under target/, which CI caches.
+fn fuzz_target_dir() -> PathBuf {
+    target_dir().join("fuzz")
 }
 
 /// `cargo fuzz` run with the nightly toolchain in `fuzz_dir`.

@@ -31,6 +31,9 @@ pub struct TestArgs {
     /// Run the integration tests in the VM even if this host could run them.
     #[arg(long)]
     pub force_vm: bool,
+    /// Seconds of fuzzing per fuzz target (0: skip fuzzing).
+    #[arg(long, default_value_t = 20)]
+    pub fuzz_seconds: u64,
     /// Kill the VM after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
@@ -61,6 +64,21 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
 
     if !args.vm_only {
         unit_tests(&mut tally)?;
+        if args.fuzz_seconds > 0 {
+            eprintln!("test: fuzzing every parser for {} s per target", args.fuzz_seconds);
+            let fuzz = crate::fuzz::run(&crate::fuzz::FuzzArgs {
+                seconds: args.fuzz_seconds,
+                targets: Vec::new(),
+            });
+            match fuzz {
+                Ok(code) if code == ExitCode::SUCCESS => tally.record("fuzz: every target", true),
+                Ok(_) => tally.record("fuzz: every target", false),
+                Err(e) => {
+                    eprintln!("test: fuzz: {e:#}");
+                    tally.record("fuzz: every target", false);
+                }
+            }
+        }
     }
 
     let built = build::build(args.release)?;

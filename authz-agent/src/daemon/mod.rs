@@ -83,6 +83,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
     tokio::spawn(server::serve(listener, access, calls_tx));
 
+    // Decisions the kernel made while no daemon was running wait in the pinned
+    // ring buffer: take them first.
+    for ev in agent.enforcer.drain_events() {
+        agent.on_event(ev);
+    }
     let ring = agent.enforcer.take_event_ring().context("event ring already taken")?;
     // SAFETY: the ring buffer owns its map fd and the AsyncFd owns the ring
     // buffer, so the fd stays open for as long as it is registered.
