@@ -301,6 +301,19 @@ pub struct CacheEntry {
     pub valid: u32,
 }
 
+/// Per-task lineage label (the `TASK_LABELS` task storage).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskLabel {
+    /// Permit the task's current image was started under (zero: none).
+    pub permit_id: [u8; ARTIFACT_ID_LEN],
+    /// Permit of an exec in progress, made current when the exec commits.
+    pub pending_id: [u8; ARTIFACT_ID_LEN],
+    /// 1 while `pending_id` holds the outcome of an exec in progress.
+    pub pending: u32,
+    pub _reserved: u32,
+}
+
 /// One exec decision, sent through the `EVENTS` ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -329,6 +342,9 @@ pub struct ExecEvent {
     pub flags: u32,
     pub digest: Digest,
     pub permit_id: [u8; ARTIFACT_ID_LEN],
+    /// Permit under which the exec'ing process's current image was started
+    /// (inherited across fork): the link to the previous exec in the lineage.
+    pub parent_permit_id: [u8; ARTIFACT_ID_LEN],
     pub comm: [u8; COMM_LEN],
     /// `bprm->filename`: the path given to execve.
     pub filename: [u8; FILENAME_LEN],
@@ -356,6 +372,7 @@ impl ExecEvent {
             flags: 0,
             digest: [0; DIGEST_LEN],
             permit_id: [0; ARTIFACT_ID_LEN],
+            parent_permit_id: [0; ARTIFACT_ID_LEN],
             comm: [0; COMM_LEN],
             filename: [0; FILENAME_LEN],
             interp: [0; FILENAME_LEN],
@@ -369,9 +386,10 @@ const _: () = assert!(core::mem::size_of::<PermitKey>() == DIGEST_LEN + 8);
 const _: () = assert!(core::mem::size_of::<Permit>() == 2 * 8 + 2 * ARTIFACT_ID_LEN);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 15 * 4);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == DIGEST_LEN + 3 * 8 + 2 * 4);
+const _: () = assert!(core::mem::size_of::<TaskLabel>() == 2 * ARTIFACT_ID_LEN + 2 * 4);
 const _: () = assert!(
     core::mem::size_of::<ExecEvent>()
-        == 4 * 8 + 10 * 4 + DIGEST_LEN + ARTIFACT_ID_LEN + COMM_LEN + 2 * FILENAME_LEN
+        == 4 * 8 + 10 * 4 + DIGEST_LEN + 2 * ARTIFACT_ID_LEN + COMM_LEN + 2 * FILENAME_LEN
 );
 
 #[cfg(feature = "user")]
@@ -391,4 +409,6 @@ mod pod {
     unsafe impl aya::Pod for ExecEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for CacheEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for TaskLabel {}
 }

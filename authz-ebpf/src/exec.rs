@@ -129,7 +129,12 @@ pub fn check(ctx: &LsmContext) -> i32 {
         decision::DENY
     };
 
-    emit(bprm, cgroup_id, config.mode, outcome, &verdict, hash_status, flags, &digest);
+    let parent_permit = crate::lineage::current_permit();
+    // SAFETY: `bprm` is the hook's argument.
+    if unsafe { kernel::is_first_pass(bprm) } {
+        crate::lineage::set_pending(verdict.artifact_id, outcome != decision::DENY);
+    }
+    emit(bprm, cgroup_id, config.mode, outcome, &verdict, hash_status, flags, &digest, &parent_permit);
 
     if outcome == decision::DENY {
         -EPERM
@@ -239,6 +244,7 @@ fn emit(
     hash_status: i32,
     flags: u32,
     digest: &Digest,
+    parent_permit: &[u8; ARTIFACT_ID_LEN],
 ) {
     let Some(mut entry) = maps::EVENTS.reserve::<ExecEvent>(0) else {
         maps::count(counter::EVENTS_DROPPED);
@@ -266,6 +272,7 @@ fn emit(
         (*event).flags = flags;
         (*event).digest = *digest;
         (*event).permit_id = verdict.artifact_id;
+        (*event).parent_permit_id = *parent_permit;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*event).filename[0] = 0;
         kernel::binprm_path(bprm, kernel::BinprmPath::Filename, &mut (*event).filename);

@@ -117,6 +117,22 @@ pub unsafe fn binprm_path(bprm: *const c_void, which: BinprmPath, out: &mut [u8;
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name.cast(), out) };
 }
 
+/// Whether this check is the exec's first (the file named in execve), not the
+/// interpreter pass of a `#!` script: `bprm->interp` still points at
+/// `bprm->filename` until binfmt_script replaces it.
+///
+/// # Safety
+/// `bprm` must be the hook's `struct linux_binprm *` argument.
+#[inline(always)]
+pub unsafe fn is_first_pass(bprm: *const c_void) -> bool {
+    let o = offsets();
+    if o.binprm_filename == 0 || o.binprm_interp == 0 {
+        return true;
+    }
+    // SAFETY: BTF pointer, offsets from BTF.
+    unsafe { member_ptr(bprm, o.binprm_filename) == member_ptr(bprm, o.binprm_interp) }
+}
+
 /// tgid of the current task's parent, or 0 when it cannot be read.
 #[inline(always)]
 pub fn parent_tgid() -> u32 {

@@ -18,6 +18,8 @@ mod exec;
 #[cfg(target_arch = "bpf")]
 mod kernel;
 #[cfg(target_arch = "bpf")]
+mod lineage;
+#[cfg(target_arch = "bpf")]
 mod maps;
 
 /// `int security_bprm_check(struct linux_binprm *bprm)`.
@@ -42,6 +44,26 @@ pub fn file_open(ctx: aya_ebpf::programs::LsmContext) -> i32 {
     }
     // Keep what earlier BPF LSM programs decided.
     ctx.arg(1)
+}
+
+/// `int security_task_alloc(struct task_struct *task, unsigned long clone_flags)`:
+/// a new task inherits its parent's lineage label. Never refuses.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "task_alloc")]
+pub fn task_alloc(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    let task: *mut aya_ebpf::bindings::task_struct = ctx.arg(0);
+    // SAFETY: `task` is the hook's BTF argument.
+    unsafe { lineage::inherit(task) };
+    ctx.arg(2)
+}
+
+/// `void security_bprm_committed_creds(struct linux_binprm *bprm)`: the exec
+/// went through, so the permit it was decided under becomes the task's label.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "bprm_committed_creds")]
+pub fn bprm_committed_creds(_ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    lineage::commit();
+    0
 }
 
 #[cfg(not(target_arch = "bpf"))]

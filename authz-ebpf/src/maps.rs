@@ -5,7 +5,9 @@ use aya_ebpf::{
     macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use authz_common::{counter, CacheEntry, Config, Digest, Permit, PermitKey};
+use authz_common::{counter, CacheEntry, Config, Digest, Permit, PermitKey, TaskLabel};
+use aya_ebpf::bindings::{bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, task_struct, BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE};
+use aya_ebpf::helpers::generated::bpf_task_storage_get;
 
 /// Default capacity of the permit map; the agent may resize it before load.
 pub const MAX_PERMITS: u32 = 131_072;
@@ -40,6 +42,58 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// so a binary is hashed once rather than at every exec.
 #[btf_map]
 pub static DIGEST_CACHE: InodeStorage<CacheEntry> = InodeStorage::new();
+
+/// BTF definition of a task storage map (aya-ebpf 0.2 has none): the layout
+/// libbpf and aya's loader read from the `.maps` section.
+#[repr(C)]
+pub struct TaskStorage<T> {
+    r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: the fields are placeholders the loader patches; Rust never reads them.
+unsafe impl<T> Sync for TaskStorage<T> {}
+
+impl<T> TaskStorage<T> {
+    pub const fn new() -> Self {
+        Self {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The value stored for `task`; with `init`, created from it when absent.
+    ///
+    /// # Safety
+    /// `task` must be a BTF `struct task_struct *` the verifier trusts.
+    #[inline(always)]
+    pub unsafe fn get(&self, task: *mut task_struct, init: Option<&mut T>) -> *mut T {
+        let (value, flags) = match init {
+            Some(v) => (v as *mut T, BPF_LOCAL_STORAGE_GET_F_CREATE as u64),
+            None => (core::ptr::null_mut(), 0),
+        };
+        // SAFETY: `self` is a map definition; the helper checks `task`.
+        unsafe {
+            bpf_task_storage_get(
+                core::ptr::from_ref(self).cast_mut().cast(),
+                task.cast(),
+                value.cast(),
+                flags,
+            )
+        }
+        .cast()
+    }
+}
+
+/// Lineage: the permit each task's image was started under.
+#[btf_map]
+pub static TASK_LABELS: TaskStorage<TaskLabel> = TaskStorage::new();
 
 /// Adds one to a counter.
 #[inline(always)]

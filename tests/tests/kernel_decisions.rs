@@ -241,3 +241,51 @@ fn a_full_event_ring_drops_and_counts_but_never_blocks_enforcement() {
     assert_eq!(received + dropped, EXECS, "received {received}, dropped {dropped}");
     assert_eq!(after["denied_no_permit"] - before["denied_no_permit"], EXECS);
 }
+
+#[test]
+fn lineage_names_the_permit_of_the_process_that_execs() {
+    let mut enforcer = enforcer(Mode::Enforce);
+    let mut cgroups = TestCgroups::new("lineage");
+    let (job, job_id) = cgroups.create("job");
+    let scratch = Scratch::new("lineage");
+    // Three distinct binaries, each called `busybox` so that applets resolve.
+    let progs: Vec<Program> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            std::fs::create_dir_all(scratch.dir.join(d)).unwrap();
+            let path = scratch.dir.join(d).join("busybox");
+            let mut bytes = std::fs::read(busybox()).unwrap();
+            bytes.extend_from_slice(d.as_bytes());
+            std::fs::write(&path, bytes).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            let p = Program::at(path);
+            let (k, v) = permit(p.digest, job_id, 0xa0 + i as u8, EXACT);
+            enforcer.grant(k, v).unwrap();
+            p
+        })
+        .collect();
+    // a execs b, which execs c: a three-process chain started from the test.
+    let script = format!(
+        "exec {} sh -c 'exec {} true'",
+        progs[1].path.display(),
+        progs[2].path.display()
+    );
+    assert_ran(&progs[0].run_in_cgroup(&job, &["sh", "-c", &script]));
+    let ids: Vec<String> = (0..3).map(|i| hex::encode([0xa0 + i as u8; 16])).collect();
+    let a = event_for(&mut enforcer, &progs[0].path);
+    let b = event_for(&mut enforcer, &progs[1].path);
+    let c = event_for(&mut enforcer, &progs[2].path);
+    assert_eq!(a.permit_id.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(a.parent_permit_id, None, "the test process runs under no permit");
+    assert_eq!(b.permit_id.as_deref(), Some(ids[1].as_str()));
+    assert_eq!(b.parent_permit_id.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(c.permit_id.as_deref(), Some(ids[2].as_str()));
+    assert_eq!(c.parent_permit_id.as_deref(), Some(ids[1].as_str()));
+    // Forked children inherit: a shell under permit a runs c in a subshell.
+    let forked = format!("({} true); true", progs[2].path.display());
+    assert_ran(&progs[0].run_in_cgroup(&job, &["sh", "-c", &forked]));
+    let _ = event_for(&mut enforcer, &progs[0].path);
+    let c2 = event_for(&mut enforcer, &progs[2].path);
+    assert_eq!(c2.parent_permit_id.as_deref(), Some(ids[0].as_str()));
+}

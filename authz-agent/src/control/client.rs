@@ -43,14 +43,18 @@ pub fn call(socket: &Path, request: &Request) -> Result<serde_json::Value, Clien
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .map_err(ClientError::Io)?;
-    stream
-        .write_all(request_line(request).as_bytes())
-        .map_err(ClientError::Io)?;
+    // The agent may answer and hang up before reading the request (it refuses
+    // unauthorized peers at once): a failed write is reported only if no
+    // answer is waiting to be read.
+    let written = stream.write_all(request_line(request).as_bytes());
     let mut reader = BufReader::new(stream).take(MAX_RESPONSE as u64);
     let mut line = Vec::new();
-    reader.read_until(b'\n', &mut line).map_err(ClientError::Io)?;
+    let read = reader.read_until(b'\n', &mut line);
     if line.is_empty() {
-        return Err(ClientError::BadResponse("the agent closed the connection without answering".into()));
+        return Err(match (written, read) {
+            (Err(e), _) | (Ok(()), Err(e)) => ClientError::Io(e),
+            (Ok(()), Ok(_)) => ClientError::BadResponse("the agent closed the connection without answering".into()),
+        });
     }
     let response: Response =
         serde_json::from_slice(&line).map_err(|e| ClientError::BadResponse(e.to_string()))?;

@@ -28,6 +28,8 @@ pub struct DecisionEvent {
     pub hash_status: i32,
     /// Hex artifact id of the permit involved, when one was found.
     pub permit_id: Option<String>,
+    /// Permit the exec'ing process itself was started under (lineage).
+    pub parent_permit_id: Option<String>,
     pub permit_cgroup_id: Option<u64>,
     pub permit_expires_boot_ns: Option<u64>,
 }
@@ -148,6 +150,8 @@ impl DecisionEvent {
             digest_cached: raw.flags & event_flags::DIGEST_CACHED != 0,
             hash_status: raw.hash_status,
             permit_id: found_permit.then(|| hex::encode(raw.permit_id)),
+            parent_permit_id: (raw.parent_permit_id != [0; authz_common::ARTIFACT_ID_LEN])
+                .then(|| hex::encode(raw.parent_permit_id)),
             permit_cgroup_id: (raw.permit_cgroup_id != 0).then_some(raw.permit_cgroup_id),
             permit_expires_boot_ns: (raw.permit_expires_boot_ns != 0)
                 .then_some(raw.permit_expires_boot_ns),

@@ -30,8 +30,9 @@ pub use preflight::{KernelSupport, PreflightError};
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/authz"));
 
 /// The LSM programs in the object, each named for its hook, in attach order:
-/// the cache invalidation (`file_open`) is in place before anything is cached.
-pub(crate) const PROGRAMS: [&str; 2] = ["file_open", "bprm_check_security"];
+/// the cache invalidation (`file_open`) and lineage bookkeeping are in place
+/// before the first decision.
+pub(crate) const PROGRAMS: [&str; 4] = ["file_open", "task_alloc", "bprm_committed_creds", "bprm_check_security"];
 const HOOK: &str = "bprm_check_security";
 
 /// Size of the event ring buffer unless configured (as in authz-ebpf's maps.rs).
@@ -219,6 +220,9 @@ impl Enforcer {
         let layout = pin::Layout::new(opts.max_permits, ring_bytes);
         let mut loader = EbpfLoader::new();
         loader
+            // TASK_LABELS (task storage) has no typed wrapper in aya 0.14; the
+            // kernel program is its only user.
+            .allow_unsupported_maps()
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("PERMITS", opts.max_permits)
             .map_max_entries("DIGESTS", opts.max_permits)

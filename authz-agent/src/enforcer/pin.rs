@@ -24,7 +24,7 @@ use aya::programs::links::FdLink;
 use sha2::{Digest as _, Sha256};
 
 /// Every map of the object, by name.
-pub const MAPS: [&str; 7] = [
+pub const MAPS: [&str; 8] = [
     "CONFIG",
     "PERMITS",
     "DIGESTS",
@@ -32,6 +32,7 @@ pub const MAPS: [&str; 7] = [
     "COUNTERS",
     "EVENTS",
     "DIGEST_CACHE",
+    "TASK_LABELS",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +55,7 @@ impl Layout {
         use std::mem::size_of;
         let description = format!(
             "v1 CONFIG:4:{}:1 PERMITS:{}:{}:{max_permits} DIGESTS:{}:4:{max_permits} \
-             ENFORCED_CGROUPS:8:4:1024 COUNTERS:4:8:{} EVENTS:{ring_bytes}:{} DIGEST_CACHE:{}",
+             ENFORCED_CGROUPS:8:4:1024 COUNTERS:4:8:{} EVENTS:{ring_bytes}:{} DIGEST_CACHE:{} TASK_LABELS:{}",
             size_of::<Config>(),
             size_of::<PermitKey>(),
             size_of::<Permit>(),
@@ -62,6 +63,7 @@ impl Layout {
             authz_common::counter::COUNT,
             size_of::<ExecEvent>(),
             size_of::<CacheEntry>(),
+            size_of::<authz_common::TaskLabel>(),
         );
         let digest = Sha256::digest(description.as_bytes());
         Self(hex::encode(&digest[..6]))
