@@ -90,5 +90,16 @@ step "What the kernel refused (authz-agent report)"
 authz-agent report
 
 kill "$agent"; wait "$agent" 2>/dev/null
+
+step "The decision log is tamper-evident: hash-chained, checkpoints signed by the agent's key"
+authz-agent audit verify || fail "audit verify"
+seq=$(grep '"allow"' /var/log/authz/decisions.jsonl | grep '"kind":"exec"' | grep '"/opt/job/busybox"' | tail -n 1 | sed 's/^{"seq":\([0-9]*\),.*/\1/')
+step "Explain one decision (record $seq): who, what, under whose authority, why"
+authz-agent audit explain "$seq" || fail "audit explain"
+cp /var/log/authz/decisions.jsonl /tmp/forged.jsonl
+sed -i 's/"decision":"deny"/"decision":"allow"/' /tmp/forged.jsonl
+step "Rewrite every denial in a copy of the log as an allow: verify names the first forged record"
+if authz-agent audit verify /tmp/forged.jsonl; then fail "a forged log verified"; fi
+
 authz-agent unload
 step "Demo complete"

@@ -94,6 +94,30 @@ impl Hierarchy {
             .map_err(|source| CgroupError::Io { path, source })
     }
 
+    /// Every cgroup's id -> path, by walking the hierarchy (bounded: 16 levels,
+    /// 100,000 cgroups). For reports and logs, not for decisions.
+    pub fn names(&self) -> std::collections::BTreeMap<u64, String> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![(self.root.clone(), 0usize)];
+        while let Some((dir, depth)) = stack.pop() {
+            if let Ok(meta) = fs::metadata(&dir) {
+                let rel = dir.strip_prefix(&self.root).map(|p| format!("/{}", p.display())).unwrap_or_default();
+                out.insert(meta.ino(), rel);
+            }
+            if depth >= 16 || out.len() > 100_000 {
+                continue;
+            }
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push((e.path(), depth + 1));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Moves process `pid` into `cgroup`.
     pub fn move_process(&self, cgroup: &str, pid: u32) -> Result<(), CgroupError> {
         use std::io::Write as _;

@@ -48,7 +48,20 @@ pub struct Config {
     pub path: PathBuf,
     pub agent: AgentSection,
     pub log: LogSection,
+    pub audit: AuditSection,
     pub trust: TrustPolicy,
+}
+
+/// `[audit]`: the tamper-evident decision log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditSection {
+    pub log: PathBuf,
+    /// Which allowed execs are recorded; refusals always are.
+    pub allowed: crate::audit::Sampling,
+    pub rotate_bytes: u64,
+    pub checkpoint_interval: Duration,
+    /// Host name written in every record (default: the system's).
+    pub host: Option<String>,
 }
 
 /// `[agent]`.
@@ -85,7 +98,19 @@ struct RawConfig {
     agent: RawAgent,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    audit: RawAudit,
     trust: TrustPolicy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    log: Option<PathBuf>,
+    allowed: Option<String>,
+    rotate_bytes: Option<u64>,
+    checkpoint_interval: Option<String>,
+    host: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -162,6 +187,22 @@ impl Config {
         if !(1..=4_194_304).contains(&max_permits) {
             return Err(invalid("agent.max_permits", "must be between 1 and 4194304".into()));
         }
+        let au = raw.audit;
+        let audit = AuditSection {
+            log: absolute("audit.log", au.log.unwrap_or_else(|| "/var/log/authz/decisions.jsonl".into()))?,
+            allowed: au
+                .allowed
+                .as_deref()
+                .unwrap_or("all")
+                .parse()
+                .map_err(|e: String| invalid("audit.allowed", e))?,
+            rotate_bytes: match au.rotate_bytes.unwrap_or(64 * 1024 * 1024) {
+                n if n >= 4096 => n,
+                _ => return Err(invalid("audit.rotate_bytes", "must be at least 4096".into())),
+            },
+            checkpoint_interval: duration("audit.checkpoint_interval", au.checkpoint_interval, 60)?,
+            host: au.host,
+        };
         let cgroup_poll = duration("agent.cgroup_poll", a.cgroup_poll, 1)?;
         let sweep_interval = duration("agent.sweep_interval", a.sweep_interval, 30)?;
         if cgroup_poll.is_zero() || sweep_interval.is_zero() {
@@ -187,6 +228,7 @@ impl Config {
             log: LogSection {
                 level: raw.log.level.unwrap_or_else(|| "info".into()),
             },
+            audit,
             trust: raw.trust,
         })
     }

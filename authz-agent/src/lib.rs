@@ -1,6 +1,7 @@
 //! authz agent library: everything the `authz-agent` binary does, usable from
 //! the integration tests.
 pub mod artifact;
+pub mod audit;
 pub mod cgroup;
 pub mod cli;
 pub mod config;

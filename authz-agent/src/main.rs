@@ -71,6 +71,8 @@ enum Command {
     /// Refuses while an agent is running. This is the only way to turn
     /// enforcement off for good; `mode off` is the runtime switch.
     Unload(control_cli::UnloadArgs),
+    /// The decision log: prove it intact (`verify`), explain a decision (`explain`).
+    Audit(authz_agent::audit::cli::AuditArgs),
     Key(authz_agent::cli::KeyArgs),
     Delegate(authz_agent::cli::DelegateArgs),
     Artifact(authz_agent::cli::ArtifactArgs),
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
         Command::Mode(args) => control_cli::set_mode(args),
         Command::Report(args) => control_cli::report(args),
         Command::Unload(args) => control_cli::unload(args),
+        Command::Audit(args) => authz_agent::audit::cli::run(args),
         Command::Key(args) => authz_agent::cli::key(args),
         Command::Delegate(args) => authz_agent::cli::delegate(args),
         Command::Artifact(args) => authz_agent::cli::artifact(args),
@@ -177,4 +180,35 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         println!("result:      authz can enforce on this host");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+
+    /// Global options and subcommand options must not share an id: clap only
+    /// notices when the command is parsed, so parse every subcommand once.
+    #[test]
+    fn every_subcommand_parses() {
+        use clap::Parser as _;
+        for argv in [
+            &["authz-agent", "audit", "explain", "1", "--log-file", "/x"][..],
+            &["authz-agent", "audit", "verify", "/x", "--key", "/k"],
+            &["authz-agent", "--log", "debug", "status", "--socket", "/s"],
+            &["authz-agent", "revoke", "--all"],
+            &["authz-agent", "mode", "enforce"],
+            &["authz-agent", "submit", "a", "b"],
+            &["authz-agent", "run", "--config", "/c"],
+            &["authz-agent", "check", "--json"],
+            &["authz-agent", "unload"],
+            &["authz-agent", "report", "--json"],
+            &["authz-agent", "list"],
+        ] {
+            super::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        }
+    }
 }

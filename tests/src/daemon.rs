@@ -90,6 +90,10 @@ cgroup_poll = "1s"
 sweep_interval = "1s"
 {extra_agent}
 
+[audit]
+log = "{log}"
+checkpoint_interval = "1s"
+
 [trust]
 version = 1
 
@@ -102,6 +106,7 @@ max_ttl = "30d"
                 state = dir.join("state").display(),
                 socket = socket.display(),
                 pin = pin_dir.display(),
+                log = dir.join("log/decisions.jsonl").display(),
                 key = root.public_hex,
             ),
         )
@@ -234,6 +239,29 @@ max_ttl = "30d"
                 issue::issue(request, &key, None, Timestamp::now()).expect("issue").to_toml()
             })
             .collect()
+    }
+
+    /// The decision log.
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("log/decisions.jsonl")
+    }
+
+    /// Every record of the decision log, parsed.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.audit_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a log line is JSON"))
+            .collect()
+    }
+
+    /// SIGTERM and wait: a clean stop (the daemon checkpoints its log).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
     }
 
     /// SIGKILL, no cleanup of any kind.

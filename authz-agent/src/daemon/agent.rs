@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use super::report::WouldDeny;
 use crate::{
+    audit::AuditLog,
     artifact::{time::Timestamp, Artifact, ArtifactId},
     cgroup::Hierarchy,
     enforcer::{DecisionEvent, Decision, Enforcer, EnforcerError, Mode},
@@ -103,6 +104,14 @@ pub struct Agent {
     events: u64,
     /// wall-clock minus boot-clock when kernel expiries were last computed.
     clock_offset_ns: i128,
+    audit: AuditLog,
+    policy_digest: String,
+    /// Provenance of every artifact accepted in this run, for decision records
+    /// about permits since expired or revoked.
+    known: HashMap<ArtifactId, Value>,
+    cgroup_names: HashMap<u64, String>,
+    cgroup_names_refreshed: Option<Instant>,
+    dropped_logged: u64,
 }
 
 impl Agent {
@@ -112,8 +121,16 @@ impl Agent {
         verifier: Verifier,
         hierarchy: Hierarchy,
         revoked: BTreeMap<ArtifactId, Revocation>,
+        audit: AuditLog,
     ) -> Self {
+        let policy_digest = crate::audit::policy_digest(verifier.policy());
         Self {
+            audit,
+            policy_digest,
+            known: HashMap::new(),
+            cgroup_names: HashMap::new(),
+            cgroup_names_refreshed: None,
+            dropped_logged: 0,
             enforcer,
             store,
             verifier,
@@ -175,6 +192,7 @@ impl Agent {
             };
             match self.verify(&artifact, now) {
                 Ok(verified) => {
+                    self.known.insert(stored.id, permit_info(&verified));
                     self.held.insert(stored.id, Held { verified, text: stored.text, key: None });
                     accepted += 1;
                 }
@@ -351,6 +369,7 @@ impl Agent {
             let cg_id = self.hierarchy.id(&cgroup).ok();
             self.cgroups.insert(cgroup.clone(), cg_id);
         }
+        self.known.insert(id, permit_info(&verified));
         self.held.insert(id, Held { verified, text: text.to_owned(), key: None });
         if let Err(e) = self.place(&id, now) {
             self.held.remove(&id);
@@ -516,6 +535,9 @@ impl Agent {
             "bpf_lsm": "attached",
             "pinned_state_adopted": self.enforcer.adopted(),
             "policy_version": self.verifier.policy().version,
+            "policy_digest": self.policy_digest,
+            "audit_log": self.audit.path(),
+            "audit_key_id": self.audit.key_id().to_string(),
             "uptime_seconds": self.started.elapsed().as_secs(),
         })
     }
@@ -525,9 +547,16 @@ impl Agent {
         self.report.to_json(&self.hierarchy)
     }
 
-    /// A kernel decision arrived.
+    /// A kernel decision arrived: logged (allowed ones subject to sampling),
+    /// aggregated for the report.
     pub fn on_event(&mut self, ev: DecisionEvent) {
         self.events += 1;
+        let allowed = ev.decision == Decision::Allow;
+        let time = wall_time_of(ev.boot_ns);
+        let body = self.exec_record(&ev);
+        if let Err(e) = self.audit.exec(allowed, time, body) {
+            tracing::error!(error = %e, "cannot write the decision log");
+        }
         match ev.decision {
             Decision::Deny | Decision::AuditDeny => {
                 tracing::info!(
@@ -539,6 +568,102 @@ impl Agent {
             }
             _ => tracing::debug!(path = %ev.path, reason = %ev.reason, "exec allowed"),
         }
+    }
+
+    /// The decision record's fields for a kernel event.
+    fn exec_record(&mut self, ev: &DecisionEvent) -> serde_json::Map<String, Value> {
+        let cgroup = self.cgroup_name(ev.cgroup_id);
+        let lookup = |id: &Option<String>| -> Value {
+            match id {
+                None => Value::Null,
+                Some(hex_id) => match hex_id.parse::<ArtifactId>().ok().and_then(|a| self.known.get(&a)) {
+                    Some(info) => info.clone(),
+                    None => json!({ "id": hex_id, "provenance": "unknown to this agent run" }),
+                },
+            }
+        };
+        let permit = lookup(&ev.permit_id);
+        let parent = lookup(&ev.parent_permit_id);
+        let mut m = serde_json::Map::new();
+        m.insert("decision".into(), json!(ev.decision));
+        m.insert("reason".into(), json!(ev.reason));
+        m.insert("mode".into(), json!(ev.mode));
+        m.insert(
+            "actor".into(),
+            json!({
+                "pid": ev.tgid, "tid": ev.pid, "ppid": ev.ppid, "uid": ev.uid, "gid": ev.gid,
+                "comm": ev.comm, "cgroup": cgroup, "cgroup_id": ev.cgroup_id,
+                "exe": ev.path, "filename": ev.filename,
+            }),
+        );
+        m.insert("digest".into(), json!(ev.digest));
+        m.insert("digest_cached".into(), json!(ev.digest_cached));
+        m.insert("permit".into(), permit);
+        m.insert("parent_permit".into(), parent);
+        m.insert("policy_version".into(), json!(self.verifier.policy().version));
+        m.insert("policy_digest".into(), json!(self.policy_digest));
+        m
+    }
+
+    /// A cgroup's path for logs (the hierarchy is re-read at most once a second
+    /// when an id is unknown).
+    fn cgroup_name(&mut self, id: u64) -> Option<String> {
+        if let Some(n) = self.cgroup_names.get(&id) {
+            return Some(n.clone());
+        }
+        if self.cgroup_names_refreshed.is_none_or(|t| t.elapsed().as_secs() >= 1) {
+            self.cgroup_names = self.hierarchy.names().into_iter().collect();
+            self.cgroup_names_refreshed = Some(Instant::now());
+        }
+        self.cgroup_names.get(&id).cloned()
+    }
+
+    /// Records an administrative event in the decision log.
+    pub fn admin(&mut self, event: &str, detail: Value) {
+        let mut m = serde_json::Map::new();
+        m.insert("event".into(), json!(event));
+        m.insert("detail".into(), detail);
+        m.insert("policy_version".into(), json!(self.verifier.policy().version));
+        m.insert("policy_digest".into(), json!(self.policy_digest));
+        if let Err(e) = self.audit.append("admin", SystemTime::now(), m) {
+            tracing::error!(error = %e, "cannot write the decision log");
+        }
+    }
+
+    /// Periodic: flush and checkpoint the log; record events the kernel dropped.
+    pub fn audit_tick(&mut self) {
+        let dropped = self
+            .enforcer
+            .counters()
+            .ok()
+            .and_then(|c| c.get("events_dropped").copied())
+            .unwrap_or(0);
+        if dropped > self.dropped_logged {
+            let delta = dropped - self.dropped_logged;
+            tracing::warn!(dropped = delta, "the kernel dropped decision events (ring buffer full)");
+            self.admin("events-dropped", json!({ "dropped": delta, "total": dropped }));
+            self.dropped_logged = dropped;
+        }
+        if let Err(e) = self.audit.tick() {
+            tracing::error!(error = %e, "cannot flush the decision log");
+        }
+    }
+
+    /// Signs the chain head (on stop and rotation).
+    pub fn audit_checkpoint(&mut self, why: &str) {
+        if let Err(e) = self.audit.checkpoint(why) {
+            tracing::error!(error = %e, "cannot checkpoint the decision log");
+        }
+    }
+
+    /// Counters already dropped before this run (not this run's to report).
+    pub fn set_dropped_baseline(&mut self) {
+        self.dropped_logged = self
+            .enforcer
+            .counters()
+            .ok()
+            .and_then(|c| c.get("events_dropped").copied())
+            .unwrap_or(0);
     }
 
     /// Periodic: cgroups that appeared, vanished or were re-created.
@@ -602,6 +727,32 @@ impl Agent {
             }
         }
     }
+}
+
+/// What a decision record says about a permit: its full provenance.
+pub fn permit_info(v: &Verified) -> Value {
+    json!({
+        "id": v.id.to_string(),
+        "issuer": v.issuer.to_string(),
+        "chain": v.chain.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+        "delegation_ids": v.delegation_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        "requested_by": v.requested_by,
+        "on_behalf_of": v.on_behalf_of,
+        "reason": v.reason,
+        "cgroup": v.cgroup,
+        "descendants": v.descendants,
+        "not_before": Timestamp::from_system_time(v.not_before).to_string(),
+        "expires": Timestamp::from_system_time(v.expires).to_string(),
+        "policy_version": v.policy_version,
+        "subject_path": v.subject_path,
+    })
+}
+
+/// The wall-clock instant of a kernel `CLOCK_BOOTTIME` reading.
+fn wall_time_of(boot_ns: u64) -> SystemTime {
+    let offset = clock_offset_ns();
+    let wall_ns = (i128::from(boot_ns) + offset).max(0) as u128;
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(wall_ns.min(u64::MAX as u128) as u64)
 }
 
 /// One reading of both clocks, to convert many wall-clock instants to

@@ -73,11 +73,38 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     let access = Access::new(a.socket_group.as_deref())?;
-    let mut agent = Agent::new(enforcer, store, Verifier::new(config.trust.clone()), hierarchy, revoked);
+    let audit_key = crate::audit::writer::load_or_create_key(&a.state_dir)?;
+    let au = &config.audit;
+    let audit = crate::audit::AuditLog::open(
+        crate::audit::AuditConfig {
+            path: au.log.clone(),
+            allowed: au.allowed,
+            rotate_bytes: au.rotate_bytes,
+            checkpoint_every: au.checkpoint_interval,
+            host: au.host.clone().unwrap_or_else(hostname),
+        },
+        audit_key,
+    )?;
+    let recovered = audit.recovered_bytes;
+    let mut agent = Agent::new(enforcer, store, Verifier::new(config.trust.clone()), hierarchy, revoked, audit);
+    if recovered > 0 {
+        agent.admin("log-recovered", serde_json::json!({ "truncated_bytes": recovered, "why": "a record was half-written when the agent last stopped" }));
+    }
     let now = SystemTime::now();
     agent.load_store(now)?;
     agent.reconcile(now)?;
     agent.enforcer.attach(&opts).context("cannot start enforcement")?;
+    agent.set_dropped_baseline();
+    agent.admin(
+        "start",
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "mode": agent.enforcer.mode(),
+            "kernel": agent.enforcer.kernel().release,
+            "adopted_pinned_state": agent.enforcer.adopted(),
+            "config": config.path,
+        }),
+    );
 
     let listener = server::bind(&a.socket, &access).await?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
@@ -95,6 +122,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot watch the event ring: {e}"))?;
     let mut poll = tokio::time::interval(a.cgroup_poll);
     let mut sweep = tokio::time::interval(a.sweep_interval);
+    let mut audit_tick = tokio::time::interval(std::time::Duration::from_millis(500));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     tracing::info!(
@@ -110,9 +138,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
             Some(call) = calls.recv() => {
-                let response = handle(&mut agent, call.request, SystemTime::now());
+                let response = handle(&mut agent, call.request, Some(&call.peer), SystemTime::now());
                 let _ = call.reply.send(response);
             }
+            _ = audit_tick.tick() => agent.audit_tick(),
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("event ring")?;
                 while let Some(item) = guard.get_inner_mut().next() {
@@ -128,12 +157,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     notify("STOPPING=1");
     tracing::info!("stopping; the pinned programs keep enforcing");
+    for ev in agent.enforcer.drain_events() {
+        agent.on_event(ev);
+    }
+    agent.admin("stop", serde_json::json!({ "mode": agent.enforcer.mode(), "enforcement": "continues (pinned)" }));
+    agent.audit_checkpoint("stop");
     let _ = std::fs::remove_file(&a.socket);
     Ok(())
 }
 
-/// Runs one control request against the agent.
-pub fn handle(agent: &mut Agent, request: Request, now: SystemTime) -> Response {
+/// Runs one control request against the agent; every request that changes
+/// something is recorded in the decision log, accepted or refused.
+pub fn handle(agent: &mut Agent, request: Request, peer: Option<&server::Peer>, now: SystemTime) -> Response {
+    let logged = match &request {
+        Request::Submit { artifact } => Some((
+            "submit",
+            serde_json::json!({
+                "artifact_id": crate::artifact::Artifact::parse(artifact).ok().map(|a| a.id.to_string()),
+                "bytes": artifact.len(),
+            }),
+        )),
+        Request::Revoke { id, reason } => Some(("revoke", serde_json::json!({ "id": id, "reason": reason }))),
+        Request::RevokeAll { reason } => Some(("revoke-all", serde_json::json!({ "reason": reason }))),
+        Request::SetMode { mode } => Some(("mode", serde_json::json!({ "mode": mode }))),
+        Request::List {} | Request::Status {} | Request::Report {} => None,
+    };
     let result = match request {
         Request::Submit { artifact } => agent.submit(&artifact, now),
         Request::List {} => Ok(agent.list(now)),
@@ -143,10 +191,24 @@ pub fn handle(agent: &mut Agent, request: Request, now: SystemTime) -> Response 
         Request::SetMode { mode } => agent.set_mode(mode),
         Request::Report {} => Ok(agent.report()),
     };
+    if let Some((event, request)) = logged {
+        let outcome = match &result {
+            Ok(v) => serde_json::json!({ "ok": true, "result": v }),
+            Err(r) => serde_json::json!({ "ok": false, "error": r.kind, "message": r.message }),
+        };
+        agent.admin(event, serde_json::json!({ "peer": peer, "request": request, "outcome": outcome }));
+    }
     match result {
         Ok(v) => Response::ok(v),
         Err(Refusal { kind, message }) => Response::err(kind, message),
     }
+}
+
+fn hostname() -> String {
+    nix::sys::utsname::uname()
+        .ok()
+        .and_then(|u| u.nodename().to_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// sd_notify(3): tells systemd about readiness (Type=notify); a no-op outside

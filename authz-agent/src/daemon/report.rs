@@ -58,7 +58,7 @@ impl WouldDeny {
     }
 
     pub fn to_json(&self, hierarchy: &Hierarchy) -> Value {
-        let names = cgroup_names(hierarchy);
+        let names = hierarchy.names();
         let mut rows: Vec<Value> = self
             .rows
             .iter()
@@ -81,29 +81,4 @@ impl WouldDeny {
         rows.sort_by(|a, b| b["count"].as_u64().cmp(&a["count"].as_u64()));
         json!({ "rows": rows, "not_shown": self.overflow })
     }
-}
-
-/// cgroup id -> path, by walking the hierarchy (for reports only).
-fn cgroup_names(hierarchy: &Hierarchy) -> BTreeMap<u64, String> {
-    use std::os::unix::fs::MetadataExt as _;
-    let mut out = BTreeMap::new();
-    let root = hierarchy.root().to_path_buf();
-    let mut stack = vec![(root.clone(), 0usize)];
-    while let Some((dir, depth)) = stack.pop() {
-        if let Ok(meta) = std::fs::metadata(&dir) {
-            let rel = dir.strip_prefix(&root).map(|p| format!("/{}", p.display())).unwrap_or_default();
-            out.insert(meta.ino(), if rel == "/" { "/".into() } else { rel });
-        }
-        if depth >= 16 || out.len() > 100_000 {
-            continue;
-        }
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push((e.path(), depth + 1));
-                }
-            }
-        }
-    }
-    out
 }
