@@ -94,3 +94,24 @@ fn artifacts(cmd: &mut Command, what: &str) -> Result<Vec<(String, PathBuf, bool
     }
     Ok(out)
 }
+
+/// For `cargo xtask bench`: the agent built with the release profile and the
+/// `authz` benchmark binary of authz-tests (bench profile, optimized).
+pub fn build_bench() -> Result<(PathBuf, PathBuf)> {
+    setup::toolchain()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "-p", "authz-agent", "--bins"]);
+    let agent = artifacts(&mut cmd, "building authz-agent (release)")?
+        .into_iter()
+        .find(|(name, _, _)| name == "authz-agent")
+        .map(|(_, path, _)| path)
+        .context("cargo built no authz-agent binary")?;
+    let mut cmd = cargo();
+    cmd.args(["bench", "--no-run", "-p", "authz-tests", "--bench", "authz"]);
+    let bench = artifacts(&mut cmd, "building the benchmarks")?
+        .into_iter()
+        .find(|(name, _, _)| name == "authz")
+        .map(|(_, path, _)| path)
+        .context("cargo built no `authz` benchmark binary")?;
+    Ok((agent, bench))
+}

@@ -1,5 +1,6 @@
 //! `cargo xtask`: everything around the code — toolchain setup, builds, the QEMU
 //! VM that runs a real kernel with BPF LSM, the test suite, the demo.
+mod bench;
 mod build;
 mod fuzz;
 mod setup;
@@ -54,6 +55,16 @@ enum Command {
     ///
     /// Example: cargo xtask fuzz --seconds 30
     Fuzz(fuzz::FuzzArgs),
+    /// Measure what authz costs and print one table (see docs/benchmarks.md).
+    ///
+    /// Exec overhead (no agent / enforce / audit), first exec of a 50 MB
+    /// binary, verification throughput, submit-to-enforced latency, daemon
+    /// start with 10,000 and 100,000 artifacts, map memory per permit and
+    /// decision-event throughput: userspace figures natively on the host, the
+    /// rest in the VM with the real daemon, side by side in one run. Writes
+    /// the figures to target/bench/latest.json; exits non-zero when the VM
+    /// failed or a figure is missing (missed goals are reported, not failed).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +76,7 @@ fn main() -> ExitCode {
         Command::Vm(args) => vm::run(&args),
         Command::Demo(args) => vm::demo(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,253 @@
+//! Issue 7, item 4: the daemon started on a store of 10,000 and 100,000
+//! artifacts (time until it answers on its socket, i.e. enforcing with every
+//! permit installed), exec overhead with that many permits in the kernel's
+//! map, and the kernel memory a permit costs.
+use std::{
+    fs,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use authz_agent::{
+    artifact::{
+        issue::{self, subject_for_binary},
+        time::Timestamp,
+        ArtifactId, Provenance, Scope, Subject,
+    },
+    control::{client, protocol::Request},
+    enforcer::{pin, Enforcer, LoadOptions, Mode},
+    store::Store,
+};
+use authz_tests::{
+    daemon::{agent_bin, Daemon},
+    Scratch, TestCgroups,
+};
+use ed25519_dalek::SigningKey;
+
+use crate::{
+    daemon::{fmt_list, status, submit, Programs},
+    exec::{Exec, InCgroup},
+    metric, note, Plan, Samples, Step,
+};
+
+/// Signs permits with the daemon's root key, in process.
+pub struct Signer {
+    pub key: SigningKey,
+    cgroup: String,
+}
+
+impl Signer {
+    pub fn new(d: &Daemon) -> Self {
+        Self {
+            key: authz_agent::trust::keys::read_secret_key(&d.root.key).expect("read the root key"),
+            cgroup: d.cgroup.clone(),
+        }
+    }
+
+    /// A permit (TOML) for the program at `path` in the daemon's cgroup.
+    pub fn permit_for(&self, path: &Path) -> String {
+        let subject = subject_for_binary(path).expect("hash the program");
+        artifact(&self.key, &self.cgroup, subject).1
+    }
+}
+
+fn artifact(key: &SigningKey, cgroup: &str, subject: Subject) -> (ArtifactId, String) {
+    let request = issue::Request {
+        subject,
+        scope: Scope { cgroup: cgroup.parse().expect("cgroup path"), descendants: false },
+        not_before: Timestamp::now(),
+        ttl_seconds: 86_400,
+        policy_version: 1,
+        provenance: Provenance {
+            requested_by: Some("bench".into()),
+            on_behalf_of: None,
+            reason: Some("cargo xtask bench".into()),
+        },
+    };
+    let a = issue::issue(request, key, None, Timestamp::now()).expect("issue");
+    (a.id, a.to_toml())
+}
+
+/// A distinct digest for each `i` (no file has it).
+pub fn digest_of(i: u64) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(i.to_le_bytes()).into()
+}
+
+/// Permits for `digests` in `cgroup`, signed on every core.
+pub fn sign(key: &SigningKey, cgroup: &str, digests: impl Iterator<Item = [u8; 32]>) -> Vec<(ArtifactId, String)> {
+    let digests: Vec<[u8; 32]> = digests.collect();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = digests.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = digests
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|d| artifact(key, cgroup, Subject { sha256: *d, path: None, name: None }))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("signer")).collect()
+    })
+}
+
+/// For each count in `plan.scale`: fills the store of a stopped daemon up to
+/// that many artifacts (each for another digest, so each a kernel entry),
+/// times a cold start (no pinned state), then compares execs in its cgroup
+/// with execs in the cgroup of a second daemon that holds one permit, in
+/// alternating rounds. Both daemons' programs run on every exec (each
+/// decides only for its own cgroup), so the comparison is symmetric.
+pub fn run(plan: &Plan) {
+    let scratch = Scratch::new("bench-scale");
+    let programs = Programs::new(&scratch);
+    let (mut d, few) = {
+        let _s = Step::new("scale: preparing two daemons");
+        (Daemon::start("scale", "enforce"), Daemon::start("few", "enforce"))
+    };
+    submit(&few, &Signer::new(&few).permit_for(&programs.tiny));
+    let signer = Signer::new(&d);
+    d.kill9();
+    pin::unload(&d.pin_dir).expect("unload");
+    let store = Store::open(&d.dir.join("state")).expect("open the daemon's store");
+    let (id, text) = artifact(&signer.key, &d.cgroup, subject_for_binary(&programs.tiny).expect("hash"));
+    store.save_artifact(&id, &text).expect("store");
+    let mut stored = 1;
+    let mut one = Samples::default();
+    for &n in &plan.scale {
+        {
+            let _s = Step::new(format!("scale: signing and storing {} more artifacts", n - stored));
+            let texts = sign(&signer.key, &d.cgroup, (stored as u64..n as u64).map(digest_of));
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            std::thread::scope(|s| {
+                for part in texts.chunks(texts.len().div_ceil(threads).max(1)) {
+                    let store = &store;
+                    s.spawn(move || {
+                        for (id, text) in part {
+                            store.save_artifact(id, text).expect("store");
+                        }
+                    });
+                }
+            });
+            stored = n;
+        }
+        let secs = {
+            let _s = Step::new(format!("scale: cold start with {n} stored artifacts"));
+            start_timed(&mut d)
+        };
+        let st = status(&d);
+        assert_eq!(
+            st["kernel_permit_entries"].as_u64(),
+            Some(n as u64),
+            "not every stored artifact became a kernel permit: {st}"
+        );
+        metric(&format!("scale.start_{n}_s"), secs, "s", n);
+
+        let _s = Step::new(format!("exec with {n} permits against 1 permit, {} each", plan.execs));
+        let exec = Exec::new(&programs.tiny, &["tiny"]);
+        let per_round = plan.execs / plan.rounds;
+        let (mut many, mut ratios) = (Samples::default(), Vec::new());
+        for dir in [&few.cgroup_dir, &d.cgroup_dir] {
+            let _in = InCgroup::enter(dir);
+            exec.samples(per_round / 5);
+        }
+        for _ in 0..plan.rounds {
+            let a = {
+                let _in = InCgroup::enter(&few.cgroup_dir);
+                exec.samples(per_round)
+            };
+            let b = {
+                let _in = InCgroup::enter(&d.cgroup_dir);
+                exec.samples(per_round)
+            };
+            ratios.push(b.median() / a.median());
+            one.extend(a);
+            many.extend(b);
+        }
+        note(format!("per-round ({n} permits)/(1 permit): {}", fmt_list(&ratios)));
+        metric(&format!("exec.permits_{n}_us"), many.median(), "us", many.len());
+        metric(&format!("exec.permits_{n}_ratio"), Samples(ratios).median(), "ratio", plan.rounds);
+        d.kill9();
+        pin::unload(&d.pin_dir).expect("unload");
+    }
+    metric("exec.permits_1_us", one.median(), "us", one.len());
+}
+
+/// Starts the daemon on its config and returns the seconds until it answers
+/// on its control socket (it opens the socket once the store is verified,
+/// every permit is in the kernel and the programs are attached).
+fn start_timed(d: &mut Daemon) -> f64 {
+    let log = fs::OpenOptions::new().create(true).append(true).open(&d.log).expect("log file");
+    let start = Instant::now();
+    let child = Command::new(agent_bin())
+        .args(["run", "--config"])
+        .arg(&d.config)
+        .env("AUTHZ_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn authz-agent run");
+    d.child = Some(child);
+    loop {
+        if client::call(&d.socket, &Request::Status {}).is_ok() {
+            return start.elapsed().as_secs_f64();
+        }
+        if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            panic!("the daemon exited ({status}) before it was ready:\n{}", d.log_text());
+        }
+        assert!(start.elapsed() < Duration::from_secs(900), "the daemon was not ready within 900 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Kernel memory per permit: the memory cgroup charge of loading the
+/// programs with a small and with the default permit capacity, compared.
+/// The permit maps are preallocated, so this is the cost of each slot of
+/// capacity (`agent.max_permits`), used or not.
+pub fn map_memory() {
+    const SMALL: u32 = 1024;
+    const LARGE: u32 = 131_072;
+    let _s = Step::new("kernel map memory per permit");
+    fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory").expect("enable the memory controller");
+    let cgroups = TestCgroups::new("bench-mem");
+    let dir = cgroups.hierarchy.dir(&cgroups.base).expect("dir");
+    let id = cgroups.hierarchy.id(&cgroups.base).expect("id");
+    let _in = InCgroup::enter(&dir);
+    let current = || -> i64 {
+        fs::read_to_string(dir.join("memory.current"))
+            .expect("memory.current")
+            .trim()
+            .parse()
+            .expect("a number")
+    };
+    let charge = |max_permits: u32| -> i64 {
+        let before = current();
+        let enforcer = Enforcer::load(&LoadOptions {
+            mode: Mode::Off,
+            selftest: false,
+            max_permits,
+            enforced_cgroups: vec![id],
+            ..LoadOptions::default()
+        })
+        .expect("load the enforcer");
+        let after = current();
+        drop(enforcer);
+        // Maps are freed after an RCU grace period: wait for the charge to go.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while current() > before + (after - before) / 10 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        after - before
+    };
+    charge(SMALL);
+    let small = charge(SMALL) + charge(SMALL);
+    let large = charge(LARGE) + charge(LARGE);
+    let per = (large - small) as f64 / 2.0 / f64::from(LARGE - SMALL);
+    note(format!("memcg charge: {} B at {SMALL} permits, {} B at {LARGE}", small / 2, large / 2));
+    metric("map.bytes_per_permit", per, "B", 4);
+    metric("map.default_capacity_mib", per * f64::from(LARGE) / (1 << 20) as f64, "MiB", 4);
+}
