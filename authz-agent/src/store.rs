@@ -100,6 +100,11 @@ impl Store {
         Ok(Self { dir: dir.to_owned() })
     }
 
+    /// The state directory at `dir`, for reading only: creates nothing.
+    pub fn at(dir: &Path) -> Self {
+        Self { dir: dir.to_owned() }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

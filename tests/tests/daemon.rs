@@ -356,3 +356,31 @@ fn wait_until(mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn restart_reverifies_the_store_and_skips_what_no_longer_verifies() {
+    let mut d = Daemon::start("restore", "enforce");
+    let scratch = Scratch::new("restore-jobs");
+    let good = job(&scratch, "good");
+    let p = d.issue(&good.path, &d.cgroup, "1h", &[]);
+    d.ok(&["submit", p.to_str().unwrap()]);
+    d.stop();
+    // While it is down: a torn file and a tampered artifact appear in the store.
+    let store = d.dir.join("state/artifacts");
+    fs::write(store.join("0123456789abcdef0123456789abcdef.toml"), "format = \"authz-artifact\"\nversion = ").unwrap();
+    let other = job(&scratch, "other");
+    let q = d.issue(&other.path, &d.cgroup, "1h", &[]);
+    let id = Daemon::artifact_id(&q);
+    let field = format!("cgroup = \"{}\"", d.cgroup);
+    let tampered = fs::read_to_string(&q).unwrap().replacen(&field, "cgroup = \"/\"", 1);
+    fs::write(store.join(format!("{id}.toml")), tampered).unwrap();
+    d.spawn();
+    let list = d.json(&["list"]);
+    let permits = list["permits"].as_array().unwrap();
+    assert_eq!(permits.len(), 1, "{list}");
+    assert_eq!(permits[0]["digest"], good.digest_hex());
+    assert_ran(&good.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    assert_eperm(&other.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    let log = d.log_text();
+    assert!(log.contains("no longer verifies"), "the skipped artifacts are reported:\n{log}");
+}

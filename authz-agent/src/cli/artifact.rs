@@ -196,7 +196,18 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         Some(t) => t.parse::<Timestamp>()?.to_system_time(),
         None => SystemTime::now(),
     };
-    let revoked = |id: &ArtifactId| args.revoked.contains(id);
+    // The agent's own revocation list counts too, when this user can read it.
+    let mut revoked_ids: std::collections::HashSet<ArtifactId> = args.revoked.iter().copied().collect();
+    if let Ok(config) = crate::config::Config::load(&args.config) {
+        match crate::store::Store::at(&config.agent.state_dir).revocations() {
+            Ok(list) => revoked_ids.extend(list.into_keys()),
+            Err(e) => eprintln!(
+                "warning: the agent's revocation list was not checked ({}); pass --revoked ID to check ids by hand",
+                crate::error_chain(&e)
+            ),
+        }
+    }
+    let revoked = |id: &ArtifactId| revoked_ids.contains(id);
     let verified = crate::trust::verify(&artifact, &policy, &revoked, now)
         .with_context(|| format!("{} is not valid", args.file.display()))?;
     let root = policy

@@ -146,62 +146,67 @@ impl Agent {
         }
     }
 
-    fn is_revoked(&self, id: &ArtifactId) -> bool {
-        self.revoked.contains_key(id)
-    }
-
     /// Verifies `artifact` now; one that is valid only later is verified at the
     /// instant it becomes valid (so it can be accepted ahead of time).
     fn verify(&self, artifact: &Artifact, now: SystemTime) -> Result<Verified, VerifyError> {
-        let revoked = |id: &ArtifactId| self.is_revoked(id);
-        let mut at = now;
-        for _ in 0..4 {
-            match self.verifier.verify(artifact, &revoked, at) {
-                Err(VerifyError::NotYetValid { not_before, .. }) if not_before.to_system_time() > at => {
-                    at = not_before.to_system_time();
-                }
-                other => return other,
-            }
-        }
-        self.verifier.verify(artifact, &revoked, at)
+        verify_ahead(&self.verifier, &self.revoked, artifact, now)
     }
 
     /// Loads every stored artifact on start: re-verified, invalid ones
     /// reported and skipped (never fatal), expired ones removed.
     #[tracing::instrument(skip_all)]
     pub fn load_store(&mut self, now: SystemTime) -> Result<(), crate::store::StoreError> {
-        let mut accepted = 0;
-        for item in self.store.artifacts()? {
-            let stored = match item {
-                Ok(s) => s,
+        let stored: Vec<_> = self
+            .store
+            .artifacts()?
+            .into_iter()
+            .filter_map(|item| match item {
+                Ok(s) => Some(s),
                 Err(e) => {
                     tracing::warn!(error = %e, "skipping an unreadable stored artifact");
-                    continue;
+                    None
                 }
-            };
-            let artifact = match Artifact::parse(&stored.text) {
-                Ok(a) if a.id == stored.id => a,
-                Ok(a) => {
-                    tracing::warn!(path = %stored.path.display(), id = %a.id, "stored artifact's id does not match its file name; skipped");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(path = %stored.path.display(), error = %e, "stored artifact is malformed; skipped");
-                    continue;
-                }
-            };
-            match self.verify(&artifact, now) {
+            })
+            .collect();
+        // Parsing and signature checks dominate start-up with many artifacts:
+        // spread them over every core (the verifier is shared and thread-safe).
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16);
+        let chunk = stored.len().div_ceil(threads).max(1);
+        let (verifier, revoked) = (&self.verifier, &self.revoked);
+        let results: Vec<Result<Verified, (String, bool)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = stored
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|s| match Artifact::parse(&s.text) {
+                                Ok(a) if a.id == s.id => verify_ahead(verifier, revoked, &a, now).map_err(|e| {
+                                    let expired = matches!(e, VerifyError::Expired { .. });
+                                    (e.to_string(), expired)
+                                }),
+                                Ok(a) => Err((format!("its id {} does not match its file name", a.id), false)),
+                                Err(e) => Err((format!("malformed: {e}"), false)),
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        });
+        let mut accepted = 0;
+        for (stored, result) in stored.into_iter().zip(results) {
+            match result {
                 Ok(verified) => {
                     self.known.insert(stored.id, permit_info(&verified));
                     self.held.insert(stored.id, Held { verified, text: stored.text, key: None });
                     accepted += 1;
                 }
-                Err(VerifyError::Expired { .. }) => {
+                Err((_, true)) => {
                     tracing::info!(id = %stored.id, "stored artifact expired; removing it");
                     let _ = self.store.remove_artifact(&stored.id);
                 }
-                Err(e) => {
-                    tracing::warn!(id = %stored.id, error = %e, "stored artifact no longer verifies; skipped (kept on disk)");
+                Err((why, false)) => {
+                    tracing::warn!(id = %stored.id, path = %stored.path.display(), error = %why, "stored artifact no longer verifies; skipped (kept on disk)");
                 }
             }
         }
@@ -727,6 +732,27 @@ impl Agent {
             }
         }
     }
+}
+
+/// Verifies `artifact` at `now`; one valid only later is verified at the
+/// instant it becomes valid (so it can be accepted ahead of time).
+fn verify_ahead(
+    verifier: &Verifier,
+    revoked: &BTreeMap<ArtifactId, Revocation>,
+    artifact: &Artifact,
+    now: SystemTime,
+) -> Result<Verified, VerifyError> {
+    let is_revoked = |id: &ArtifactId| revoked.contains_key(id);
+    let mut at = now;
+    for _ in 0..4 {
+        match verifier.verify(artifact, &is_revoked, at) {
+            Err(VerifyError::NotYetValid { not_before, .. }) if not_before.to_system_time() > at => {
+                at = not_before.to_system_time();
+            }
+            other => return other,
+        }
+    }
+    verifier.verify(artifact, &is_revoked, at)
 }
 
 /// What a decision record says about a permit: its full provenance.
