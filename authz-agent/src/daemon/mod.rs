@@ -35,6 +35,9 @@ use crate::{
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    // The kernel first: on a host that cannot enforce, that is the one thing
+    // to say, whatever the config.
+    Enforcer::probe().context("authz cannot enforce on this host")?;
     let config = Config::load(config_path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

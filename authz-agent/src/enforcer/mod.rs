@@ -289,6 +289,32 @@ impl Enforcer {
         Ok(enforcer)
     }
 
+    /// Can this kernel run authz? Loads the object and every program (the
+    /// verifier runs) without attaching anything, then unloads. This is what
+    /// turns "this kernel refuses trampoline programs" into an error before
+    /// anything else is read or changed.
+    pub fn probe() -> Result<KernelSupport, EnforcerError> {
+        let mut probe = Self::open(&LoadOptions {
+            mode: Mode::Off,
+            selftest: false,
+            max_permits: 16,
+            event_ring_bytes: Some(4096),
+            ..LoadOptions::default()
+        })?;
+        let kernel_btf = aya::Btf::from_sys_fs()
+            .map_err(|e| EnforcerError::Object(aya::EbpfError::BtfError(e)))?;
+        for name in PROGRAMS {
+            let program: &mut Lsm = probe
+                .ebpf
+                .program_mut(name)
+                .ok_or(EnforcerError::MissingProgram(name))?
+                .try_into()
+                .map_err(EnforcerError::Program)?;
+            program.load(name, &kernel_btf).map_err(classify_load_error)?;
+        }
+        Ok(probe.support.clone())
+    }
+
     /// Whether the maps were reused from an earlier run's pins.
     pub fn adopted(&self) -> bool {
         self.adopted
