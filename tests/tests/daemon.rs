@@ -142,6 +142,11 @@ fn expiry_holds_while_the_daemon_is_dead() {
     d.kill9();
     std::thread::sleep(Duration::from_secs(5));
     assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    // Back up: the expired artifact is swept from the kernel map and the store.
+    d.spawn();
+    wait_until(|| d.json(&["status"])["kernel_permit_entries"] == 0);
+    assert_eq!(d.json(&["list"])["permits"].as_array().unwrap().len(), 0);
+    assert_eq!(fs::read_dir(d.dir.join("state/artifacts")).unwrap().count(), 0);
 }
 
 #[test]
@@ -383,4 +388,17 @@ fn restart_reverifies_the_store_and_skips_what_no_longer_verifies() {
     assert_eperm(&other.run_in_cgroup(&d.cgroup_dir, &["true"]));
     let log = d.log_text();
     assert!(log.contains("no longer verifies"), "the skipped artifacts are reported:\n{log}");
+}
+
+#[test]
+fn the_sweeper_removes_expired_permits_from_the_kernel_map() {
+    let d = Daemon::start("sweeper", "enforce");
+    let scratch = Scratch::new("sweeper-jobs");
+    let prog = job(&scratch, "job");
+    let p = d.issue(&prog.path, &d.cgroup, "3s", &[]);
+    d.ok(&["submit", p.to_str().unwrap()]);
+    assert_eq!(d.json(&["status"])["kernel_permit_entries"], 1);
+    wait_until(|| d.json(&["status"])["kernel_permit_entries"] == 0);
+    assert_eq!(d.json(&["list"])["permits"].as_array().unwrap().len(), 0);
+    assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
 }
