@@ -282,6 +282,7 @@ impl Report<'_> {
         let mut names: Vec<String> = [
             "exec.none_us", "exec.none_p90_us", "exec.none_spread", "exec.enforce_us", "exec.enforce_p90_us",
             "exec.enforce_ratio", "exec.audit_us", "exec.audit_p90_us", "exec.audit_ratio", "exec.cache_misses",
+            "exec.enforce_ratio_p10", "exec.audit_ratio_p10",
             "exec.permits_1_us", "big.bytes", "big.first_ms",
             "big.cached_ms", "big.kernel_mb_s", "big.user_mb_s", "submit.p50_ms", "submit.p99_ms",
             "submit.max_ms", "submit.exec_allowed_after_answer", "events.burst_execs", "events.burst_exec_us",
@@ -301,6 +302,7 @@ impl Report<'_> {
             names.push(format!("scale.start_{n}_s"));
             names.push(format!("exec.permits_{n}_us"));
             names.push(format!("exec.permits_{n}_ratio"));
+            names.push(format!("exec.permits_{n}_ratio_p10"));
         }
         names
     }
@@ -460,6 +462,16 @@ impl Report<'_> {
             self.n("exec.none_spread"),
             spread.map_or("?".into(), |s| format!("{}x", num(s)))
         );
+        let last = scale_counts(self.quick).last().copied().unwrap_or(0);
+        let p10 = |name: &str| self.get(name).map_or("?".into(), |v| format!("{v:.3}"));
+        let _ = writeln!(
+            out,
+            "Cross-check, ratios of the fastest 10% (load on the host only adds time): (b)/(a) {}, (c)/(a) {}, (d) {} permits / 1: {}.",
+            p10("exec.enforce_ratio_p10"),
+            p10("exec.audit_ratio_p10"),
+            thousands(last),
+            p10(&format!("exec.permits_{last}_ratio_p10"))
+        );
         if let Some(share) = self.other_cpu.filter(|s| *s > 0.05) {
             let _ = writeln!(
                 out,
@@ -487,6 +499,8 @@ impl Report<'_> {
         let ratios = json!({
             "exec.enforce_over_none": self.get("exec.enforce_ratio"),
             "exec.audit_over_none": self.get("exec.audit_ratio"),
+            "exec.enforce_over_none_p10": self.get("exec.enforce_ratio_p10"),
+            "exec.audit_over_none_p10": self.get("exec.audit_ratio_p10"),
             "big.first_over_cached": self.ratio("big.first_ms", "big.cached_ms"),
             "big.kernel_over_user_hashing": self.ratio("big.kernel_mb_s", "big.user_mb_s"),
             "verify.host_all_over_one_core": self.ratio("verify.host.all_cores_per_s", "verify.host.one_core_per_s"),

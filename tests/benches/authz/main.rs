@@ -48,7 +48,7 @@ impl Plan {
             Self {
                 quick,
                 execs: 400,
-                rounds: 8,
+                rounds: 16,
                 big_copies: 2,
                 big_hits: 4,
                 submits: 60,
@@ -61,7 +61,7 @@ impl Plan {
             Self {
                 quick,
                 execs: 2000,
-                rounds: 20,
+                rounds: 80,
                 big_copies: 4,
                 big_hits: 8,
                 submits: 300,

@@ -149,7 +149,7 @@ pub fn run(plan: &Plan) {
         let _s = Step::new(format!("exec with {n} permits against 1 permit, {} each", plan.execs));
         let exec = Exec::new(&programs.tiny, &["tiny"]);
         let per_round = plan.execs / plan.rounds;
-        let (mut many, mut ratios) = (Samples::default(), Vec::new());
+        let (mut few_samples, mut many, mut ratios) = (Samples::default(), Samples::default(), Vec::new());
         for dir in [&few.cgroup_dir, &d.cgroup_dir] {
             let _in = InCgroup::enter(dir);
             exec.samples(per_round / 5);
@@ -157,16 +157,25 @@ pub fn run(plan: &Plan) {
         for _ in 0..plan.rounds {
             let a = {
                 let _in = InCgroup::enter(&few.cgroup_dir);
+                exec.once();
                 exec.samples(per_round)
             };
             let b = {
                 let _in = InCgroup::enter(&d.cgroup_dir);
+                exec.once();
                 exec.samples(per_round)
             };
             ratios.push(b.median() / a.median());
-            one.extend(a);
+            few_samples.extend(a);
             many.extend(b);
         }
+        metric(
+            &format!("exec.permits_{n}_ratio_p10"),
+            many.percentile(10.0) / few_samples.percentile(10.0),
+            "ratio",
+            many.len(),
+        );
+        one.extend(few_samples);
         note(format!("per-round ({n} permits)/(1 permit): {}", fmt_list(&ratios)));
         metric(&format!("exec.permits_{n}_us"), many.median(), "us", many.len());
         metric(&format!("exec.permits_{n}_ratio"), Samples(ratios).median(), "ratio", plan.rounds);
@@ -205,12 +214,13 @@ fn start_timed(d: &mut Daemon) -> f64 {
 }
 
 /// Kernel memory per permit: the memory cgroup charge of loading the
-/// programs with a small and with the default permit capacity, compared.
-/// The permit maps are preallocated, so this is the cost of each slot of
-/// capacity (`agent.max_permits`), used or not.
+/// programs with a small and with a large permit capacity, compared (median
+/// of three loads each). The permit maps are preallocated, so this is the
+/// cost of each slot of capacity (`agent.max_permits`), used or not.
 pub fn map_memory() {
     const SMALL: u32 = 1024;
-    const LARGE: u32 = 131_072;
+    const LARGE: u32 = 262_144;
+    const DEFAULT: u32 = 131_072;
     let _s = Step::new("kernel map memory per permit");
     fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory").expect("enable the memory controller");
     let cgroups = TestCgroups::new("bench-mem");
@@ -224,30 +234,44 @@ pub fn map_memory() {
             .parse()
             .expect("a number")
     };
-    let charge = |max_permits: u32| -> i64 {
-        let before = current();
-        let enforcer = Enforcer::load(&LoadOptions {
-            mode: Mode::Off,
-            selftest: false,
-            max_permits,
-            enforced_cgroups: vec![id],
-            ..LoadOptions::default()
-        })
-        .expect("load the enforcer");
-        let after = current();
-        drop(enforcer);
-        // Maps are freed after an RCU grace period: wait for the charge to go.
+    // Freed maps leave after an RCU grace period: wait until the charge
+    // stops moving (or 5 s) before each reading.
+    let settled = || -> i64 {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while current() > before + (after - before) / 10 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+        let mut last = current();
+        let mut still = 0;
+        while still < 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = current();
+            still = if (now - last).abs() < 64 * 1024 { still + 1 } else { 0 };
+            last = now;
         }
-        after - before
+        last
+    };
+    let charge = |max_permits: u32| -> f64 {
+        let runs: Vec<f64> = (0..3)
+            .map(|_| {
+                let before = settled();
+                let enforcer = Enforcer::load(&LoadOptions {
+                    mode: Mode::Off,
+                    selftest: false,
+                    max_permits,
+                    enforced_cgroups: vec![id],
+                    ..LoadOptions::default()
+                })
+                .expect("load the enforcer");
+                let after = current();
+                drop(enforcer);
+                (after - before) as f64
+            })
+            .collect();
+        Samples(runs).median()
     };
     charge(SMALL);
-    let small = charge(SMALL) + charge(SMALL);
-    let large = charge(LARGE) + charge(LARGE);
-    let per = (large - small) as f64 / 2.0 / f64::from(LARGE - SMALL);
-    note(format!("memcg charge: {} B at {SMALL} permits, {} B at {LARGE}", small / 2, large / 2));
-    metric("map.bytes_per_permit", per, "B", 4);
-    metric("map.default_capacity_mib", per * f64::from(LARGE) / (1 << 20) as f64, "MiB", 4);
+    let small = charge(SMALL);
+    let large = charge(LARGE);
+    let per = (large - small) / f64::from(LARGE - SMALL);
+    note(format!("memcg charge of a load: {small:.0} B at {SMALL} permits, {large:.0} B at {LARGE}"));
+    metric("map.bytes_per_permit", per, "B", 6);
+    metric("map.default_capacity_mib", per * f64::from(DEFAULT) / (1 << 20) as f64, "MiB", 6);
 }
