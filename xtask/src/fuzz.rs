@@ -27,6 +27,10 @@ pub struct FuzzArgs {
     /// Fuzz only this target (repeatable); default: every target in fuzz/.
     #[arg(long = "target", value_name = "NAME")]
     pub targets: Vec<String>,
+    /// Send libFuzzer's progress to target/fuzz/<target>.log instead of the
+    /// terminal (used by `cargo xtask test`); a crash still prints its tail.
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 pub fn run(args: &FuzzArgs) -> Result<ExitCode> {
@@ -75,9 +79,20 @@ pub fn run(args: &FuzzArgs) -> Result<ExitCode> {
             .arg("-rss_limit_mb=2048")
             .arg("-print_funcs=0")
             .arg("-print_final_stats=1");
+        let log = fuzz_target_dir().join(format!("{target}.log"));
+        if args.quiet {
+            fs::create_dir_all(fuzz_target_dir())?;
+            let f = fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+            cmd.stdout(f.try_clone()?).stderr(f);
+        }
         let status = cmd
             .status()
             .with_context(|| format!("cannot start {}", util::describe(&cmd)))?;
+        if args.quiet && !status.success() {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
         if status.success() {
             eprintln!(
                 "fuzz: {target}: no crash in {:.0} s ({} inputs in the corpus)",

@@ -69,6 +69,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             let fuzz = crate::fuzz::run(&crate::fuzz::FuzzArgs {
                 seconds: args.fuzz_seconds,
                 targets: Vec::new(),
+                quiet: true,
             });
             match fuzz {
                 Ok(code) if code == ExitCode::SUCCESS => tally.record("fuzz: every target", true),
