@@ -176,20 +176,7 @@ impl Agent {
         let results: Vec<Result<Verified, (String, bool)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = stored
                 .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|s| match Artifact::parse(&s.text) {
-                                Ok(a) if a.id == s.id => verify_ahead(verifier, revoked, &a, now).map_err(|e| {
-                                    let expired = matches!(e, VerifyError::Expired { .. });
-                                    (e.to_string(), expired)
-                                }),
-                                Ok(a) => Err((format!("its id {} does not match its file name", a.id), false)),
-                                Err(e) => Err((format!("malformed: {e}"), false)),
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
+                .map(|part| scope.spawn(move || verify_stored(verifier, revoked, part, now)))
                 .collect();
             handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
         });
@@ -732,6 +719,44 @@ impl Agent {
             }
         }
     }
+}
+
+/// Parses and verifies stored artifacts with batch signature verification
+/// (about twice the single-check rate); those valid only later are verified
+/// again at the instant they become valid. One result per input, in order:
+/// `Err((why, expired))`.
+fn verify_stored(
+    verifier: &Verifier,
+    revoked: &BTreeMap<ArtifactId, Revocation>,
+    stored: &[crate::store::StoredArtifact],
+    now: SystemTime,
+) -> Vec<Result<Verified, (String, bool)>> {
+    let parsed: Vec<Result<Artifact, String>> = stored
+        .iter()
+        .map(|s| match Artifact::parse(&s.text) {
+            Ok(a) if a.id == s.id => Ok(a),
+            Ok(a) => Err(format!("its id {} does not match its file name", a.id)),
+            Err(e) => Err(format!("malformed: {e}")),
+        })
+        .collect();
+    let is_revoked = |id: &ArtifactId| revoked.contains_key(id);
+    let good: Vec<&Artifact> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
+    let mut batch = verifier.verify_batch(good.iter().copied(), &is_revoked, now).into_iter();
+    parsed
+        .iter()
+        .map(|p| match p {
+            Err(why) => Err((why.clone(), false)),
+            Ok(a) => match batch.next() {
+                Some(Err(VerifyError::NotYetValid { .. })) => verify_ahead(verifier, revoked, a, now),
+                Some(other) => other,
+                None => verify_ahead(verifier, revoked, a, now),
+            }
+            .map_err(|e| {
+                let expired = matches!(e, VerifyError::Expired { .. });
+                (e.to_string(), expired)
+            }),
+        })
+        .collect()
 }
 
 /// Verifies `artifact` at `now`; one valid only later is verified at the
