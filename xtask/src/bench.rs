@@ -282,7 +282,8 @@ impl Report<'_> {
         let mut names: Vec<String> = [
             "exec.none_us", "exec.none_p90_us", "exec.none_spread", "exec.enforce_us", "exec.enforce_p90_us",
             "exec.enforce_ratio", "exec.audit_us", "exec.audit_p90_us", "exec.audit_ratio", "exec.cache_misses",
-            "exec.enforce_ratio_p10", "exec.audit_ratio_p10",
+            "exec.enforce_ratio_p10", "exec.audit_ratio_p10", "exec.busybox_none_us", "exec.busybox_enforce_us",
+            "exec.busybox_ratio",
             "exec.permits_1_us", "big.bytes", "big.first_ms",
             "big.cached_ms", "big.kernel_mb_s", "big.user_mb_s", "submit.p50_ms", "submit.p99_ms",
             "submit.max_ms", "submit.exec_allowed_after_answer", "events.burst_execs", "events.burst_exec_us",
@@ -370,6 +371,8 @@ impl Report<'_> {
         t.row("(a) no agent", us(none), "", Some(1.0), "");
         t.row("(b) enforce, permit, digest cached", us(self.get("exec.enforce_us")), "(a)", self.get("exec.enforce_ratio"), "<= 1.05");
         t.row("(c) audit, no permit (would-deny event)", us(self.get("exec.audit_us")), "(a)", self.get("exec.audit_ratio"), "");
+        t.row("(a') busybox true (2 MB static), no agent", us(self.get("exec.busybox_none_us")), "", Some(1.0), "");
+        t.row("(b') busybox true, enforce, permit, cached", us(self.get("exec.busybox_enforce_us")), "(a')", self.get("exec.busybox_ratio"), "");
 
         let mb = self.get("big.bytes").map_or(50.0, |b| b / 1e6);
         t.section(&format!("2. first exec of a {mb:.0} MB binary (SHA-256 in the kernel), median of {} copies", self.n("big.first_ms")));
@@ -400,7 +403,7 @@ impl Report<'_> {
         }
         t.row("kernel map memory per permit slot", self.get("map.bytes_per_permit").map_or("missing".into(), |v| format!("{} B", num(v))), "", None, "");
         t.row("  at the default capacity (131,072)", self.get("map.default_capacity_mib").map_or("missing".into(), |v| format!("{} MiB", num(v))), "", None, "");
-        t.row("(d) exec, 1 permit (a second daemon)", us(self.get("exec.permits_1_us")), "", None, "");
+        t.row("(d) exec, 1 permit (two daemons attached)", us(self.get("exec.permits_1_us")), "", None, "");
         for n in scale_counts(self.quick) {
             let name = format!("exec.permits_{n}_us");
             t.row(&format!("(d) exec, {} permits loaded", thousands(*n)), us(self.get(&name)), "1 permit", self.get(&format!("exec.permits_{n}_ratio")), "<= 1.05");
@@ -499,6 +502,7 @@ impl Report<'_> {
         let ratios = json!({
             "exec.enforce_over_none": self.get("exec.enforce_ratio"),
             "exec.audit_over_none": self.get("exec.audit_ratio"),
+            "exec.busybox_enforce_over_none": self.get("exec.busybox_ratio"),
             "exec.enforce_over_none_p10": self.get("exec.enforce_ratio_p10"),
             "exec.audit_over_none_p10": self.get("exec.audit_ratio_p10"),
             "big.first_over_cached": self.ratio("big.first_ms", "big.cached_ms"),

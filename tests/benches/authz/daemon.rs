@@ -4,7 +4,7 @@
 //! how many decision events per second the audit pipeline keeps up with.
 use std::{
     fs,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -74,7 +74,9 @@ pub fn run(plan: &Plan) {
     };
     let signer = Signer::new(&d);
     submit(&d, &signer.permit_for(&programs.tiny));
-    exec_overhead(plan, &d, &programs);
+    let busybox = scratch.program("busybox").path;
+    submit(&d, &signer.permit_for(&busybox));
+    exec_overhead(plan, &d, &programs, &busybox);
     big_binary(plan, &d, &signer, &scratch);
     submit_latency(plan, &d, &signer, &scratch);
     event_throughput(plan, &d, &programs);
@@ -85,11 +87,15 @@ pub fn run(plan: &Plan) {
 /// (a) the daemon's programs detached from their hooks, no agent in the exec
 /// path at all; (b) attached, enforce mode, a permit, digest cached; (c)
 /// audit mode, a binary without a permit (every exec a would-deny event the
-/// daemon reads and records). Ratios are per round, then the median.
-fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs) {
+/// daemon reads and records). Ratios are per round, then the median. (a)
+/// and (b) are also measured for `busybox true` (2 MB, static), a small real
+/// program whose own start-up is part of what an exec costs.
+fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs, busybox: &Path) {
     let _s = Step::new(format!("exec: no agent / enforce / audit, {} each in {} rounds", plan.execs, plan.rounds));
     let tiny = Exec::new(&programs.tiny, &["tiny"]);
     let other = Exec::new(&programs.unpermitted, &["tiny"]);
+    let real = Exec::new(busybox, &["busybox", "true"]);
+    let (mut real_none, mut real_enforce, mut real_ratios) = (Samples::default(), Samples::default(), Vec::new());
     let per_round = plan.execs / plan.rounds;
     let (mut none, mut enforce, mut audit) = (Samples::default(), Samples::default(), Samples::default());
     let (mut none_medians, mut b_ratios, mut c_ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -100,17 +106,28 @@ fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs) {
     other.samples(per_round);
     set_mode(d, Mode::Enforce);
     tiny.samples(per_round);
+    real.samples(per_round);
     assert!(!other.once().1, "an exec without a permit was allowed in enforce mode");
     let before = status(d);
-    // The first exec after a switch is not counted: attaching or detaching
-    // patches kernel code, which the emulator translates again.
+    // After a switch the kernel frees the old trampoline in the background
+    // (after RCU grace periods): let that finish first. And the first exec
+    // after a switch is not counted: attaching or detaching patches kernel
+    // code, which the emulator translates again.
+    let settle = || std::thread::sleep(Duration::from_millis(150));
     for _ in 0..plan.rounds {
         switch.detach();
+        settle();
         assert!(other.once().1, "an exec was refused with the programs detached");
         let a = tiny.samples(per_round);
+        let real_a = real.samples(per_round);
         switch.attach();
+        settle();
         tiny.once();
         let b = tiny.samples(per_round);
+        let real_b = real.samples(per_round);
+        real_ratios.push(real_b.median() / real_a.median());
+        real_none.extend(real_a);
+        real_enforce.extend(real_b);
         set_mode(d, Mode::Audit);
         other.once();
         let c = other.samples(per_round);
@@ -139,6 +156,9 @@ fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs) {
     metric("exec.audit_us", audit.median(), "us", audit.len());
     metric("exec.audit_p90_us", audit.percentile(90.0), "us", audit.len());
     metric("exec.audit_ratio", Samples(c_ratios).median(), "ratio", plan.rounds);
+    metric("exec.busybox_none_us", real_none.median(), "us", real_none.len());
+    metric("exec.busybox_enforce_us", real_enforce.median(), "us", real_enforce.len());
+    metric("exec.busybox_ratio", Samples(real_ratios).median(), "ratio", plan.rounds);
     // Load on the host only ever adds time: the fast tails of finely
     // interleaved samples are the least disturbed comparison.
     let p10 = none.percentile(10.0);
