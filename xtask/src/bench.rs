@@ -106,6 +106,8 @@ impl Collector {
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let start = Instant::now();
+    // The tree as it is built (it may change while the benchmark runs).
+    let git = git_describe();
     let setup = setup::run()?;
     let (agent, bench) = build::build_bench()?;
     let quick = if args.quick { vec!["--quick"] } else { Vec::new() };
@@ -176,7 +178,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         bail!("measurements missing: {}", missing.join(", "));
     }
 
-    let doc = report.json(&setup.kernel_package, &loadavg, args, start.elapsed());
+    let doc = report.json(&setup.kernel_package, &loadavg, git, args, start.elapsed());
     let out = args.json_out.clone().unwrap_or_else(|| target_dir().join("bench/latest.json"));
     write_json(&out, &doc)?;
     let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -488,7 +490,7 @@ impl Report<'_> {
         out
     }
 
-    fn json(&self, kernel: &str, loadavg: &str, args: &BenchArgs, took: Duration) -> Value {
+    fn json(&self, kernel: &str, loadavg: &str, git: Value, args: &BenchArgs, took: Duration) -> Value {
         let goals: Vec<Value> = self
             .goals()
             .iter()
@@ -516,7 +518,7 @@ impl Report<'_> {
             "quick": self.quick,
             "finished_unix": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             "duration_s": took.as_secs_f64(),
-            "git": git_describe(),
+            "git": git,
             "host": {
                 "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
                 "loadavg_before": loadavg,
