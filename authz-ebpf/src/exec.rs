@@ -279,5 +279,12 @@ fn emit(
         (*event).interp[0] = 0;
         kernel::binprm_path(bprm, kernel::BinprmPath::Interp, &mut (*event).interp);
     }
-    entry.submit(0);
+    // Allowed execs are the bulk: queue them without waking the agent (it
+    // drains the ring on a short timer); refusals wake it at once.
+    let wakeup = if outcome == decision::ALLOW {
+        u64::from(aya_ebpf::bindings::BPF_RB_NO_WAKEUP)
+    } else {
+        0
+    };
+    entry.submit(wakeup);
 }

@@ -126,6 +126,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut poll = tokio::time::interval(a.cgroup_poll);
     let mut sweep = tokio::time::interval(a.sweep_interval);
     let mut audit_tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    // Allowed execs are queued by the kernel without a wakeup: drain on a timer.
+    let mut drain = tokio::time::interval(std::time::Duration::from_millis(100));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     tracing::info!(
@@ -145,6 +147,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 let _ = call.reply.send(response);
             }
             _ = audit_tick.tick() => agent.audit_tick(),
+            _ = drain.tick() => {
+                while let Some(item) = ring.get_mut().next() {
+                    if let Some(ev) = enforcer::event::decode(&item) {
+                        agent.on_event(ev);
+                    }
+                }
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("event ring")?;
                 while let Some(item) = guard.get_inner_mut().next() {
