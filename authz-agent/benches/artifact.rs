@@ -19,7 +19,10 @@ use std::{
 };
 
 use authz_agent::{
-    artifact::{issue::hash_file, Artifact, ArtifactId, Body, CgroupPath, Provenance, Scope, Subject, Timestamp, Validity},
+    artifact::{
+        issue::hash_file, Artifact, ArtifactId, Body, CgroupPath, Provenance, Scope, Subject,
+        Timestamp, Validity,
+    },
     trust::{
         delegation::{Delegation, Grant},
         keys::{generate, KeyId},
@@ -79,7 +82,12 @@ impl Fixture {
         let now = Timestamp::now();
         let policy = TrustPolicy::new(
             1,
-            vec![RootKey::new(Some("root".into()), root.verifying_key(), vec![cg("/jobs.slice")], 7 * 86_400)],
+            vec![RootKey::new(
+                Some("root".into()),
+                root.verifying_key(),
+                vec![cg("/jobs.slice")],
+                7 * 86_400,
+            )],
         );
         let grant = Grant {
             id: ArtifactId::random(),
@@ -126,13 +134,25 @@ fn bench_verify(c: &mut Criterion) {
     g.bench_function("root-signed", |b| {
         b.iter(|| {
             i = (i + 1) % PERMITS;
-            verify(black_box(&f.root_signed[i]), &f.policy, &no_revocations, f.now).expect("valid")
+            verify(
+                black_box(&f.root_signed[i]),
+                &f.policy,
+                &no_revocations,
+                f.now,
+            )
+            .expect("valid")
         })
     });
     g.bench_function("one-link chain, every signature", |b| {
         b.iter(|| {
             i = (i + 1) % PERMITS;
-            verify(black_box(&f.delegated[i]), &f.policy, &no_revocations, f.now).expect("valid")
+            verify(
+                black_box(&f.delegated[i]),
+                &f.policy,
+                &no_revocations,
+                f.now,
+            )
+            .expect("valid")
         })
     });
     let verifier = Verifier::new(f.policy.clone());
@@ -177,7 +197,8 @@ fn hash_input(mib: u64) -> PathBuf {
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == mib << 20) {
         return path;
     }
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create bench file"));
+    let mut file =
+        std::io::BufWriter::new(std::fs::File::create(&path).expect("create bench file"));
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut chunk = vec![0u8; 1 << 20];
     for _ in 0..mib {
@@ -195,7 +216,10 @@ fn hash_input(mib: u64) -> PathBuf {
 }
 
 fn sha256sum(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().expect("run sha256sum");
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
     assert!(out.status.success(), "sha256sum failed");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
@@ -207,13 +231,21 @@ fn sha256sum(path: &Path) -> String {
 fn bench_hash(c: &mut Criterion) {
     let mib = hash_mib();
     let path = hash_input(mib);
-    assert_eq!(hex::encode(hash_file(&path).expect("hash")), sha256sum(&path), "digests differ");
+    assert_eq!(
+        hex::encode(hash_file(&path).expect("hash")),
+        sha256sum(&path),
+        "digests differ"
+    );
     let mut g = c.benchmark_group("sha256 file");
     g.throughput(Throughput::Bytes(mib << 20));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
-    g.bench_function(format!("authz hash_file {mib} MiB"), |b| b.iter(|| hash_file(&path).expect("hash")));
-    g.bench_function(format!("sha256sum {mib} MiB"), |b| b.iter(|| sha256sum(&path)));
+    g.bench_function(format!("authz hash_file {mib} MiB"), |b| {
+        b.iter(|| hash_file(&path).expect("hash"))
+    });
+    g.bench_function(format!("sha256sum {mib} MiB"), |b| {
+        b.iter(|| sha256sum(&path))
+    });
     g.finish();
 }
 
@@ -240,14 +272,20 @@ fn summary() {
     };
     let second = Duration::from_secs(2);
     let root = rate(second, || {
-        black_box(verify(&f.root_signed[next()], &f.policy, &no_revocations, f.now).expect("valid"));
+        black_box(
+            verify(&f.root_signed[next()], &f.policy, &no_revocations, f.now).expect("valid"),
+        );
     });
     let chain = rate(second, || {
         black_box(verify(&f.delegated[next()], &f.policy, &no_revocations, f.now).expect("valid"));
     });
     let verifier = Verifier::new(f.policy.clone());
     let cached = rate(second, || {
-        black_box(verifier.verify(&f.delegated[next()], &no_revocations, f.now).expect("valid"));
+        black_box(
+            verifier
+                .verify(&f.delegated[next()], &no_revocations, f.now)
+                .expect("valid"),
+        );
     });
     let batch_root = PERMITS as f64
         * rate(second, || {
@@ -283,9 +321,18 @@ fn summary() {
         black_box(sha256sum(&path));
     });
     let mb = |secs: f64| bytes / secs / 1e6;
-    println!("sha256 {mib} MiB, authz hash_file:     {:>9.0} MB/s", mb(ours));
-    println!("sha256 {mib} MiB, sha256sum:           {:>9.0} MB/s", mb(theirs));
-    println!("ratio authz / sha256sum:             {:>9.2}x (goal >= 1)", theirs / ours);
+    println!(
+        "sha256 {mib} MiB, authz hash_file:     {:>9.0} MB/s",
+        mb(ours)
+    );
+    println!(
+        "sha256 {mib} MiB, sha256sum:           {:>9.0} MB/s",
+        mb(theirs)
+    );
+    println!(
+        "ratio authz / sha256sum:             {:>9.2}x (goal >= 1)",
+        theirs / ours
+    );
 }
 
 fn main() {

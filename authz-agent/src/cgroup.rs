@@ -101,7 +101,10 @@ impl Hierarchy {
         let mut stack = vec![(self.root.clone(), 0usize)];
         while let Some((dir, depth)) = stack.pop() {
             if let Ok(meta) = fs::metadata(&dir) {
-                let rel = dir.strip_prefix(&self.root).map(|p| format!("/{}", p.display())).unwrap_or_default();
+                let rel = dir
+                    .strip_prefix(&self.root)
+                    .map(|p| format!("/{}", p.display()))
+                    .unwrap_or_default();
                 out.insert(meta.ino(), rel);
             }
             if depth >= 16 || out.len() > 100_000 {

@@ -142,7 +142,9 @@ impl Config {
             source,
         })?;
         if meta.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge { path: path.to_owned() });
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+            });
         }
         let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -164,7 +166,10 @@ impl Config {
             message,
         };
         let a = raw.agent;
-        let duration = |key: &'static str, value: Option<String>, default: u64| -> Result<Duration, ConfigError> {
+        let duration = |key: &'static str,
+                        value: Option<String>,
+                        default: u64|
+         -> Result<Duration, ConfigError> {
             match value {
                 None => Ok(Duration::from_secs(default)),
                 Some(v) => parse_duration(&v)
@@ -174,22 +179,33 @@ impl Config {
         };
         let enforce_cgroups = a.enforce_cgroups.unwrap_or_default();
         for cg in &enforce_cgroups {
-            crate::cgroup::normalize(cg).map_err(|e| invalid("agent.enforce_cgroups", e.to_string()))?;
+            crate::cgroup::normalize(cg)
+                .map_err(|e| invalid("agent.enforce_cgroups", e.to_string()))?;
         }
         let absolute = |key: &'static str, p: PathBuf| -> Result<PathBuf, ConfigError> {
             if p.is_absolute() {
                 Ok(p)
             } else {
-                Err(invalid(key, format!("{} must be an absolute path", p.display())))
+                Err(invalid(
+                    key,
+                    format!("{} must be an absolute path", p.display()),
+                ))
             }
         };
         let max_permits = a.max_permits.unwrap_or(131_072);
         if !(1..=4_194_304).contains(&max_permits) {
-            return Err(invalid("agent.max_permits", "must be between 1 and 4194304".into()));
+            return Err(invalid(
+                "agent.max_permits",
+                "must be between 1 and 4194304".into(),
+            ));
         }
         let au = raw.audit;
         let audit = AuditSection {
-            log: absolute("audit.log", au.log.unwrap_or_else(|| "/var/log/authz/decisions.jsonl".into()))?,
+            log: absolute(
+                "audit.log",
+                au.log
+                    .unwrap_or_else(|| "/var/log/authz/decisions.jsonl".into()),
+            )?,
             allowed: au
                 .allowed
                 .as_deref()
@@ -198,7 +214,12 @@ impl Config {
                 .map_err(|e: String| invalid("audit.allowed", e))?,
             rotate_bytes: match au.rotate_bytes.unwrap_or(64 * 1024 * 1024) {
                 n if n >= 4096 => n,
-                _ => return Err(invalid("audit.rotate_bytes", "must be at least 4096".into())),
+                _ => {
+                    return Err(invalid(
+                        "audit.rotate_bytes",
+                        "must be at least 4096".into(),
+                    ))
+                }
             },
             checkpoint_interval: duration("audit.checkpoint_interval", au.checkpoint_interval, 60)?,
             host: au.host,
@@ -206,20 +227,33 @@ impl Config {
         let cgroup_poll = duration("agent.cgroup_poll", a.cgroup_poll, 1)?;
         let sweep_interval = duration("agent.sweep_interval", a.sweep_interval, 30)?;
         if cgroup_poll.is_zero() || sweep_interval.is_zero() {
-            return Err(invalid("agent", "intervals must be at least one second".into()));
+            return Err(invalid(
+                "agent",
+                "intervals must be at least one second".into(),
+            ));
         }
         Ok(Self {
             path: path.to_owned(),
             agent: AgentSection {
                 mode: a.mode.unwrap_or(Mode::Audit),
                 enforce_cgroups,
-                state_dir: absolute("agent.state_dir", a.state_dir.unwrap_or_else(|| "/var/lib/authz".into()))?,
-                socket: absolute("agent.socket", a.socket.unwrap_or_else(|| "/run/authz/agent.sock".into()))?,
+                state_dir: absolute(
+                    "agent.state_dir",
+                    a.state_dir.unwrap_or_else(|| "/var/lib/authz".into()),
+                )?,
+                socket: absolute(
+                    "agent.socket",
+                    a.socket.unwrap_or_else(|| "/run/authz/agent.sock".into()),
+                )?,
                 socket_group: a.socket_group,
-                pin_dir: absolute("agent.pin_dir", a.pin_dir.unwrap_or_else(|| "/sys/fs/bpf/authz".into()))?,
+                pin_dir: absolute(
+                    "agent.pin_dir",
+                    a.pin_dir.unwrap_or_else(|| "/sys/fs/bpf/authz".into()),
+                )?,
                 cgroup_root: absolute(
                     "agent.cgroup_root",
-                    a.cgroup_root.unwrap_or_else(|| crate::cgroup::CGROUP_ROOT.into()),
+                    a.cgroup_root
+                        .unwrap_or_else(|| crate::cgroup::CGROUP_ROOT.into()),
                 )?,
                 max_permits,
                 cgroup_poll,
@@ -274,21 +308,33 @@ mod tests {
             }
             other => panic!("{other}"),
         }
-        let err = parse("[trust]\nversion = 1\nbogus = 2\n").unwrap_err().to_string();
+        let err = parse("[trust]\nversion = 1\nbogus = 2\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3") && err.contains("bogus"), "{err}");
-        let err = parse("[nonsense]\n[trust]\nversion = 1\n").unwrap_err().to_string();
+        let err = parse("[nonsense]\n[trust]\nversion = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 1") && err.contains("nonsense"), "{err}");
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        let err = parse(&format!("{TRUST}[agent]\nstate_dir = \"relative\"\n")).unwrap_err().to_string();
+        let err = parse(&format!("{TRUST}[agent]\nstate_dir = \"relative\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("agent.state_dir"), "{err}");
-        let err = parse(&format!("{TRUST}[agent]\nenforce_cgroups = [\"a/../b\"]\n")).unwrap_err().to_string();
+        let err = parse(&format!("{TRUST}[agent]\nenforce_cgroups = [\"a/../b\"]\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("agent.enforce_cgroups"), "{err}");
-        let err = parse(&format!("{TRUST}[agent]\ncgroup_poll = \"soon\"\n")).unwrap_err().to_string();
+        let err = parse(&format!("{TRUST}[agent]\ncgroup_poll = \"soon\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("agent.cgroup_poll"), "{err}");
-        let err = parse(&format!("{TRUST}[agent]\nmode = \"lax\"\n")).unwrap_err().to_string();
+        let err = parse(&format!("{TRUST}[agent]\nmode = \"lax\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line"), "{err}");
         let err = parse("[agent]\n").unwrap_err().to_string();
         assert!(err.contains("trust"), "{err}");

@@ -14,7 +14,12 @@ use clap::{Parser, Subcommand};
 /// the kernel) has no valid signed permit for the caller's cgroup. This binary is
 /// both the daemon that loads it and the tool that talks to it.
 #[derive(Debug, Parser)]
-#[command(name = "authz-agent", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "authz-agent",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info`, `authz_agent=debug`.
     #[arg(long, global = true, env = "AUTHZ_LOG", default_value = "info")]
@@ -176,7 +181,10 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         println!("kernel:      {}", kernel.release);
         println!("active LSMs: {}", kernel.active_lsms.join(","));
         println!("BPF LSM:     program loaded and attached to bprm_check_security");
-        println!("self-test:   probe exec refused with EPERM; in-kernel SHA-256 {} matches", report.digest);
+        println!(
+            "self-test:   probe exec refused with EPERM; in-kernel SHA-256 {} matches",
+            report.digest
+        );
         println!("result:      authz can enforce on this host");
     }
     Ok(ExitCode::SUCCESS)

@@ -97,12 +97,16 @@ impl Store {
                 .create(&d)
                 .map_err(io_err(&d))?;
         }
-        Ok(Self { dir: dir.to_owned() })
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
     }
 
     /// The state directory at `dir`, for reading only: creates nothing.
     pub fn at(dir: &Path) -> Self {
-        Self { dir: dir.to_owned() }
+        Self {
+            dir: dir.to_owned(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -140,7 +144,11 @@ impl Store {
             .collect();
         entries.sort();
         for path in entries {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
             if name.starts_with('.') {
                 // A temporary file a crash left behind: never acknowledged.
                 let _ = fs::remove_file(&path);
@@ -172,28 +180,35 @@ impl Store {
         })?;
         let mut out = BTreeMap::new();
         for r in file.revoked {
-            let id: ArtifactId = r.id.parse().map_err(|e: crate::artifact::fields::BadArtifactId| {
-                StoreError::Corrupt {
-                    path: path.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+            let id: ArtifactId =
+                r.id.parse()
+                    .map_err(
+                        |e: crate::artifact::fields::BadArtifactId| StoreError::Corrupt {
+                            path: path.clone(),
+                            message: e.to_string(),
+                        },
+                    )?;
             out.insert(id, r);
         }
         Ok(out)
     }
 
     /// Rewrites the revocation list, dropping entries whose `until` has passed.
-    pub fn save_revocations(&self, list: &BTreeMap<ArtifactId, Revocation>, now: Timestamp) -> Result<(), StoreError> {
+    pub fn save_revocations(
+        &self,
+        list: &BTreeMap<ArtifactId, Revocation>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let revoked: Vec<Revocation> = list
             .values()
             .filter(|r| !r.compactable(now))
             .cloned()
             .collect();
-        let text = toml::to_string(&RevocationFile { revoked }).map_err(|e| StoreError::Corrupt {
-            path: self.revocations_path(),
-            message: e.to_string(),
-        })?;
+        let text =
+            toml::to_string(&RevocationFile { revoked }).map_err(|e| StoreError::Corrupt {
+                path: self.revocations_path(),
+                message: e.to_string(),
+            })?;
         let path = self.revocations_path();
         write_atomic(&path, text.as_bytes(), 0o600).map_err(io_err(&path))
     }
@@ -216,7 +231,8 @@ impl Store {
 
     pub fn save_mode(&self, mode: Mode) -> Result<(), StoreError> {
         let path = self.dir.join("state.toml");
-        let text = toml::to_string(&StateFile { mode: Some(mode) }).expect("plain struct serializes");
+        let text =
+            toml::to_string(&StateFile { mode: Some(mode) }).expect("plain struct serializes");
         write_atomic(&path, text.as_bytes(), 0o600).map_err(io_err(&path))
     }
 }
@@ -236,10 +252,14 @@ fn read_artifact(path: &Path, stem: &str) -> Result<StoredArtifact, StoreError> 
         path: path.to_owned(),
         message,
     };
-    let id: ArtifactId = stem.parse().map_err(|e: crate::artifact::fields::BadArtifactId| corrupt(e.to_string()))?;
+    let id: ArtifactId = stem
+        .parse()
+        .map_err(|e: crate::artifact::fields::BadArtifactId| corrupt(e.to_string()))?;
     let len = fs::metadata(path).map_err(io_err(path))?.len();
     if len > MAX_ARTIFACT_BYTES {
-        return Err(corrupt(format!("{len} bytes, over the {MAX_ARTIFACT_BYTES}-byte limit")));
+        return Err(corrupt(format!(
+            "{len} bytes, over the {MAX_ARTIFACT_BYTES}-byte limit"
+        )));
     }
     let text = fs::read_to_string(path).map_err(io_err(path))?;
     Ok(StoredArtifact {
@@ -252,7 +272,9 @@ fn read_artifact(path: &Path, stem: &str) -> Result<StoredArtifact, StoreError> 
 /// Writes `bytes` to `path` so that a crash leaves the old or the new content,
 /// never a mixture, and the new content is on disk when this returns.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no directory"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no directory"))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let mut nonce = [0u8; 8];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
@@ -301,7 +323,11 @@ mod tests {
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].id, id);
         assert_eq!(ok[0].text, "text = 1\n");
-        assert_eq!(all.iter().filter(|r| r.is_err()).count(), 1, "the bad name is reported");
+        assert_eq!(
+            all.iter().filter(|r| r.is_err()).count(),
+            1,
+            "the bad name is reported"
+        );
         assert!(!dir.join("artifacts/.leftover.tmp").exists());
         store.remove_artifact(&id).unwrap();
         store.remove_artifact(&id).unwrap();
@@ -313,29 +339,41 @@ mod tests {
         let (store, dir) = temp_store();
         let now: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
         let mut list = BTreeMap::new();
-        list.insert(ArtifactId([1; 16]), Revocation {
-            id: ArtifactId([1; 16]).to_string(),
-            revoked_at: "2026-05-01T00:00:00Z".into(),
-            until: Some("2026-05-15T00:00:00Z".into()),
-            reason: None,
-        });
-        list.insert(ArtifactId([2; 16]), Revocation {
-            id: ArtifactId([2; 16]).to_string(),
-            revoked_at: "2026-05-01T00:00:00Z".into(),
-            until: Some("2026-07-01T00:00:00Z".into()),
-            reason: Some("leaked".into()),
-        });
-        list.insert(ArtifactId([3; 16]), Revocation {
-            id: ArtifactId([3; 16]).to_string(),
-            revoked_at: "2026-05-01T00:00:00Z".into(),
-            until: None,
-            reason: None,
-        });
+        list.insert(
+            ArtifactId([1; 16]),
+            Revocation {
+                id: ArtifactId([1; 16]).to_string(),
+                revoked_at: "2026-05-01T00:00:00Z".into(),
+                until: Some("2026-05-15T00:00:00Z".into()),
+                reason: None,
+            },
+        );
+        list.insert(
+            ArtifactId([2; 16]),
+            Revocation {
+                id: ArtifactId([2; 16]).to_string(),
+                revoked_at: "2026-05-01T00:00:00Z".into(),
+                until: Some("2026-07-01T00:00:00Z".into()),
+                reason: Some("leaked".into()),
+            },
+        );
+        list.insert(
+            ArtifactId([3; 16]),
+            Revocation {
+                id: ArtifactId([3; 16]).to_string(),
+                revoked_at: "2026-05-01T00:00:00Z".into(),
+                until: None,
+                reason: None,
+            },
+        );
         store.save_revocations(&list, now).unwrap();
         let back = store.revocations().unwrap();
         assert_eq!(back.len(), 2, "the entry past its expiry is compacted");
         assert!(back.contains_key(&ArtifactId([2; 16])));
-        assert!(back.contains_key(&ArtifactId([3; 16])), "unknown expiry: kept for good");
+        assert!(
+            back.contains_key(&ArtifactId([3; 16])),
+            "unknown expiry: kept for good"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -352,7 +390,10 @@ mod tests {
     fn corrupt_revocation_list_is_an_error_not_an_empty_list() {
         let (store, dir) = temp_store();
         fs::write(dir.join("revocations.toml"), "revoked = 3\n").unwrap();
-        assert!(matches!(store.revocations(), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            store.revocations(),
+            Err(StoreError::Corrupt { .. })
+        ));
         fs::remove_dir_all(dir).unwrap();
     }
 }

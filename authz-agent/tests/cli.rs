@@ -15,6 +15,16 @@ struct Scene {
     dir: PathBuf,
 }
 
+/// Appends each `(flag, value)` default that `extra` does not give, then `extra`.
+fn with_defaults<'a>(args: &mut Vec<&'a str>, extra: &[&'a str], defaults: &[(&'a str, &'a str)]) {
+    for &(flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+}
+
 impl Scene {
     fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("authz-cli-{name}-{}", std::process::id()));
@@ -69,18 +79,41 @@ impl Scene {
     /// Runs and expects exit status 1; returns stderr, which must be one line.
     fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert_eq!(out.status.code(), Some(1), "{args:?} did not fail: {:?}", out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?} did not fail: {:?}",
+            out
+        );
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
         err
     }
 
+    /// The root key delegates to the team key; `extra` may override
+    /// `--cgroup-prefix` and `--out`.
     fn delegate(&self, extra: &[&str]) -> Output {
         let mut args = vec![
-            "delegate", "--key", "root.key", "--to", "team.pub", "--cgroup-prefix", "/jobs.slice/team-a",
-            "--max-ttl", "1d", "--expires", "30d", "--config", "agent.toml", "--out", "team.delegation",
+            "delegate",
+            "--key",
+            "root.key",
+            "--to",
+            "team.pub",
+            "--max-ttl",
+            "1d",
+            "--expires",
+            "30d",
+            "--config",
+            "agent.toml",
         ];
-        args.extend_from_slice(extra);
+        with_defaults(
+            &mut args,
+            extra,
+            &[
+                ("--cgroup-prefix", "/jobs.slice/team-a"),
+                ("--out", "team.delegation"),
+            ],
+        );
         self.run(&args)
     }
 
@@ -88,22 +121,40 @@ impl Scene {
     /// `--cgroup` and `--ttl`.
     fn issue(&self, out: &str, extra: &[&str]) -> Output {
         let mut args = vec![
-            "artifact", "issue", "--key", "team.key", "--delegation", "team.delegation", "--binary", "tool",
-            "--config", "agent.toml", "--out", out,
+            "artifact",
+            "issue",
+            "--key",
+            "team.key",
+            "--delegation",
+            "team.delegation",
+            "--binary",
+            "tool",
+            "--config",
+            "agent.toml",
+            "--out",
+            out,
         ];
-        for (flag, default) in [("--cgroup", "/jobs.slice/team-a/build"), ("--ttl", "12h")] {
-            if !extra.contains(&flag) {
-                args.extend([flag, default]);
-            }
-        }
-        args.extend_from_slice(extra);
+        with_defaults(
+            &mut args,
+            extra,
+            &[("--cgroup", "/jobs.slice/team-a/build"), ("--ttl", "12h")],
+        );
         self.run(&args)
     }
 
-    fn verify(&self, file: &str, extra: &[&str]) -> Output {
+    fn verify_args<'a>(file: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec!["artifact", "verify", file, "--config", "agent.toml"];
         args.extend_from_slice(extra);
-        self.run(&args)
+        args
+    }
+
+    fn verify(&self, file: &str, extra: &[&str]) -> Output {
+        self.run(&Self::verify_args(file, extra))
+    }
+
+    /// `artifact verify` that must fail with one line; returns it.
+    fn verify_fails(&self, file: &str, extra: &[&str]) -> String {
+        self.fails(&Self::verify_args(file, extra))
     }
 
     /// A delegation and a permit issued through it: `tool.permit`.
@@ -111,9 +162,21 @@ impl Scene {
         assert!(self.delegate(&[]).status.success());
         let out = self.issue(
             "tool.permit",
-            &["--descendants", "--reason", "nightly build", "--requested-by", "alice", "--on-behalf-of", "ops"],
+            &[
+                "--descendants",
+                "--reason",
+                "nightly build",
+                "--requested-by",
+                "alice",
+                "--on-behalf-of",
+                "ops",
+            ],
         );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self
     }
 }
@@ -133,29 +196,57 @@ fn key_generate_writes_a_private_key_once() {
     let s = Scene::new("keys");
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&s.path("root.key")), 0o600);
-    assert_eq!(mode(&s.path("root.pub")) & 0o044, 0o044, "public key readable by all");
+    assert_eq!(
+        mode(&s.path("root.pub")) & 0o044,
+        0o044,
+        "public key readable by all"
+    );
     let before = fs::read(s.path("root.key")).unwrap();
     let err = s.fails(&["key", "generate", "--out", "root"]);
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(fs::read(s.path("root.key")).unwrap(), before);
     let shown = s.ok(&["key", "show", "root.key"]);
     let shown_pub = s.ok(&["key", "show", "root.pub"]);
-    let id = |t: &str| t.lines().find(|l| l.starts_with("key id:")).unwrap().to_owned();
+    let id = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("key id:"))
+            .unwrap()
+            .to_owned()
+    };
     assert_eq!(id(&shown), id(&shown_pub));
 }
 
 #[test]
 fn delegate_issue_verify_inspect() {
     let s = Scene::new("flow").with_permit();
-    let out = s.ok(&["artifact", "verify", "tool.permit", "--config", "agent.toml"]);
+    let out = s.ok(&[
+        "artifact",
+        "verify",
+        "tool.permit",
+        "--config",
+        "agent.toml",
+    ]);
     assert!(out.starts_with("valid: permit "), "{out}");
-    assert!(out.contains("cgroup /jobs.slice/team-a/build and its descendants"), "{out}");
+    assert!(
+        out.contains("cgroup /jobs.slice/team-a/build and its descendants"),
+        "{out}"
+    );
     let inspect = s.ok(&["artifact", "inspect", "tool.permit"]);
-    for needle in ["allows:", "to run in:", "until:", "alice, on behalf of ops", "nightly build", "link 1:"] {
+    for needle in [
+        "allows:",
+        "to run in:",
+        "until:",
+        "alice, on behalf of ops",
+        "nightly build",
+        "link 1:",
+    ] {
         assert!(inspect.contains(needle), "{needle} missing: {inspect}");
     }
     let inspect = s.ok(&["artifact", "inspect", "team.delegation"]);
-    assert!(inspect.contains("issuing permits for cgroups /jobs.slice/team-a"), "{inspect}");
+    assert!(
+        inspect.contains("issuing permits for cgroups /jobs.slice/team-a"),
+        "{inspect}"
+    );
     // The config can also come from the environment.
     let out = Command::new(BIN)
         .args(["artifact", "verify", "tool.permit"])
@@ -169,66 +260,111 @@ fn delegate_issue_verify_inspect() {
 #[test]
 fn verify_says_why_a_permit_is_not_valid() {
     let s = Scene::new("invalid").with_permit();
-    let err = s.fails(&["artifact", "verify", "tool.permit", "--config", "agent.toml", "--at", "2999-01-01T00:00:00Z"]);
-    assert!(err.contains("tool.permit is not valid: delegation 1 of 1") && err.contains("expired at"), "{err}");
-    let err = s.fails(&["artifact", "verify", "tool.permit", "--config", "agent.toml", "--at", "2000-01-01T00:00:00Z"]);
+    let err = s.verify_fails("tool.permit", &["--at", "2999-01-01T00:00:00Z"]);
+    assert!(
+        err.contains("tool.permit is not valid: delegation 1 of 1") && err.contains("expired at"),
+        "{err}"
+    );
+    let err = s.verify_fails("tool.permit", &["--at", "2000-01-01T00:00:00Z"]);
     assert!(err.contains("is not valid before"), "{err}");
 
     let permit = fs::read_to_string(s.path("tool.permit")).unwrap();
-    let id = permit.lines().find_map(|l| l.strip_prefix("id = ")).unwrap().trim_matches('"');
-    let err = s.fails(&["artifact", "verify", "tool.permit", "--config", "agent.toml", "--revoked", id]);
+    let id = permit
+        .lines()
+        .find_map(|l| l.strip_prefix("id = "))
+        .unwrap()
+        .trim_matches('"');
+    let err = s.verify_fails("tool.permit", &["--revoked", id]);
     assert!(err.contains(&format!("permit {id} is revoked")), "{err}");
 
-    fs::write(s.path("edited.permit"), permit.replace("/jobs.slice/team-a/build", "/jobs.slice/team-a/prod")).unwrap();
+    fs::write(
+        s.path("edited.permit"),
+        permit.replace("/jobs.slice/team-a/build", "/jobs.slice/team-a/prod"),
+    )
+    .unwrap();
     let err = String::from_utf8(s.verify("edited.permit", &[]).stderr).unwrap();
     assert!(err.contains("bad signature on permit"), "{err}");
 
-    fs::write(s.path("future.permit"), permit.replace("version = 1\n", "version = 9\n")).unwrap();
-    let err = s.fails(&["artifact", "verify", "future.permit", "--config", "agent.toml"]);
+    fs::write(
+        s.path("future.permit"),
+        permit.replace("version = 1\n", "version = 9\n"),
+    )
+    .unwrap();
+    let err = s.verify_fails("future.permit", &[]);
     assert!(err.contains("unsupported artifact version 9"), "{err}");
 
-    fs::write(s.path("extra.permit"), permit.replace("[scope]\n", "[scope]\nhost = \"x\"\n")).unwrap();
-    let err = s.fails(&["artifact", "verify", "extra.permit", "--config", "agent.toml"]);
-    assert!(err.contains("malformed artifact") && err.contains("unknown field `host`") && err.contains("line"), "{err}");
+    fs::write(
+        s.path("extra.permit"),
+        permit.replace("[scope]\n", "[scope]\nhost = \"x\"\n"),
+    )
+    .unwrap();
+    let err = s.verify_fails("extra.permit", &[]);
+    assert!(
+        err.contains("malformed artifact")
+            && err.contains("unknown field `host`")
+            && err.contains("line"),
+        "{err}"
+    );
 
-    let other = fs::read_to_string(s.path("agent.toml")).unwrap().replace("version = 1", "version = 2");
+    let other = fs::read_to_string(s.path("agent.toml"))
+        .unwrap()
+        .replace("version = 1", "version = 2");
     fs::write(s.path("v2.toml"), other).unwrap();
     let err = s.fails(&["artifact", "verify", "tool.permit", "--config", "v2.toml"]);
-    assert!(err.contains("trust policy version 1; this policy accepts only version 2"), "{err}");
+    assert!(
+        err.contains("trust policy version 1; this policy accepts only version 2"),
+        "{err}"
+    );
 }
 
 #[test]
 fn issue_and_delegate_refuse_what_would_never_be_valid() {
     let s = Scene::new("refuse");
-    let err = stderr(&s.run(&[
-        "delegate", "--key", "root.key", "--to", "team.pub", "--cgroup-prefix", "/other", "--max-ttl", "1d",
-        "--expires", "30d", "--config", "agent.toml", "--out", "wide.delegation",
-    ]));
-    assert!(err.contains("widens the authority it received from root key"), "{err}");
+    let err = stderr(&s.delegate(&["--cgroup-prefix", "/other", "--out", "wide.delegation"]));
+    assert!(
+        err.contains("widens the authority it received from root key"),
+        "{err}"
+    );
     assert!(!s.path("wide.delegation").exists());
 
     let s = s.with_permit();
     let err = stderr(&s.issue("long.permit", &["--ttl", "2d"]));
-    assert!(err.contains("permit lifetime 2days is over the limit of 1day"), "{err}");
+    assert!(
+        err.contains("permit lifetime 2days is over the limit of 1day"),
+        "{err}"
+    );
     let err = stderr(&s.issue("outside.permit", &["--cgroup", "/jobs.slice/team-b"]));
-    assert!(err.contains("cgroup /jobs.slice/team-b is outside the scope of delegation 1 of 1"), "{err}");
+    assert!(
+        err.contains("cgroup /jobs.slice/team-b is outside the scope of delegation 1 of 1"),
+        "{err}"
+    );
     let err = stderr(&s.issue("tool.permit", &[]));
     assert!(err.contains("tool.permit already exists"), "{err}");
 
     // Without a config, the policy version must be given.
-    let err = stderr(&s.run(&[
-        "artifact", "issue", "--key", "root.key", "--binary", "tool", "--cgroup", "/jobs.slice", "--ttl", "1h",
-        "--out", "x.permit",
-    ]));
+    let root_issue = |cgroup, extra: &[&'static str]| {
+        let mut args = vec![
+            "artifact", "issue", "--key", "root.key", "--binary", "tool", "--cgroup", cgroup,
+            "--ttl", "1h",
+        ];
+        args.extend_from_slice(extra);
+        s.run(&args)
+    };
+    let err = stderr(&root_issue("/jobs.slice", &["--out", "x.permit"]));
     assert!(err.contains("--policy-version"), "{err}");
     // A root key issues directly; writing to stdout with `--out -`.
-    let out = s.ok(&[
-        "artifact", "issue", "--key", "root.key", "--binary", "tool", "--cgroup", "/jobs.slice/x", "--ttl", "1h",
-        "--policy-version", "1", "--out", "-",
-    ]);
+    let out = root_issue("/jobs.slice/x", &["--policy-version", "1", "--out", "-"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = String::from_utf8(out.stdout).unwrap();
     assert!(out.contains("format = \"authz-artifact\""), "{out}");
     fs::write(s.path("root.permit"), out).unwrap();
-    s.ok(&["artifact", "verify", "root.permit", "--config", "agent.toml"]);
+    s.ok(&[
+        "artifact",
+        "verify",
+        "root.permit",
+        "--config",
+        "agent.toml",
+    ]);
 }
 
 #[test]
@@ -252,25 +388,76 @@ fn a_team_key_delegates_further_down_a_two_link_chain() {
     s.ok(&["key", "generate", "--out", "ci"]);
     let sub = |prefix: &str, out: &str| {
         s.run(&[
-            "delegate", "--key", "team.key", "--delegation", "team.delegation", "--to", "ci.pub",
-            "--cgroup-prefix", prefix, "--max-ttl", "1h", "--expires", "7d", "--config", "agent.toml", "--out", out,
+            "delegate",
+            "--key",
+            "team.key",
+            "--delegation",
+            "team.delegation",
+            "--to",
+            "ci.pub",
+            "--cgroup-prefix",
+            prefix,
+            "--max-ttl",
+            "1h",
+            "--expires",
+            "7d",
+            "--config",
+            "agent.toml",
+            "--out",
+            out,
         ])
     };
     let err = stderr(&sub("/jobs.slice/team-b", "wide.delegation"));
-    assert!(err.contains("widens the authority it received from delegation 1 of 1"), "{err}");
-    assert!(sub("/jobs.slice/team-a/ci", "ci.delegation").status.success());
+    assert!(
+        err.contains("widens the authority it received from delegation 1 of 1"),
+        "{err}"
+    );
+    assert!(sub("/jobs.slice/team-a/ci", "ci.delegation")
+        .status
+        .success());
     let inspect = s.ok(&["artifact", "inspect", "ci.delegation"]);
     assert!(inspect.contains("link 2"), "{inspect}");
     s.ok(&[
-        "artifact", "issue", "--key", "ci.key", "--delegation", "ci.delegation", "--binary", "tool", "--cgroup",
-        "/jobs.slice/team-a/ci/job-7", "--ttl", "30m", "--config", "agent.toml", "--out", "ci.permit",
+        "artifact",
+        "issue",
+        "--key",
+        "ci.key",
+        "--delegation",
+        "ci.delegation",
+        "--binary",
+        "tool",
+        "--cgroup",
+        "/jobs.slice/team-a/ci/job-7",
+        "--ttl",
+        "30m",
+        "--config",
+        "agent.toml",
+        "--out",
+        "ci.permit",
     ]);
     let out = s.ok(&["artifact", "verify", "ci.permit", "--config", "agent.toml"]);
     assert!(out.contains("through 2 delegation links"), "{out}");
     // The team key cannot sign with the CI key's delegation.
     let err = stderr(&s.run(&[
-        "artifact", "issue", "--key", "team.key", "--delegation", "ci.delegation", "--binary", "tool", "--cgroup",
-        "/jobs.slice/team-a/ci", "--ttl", "30m", "--policy-version", "1", "--out", "bad.permit",
+        "artifact",
+        "issue",
+        "--key",
+        "team.key",
+        "--delegation",
+        "ci.delegation",
+        "--binary",
+        "tool",
+        "--cgroup",
+        "/jobs.slice/team-a/ci",
+        "--ttl",
+        "30m",
+        "--policy-version",
+        "1",
+        "--out",
+        "bad.permit",
     ]));
-    assert!(err.contains("is not the key the delegation delegates to"), "{err}");
+    assert!(
+        err.contains("is not the key the delegation delegates to"),
+        "{err}"
+    );
 }

@@ -4,7 +4,10 @@ use std::process::Command;
 
 #[test]
 fn run_on_an_unsuitable_host_says_why_and_exits_non_zero() {
-    let check = Command::new(env!("CARGO_BIN_EXE_authz-agent")).args(["check"]).output().unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_authz-agent"))
+        .args(["check"])
+        .output()
+        .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_authz-agent"))
         .args(["run", "--config", "/nonexistent/agent.toml"])
         .env("AUTHZ_LOG", "off")
@@ -20,8 +23,17 @@ fn run_on_an_unsuitable_host_says_why_and_exits_non_zero() {
         assert!(stderr.contains("/nonexistent/agent.toml"), "{stderr}");
     } else {
         // The kernel is reported first, with the way out.
-        assert!(stderr.contains("authz cannot enforce on this host"), "{stderr}");
-        assert!(stderr.contains("cargo xtask vm") || stderr.contains("root"), "{stderr}");
-        assert!(!stderr.contains("agent.toml"), "the config is not the problem: {stderr}");
+        assert!(
+            stderr.contains("authz cannot enforce on this host"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("cargo xtask vm") || stderr.contains("root"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("agent.toml"),
+            "the config is not the problem: {stderr}"
+        );
     }
 }

@@ -6,11 +6,20 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let unit = std::fs::read_to_string(root.join("packaging/authz-agent.service")).unwrap();
     assert!(unit.contains("Type=notify"), "the agent notifies readiness");
-    assert!(unit.contains("ExecStart=/usr/local/bin/authz-agent run --config /etc/authz/agent.toml"));
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/authz-agent run --config /etc/authz/agent.toml")
+    );
     let dir = std::env::temp_dir().join(format!("authz-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("authz-agent.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/authz-agent", env!("CARGO_BIN_EXE_authz-agent"))).unwrap();
+    std::fs::write(
+        &path,
+        unit.replace(
+            "/usr/local/bin/authz-agent",
+            env!("CARGO_BIN_EXE_authz-agent"),
+        ),
+    )
+    .unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
@@ -21,6 +30,9 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         .lines()
         .filter(|l| l.contains("authz-agent.service"))
         .collect();
-    assert!(complaints.is_empty(), "systemd-analyze verify: {complaints:#?}");
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze verify: {complaints:#?}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -200,12 +200,20 @@ pub struct Permit {
 
 impl Permit {
     /// A permit for one artifact.
-    pub const fn single(artifact_id: [u8; ARTIFACT_ID_LEN], expires_boot_ns: u64, descendants: bool) -> Self {
+    pub const fn single(
+        artifact_id: [u8; ARTIFACT_ID_LEN],
+        expires_boot_ns: u64,
+        descendants: bool,
+    ) -> Self {
         Self {
             expires_boot_ns,
             descendants_expires_boot_ns: if descendants { expires_boot_ns } else { 0 },
             artifact_id,
-            descendants_artifact_id: if descendants { artifact_id } else { [0; ARTIFACT_ID_LEN] },
+            descendants_artifact_id: if descendants {
+                artifact_id
+            } else {
+                [0; ARTIFACT_ID_LEN]
+            },
         }
     }
 }
@@ -274,7 +282,7 @@ pub const FMODE_WRITE: u32 = 0x2;
 /// time. Network, FUSE and overlay filesystems can change content behind the
 /// inode's back, so their files are hashed at every exec.
 pub const CACHEABLE_FS_MAGIC: [u64; 9] = [
-    0xEF53,     // ext2/3/4
+    0xEF53,      // ext2/3/4
     0x5846_5342, // xfs
     0x9123_683E, // btrfs
     0x0102_1994, // tmpfs

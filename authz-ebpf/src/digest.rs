@@ -36,7 +36,10 @@ pub struct Hashed {
 /// # Safety
 /// `file` must be a BTF-typed `struct file *` the verifier trusts (`bprm->file`).
 #[inline(always)]
-pub unsafe fn file_sha256_cached(file: *const c_void, out: &mut Digest) -> Result<Hashed, DigestError> {
+pub unsafe fn file_sha256_cached(
+    file: *const c_void,
+    out: &mut Digest,
+) -> Result<Hashed, DigestError> {
     if file.is_null() {
         return Err(DigestError::NoFile);
     }
@@ -57,7 +60,10 @@ pub unsafe fn file_sha256_cached(file: *const c_void, out: &mut Digest) -> Resul
             {
                 *out = e.digest;
                 maps::count(counter::CACHE_HITS);
-                return Ok(Hashed { status: HASH_ALGO_SHA256, cached: true });
+                return Ok(Hashed {
+                    status: HASH_ALGO_SHA256,
+                    cached: true,
+                });
             }
             // SAFETY: as above.
             let _ = unsafe { maps::DIGEST_CACHE.delete(inode as *mut inode) };
@@ -77,9 +83,14 @@ pub unsafe fn file_sha256_cached(file: *const c_void, out: &mut Digest) -> Resul
         };
         // SAFETY: BTF inode pointer; `fresh` initialises the new entry. If another
         // exec created one first, that one stays (it is equally consistent).
-        let _ = unsafe { maps::DIGEST_CACHE.get_or_insert_ptr_mut(inode as *mut inode, Some(&mut fresh)) };
+        let _ = unsafe {
+            maps::DIGEST_CACHE.get_or_insert_ptr_mut(inode as *mut inode, Some(&mut fresh))
+        };
     }
-    Ok(Hashed { status, cached: false })
+    Ok(Hashed {
+        status,
+        cached: false,
+    })
 }
 
 /// Computes the SHA-256 of `file` into `out` with IMA.
@@ -95,9 +106,8 @@ pub unsafe fn file_sha256(file: *const c_void, out: &mut Digest) -> Result<i64, 
         return Err(DigestError::NoFile);
     }
     // SAFETY: `file` is trusted per the contract; `out` is DIGEST_LEN writable bytes.
-    let status = unsafe {
-        bpf_ima_file_hash(file as *mut _, out.as_mut_ptr().cast(), DIGEST_LEN as u32)
-    };
+    let status =
+        unsafe { bpf_ima_file_hash(file as *mut _, out.as_mut_ptr().cast(), DIGEST_LEN as u32) };
     if status == HASH_ALGO_SHA256 {
         Ok(status)
     } else {

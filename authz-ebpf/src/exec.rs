@@ -1,7 +1,7 @@
 //! The exec decision: digest, permit lookup, verdict, event, counters.
 use authz_common::{
-    counter, decision, event_flags, mode, reason, scope, Digest, ExecEvent,
-    PermitKey, ARTIFACT_ID_LEN, DIGEST_LEN, MAX_CGROUP_DEPTH,
+    counter, decision, event_flags, mode, reason, scope, Digest, ExecEvent, PermitKey,
+    ARTIFACT_ID_LEN, DIGEST_LEN, MAX_CGROUP_DEPTH,
 };
 use aya_ebpf::{
     helpers::{
@@ -43,7 +43,12 @@ impl Verdict {
         }
     }
 
-    const fn allowed(reason: u32, cgroup_id: u64, expires_boot_ns: u64, artifact_id: [u8; ARTIFACT_ID_LEN]) -> Self {
+    const fn allowed(
+        reason: u32,
+        cgroup_id: u64,
+        expires_boot_ns: u64,
+        artifact_id: [u8; ARTIFACT_ID_LEN],
+    ) -> Self {
         Self {
             allowed: true,
             reason,
@@ -85,8 +90,14 @@ pub fn check(ctx: &LsmContext) -> i32 {
     // SAFETY: `file` is `bprm->file`, loaded directly so it keeps its BTF type.
     let hashed = unsafe { digest::file_sha256_cached(file, &mut digest) };
     let (hash_status, flags) = match hashed {
-        Ok(digest::Hashed { status, cached: false }) => (status as i32, event_flags::DIGEST_VALID),
-        Ok(digest::Hashed { status, cached: true }) => (
+        Ok(digest::Hashed {
+            status,
+            cached: false,
+        }) => (status as i32, event_flags::DIGEST_VALID),
+        Ok(digest::Hashed {
+            status,
+            cached: true,
+        }) => (
             status as i32,
             event_flags::DIGEST_VALID | event_flags::DIGEST_CACHED,
         ),
@@ -134,7 +145,17 @@ pub fn check(ctx: &LsmContext) -> i32 {
     if unsafe { kernel::is_first_pass(bprm) } {
         crate::lineage::set_pending(verdict.artifact_id, outcome != decision::DENY);
     }
-    emit(bprm, cgroup_id, config.mode, outcome, &verdict, hash_status, flags, &digest, &parent_permit);
+    emit(
+        bprm,
+        cgroup_id,
+        config.mode,
+        outcome,
+        &verdict,
+        hash_status,
+        flags,
+        &digest,
+        &parent_permit,
+    );
 
     if outcome == decision::DENY {
         -EPERM
@@ -150,14 +171,22 @@ pub fn check(ctx: &LsmContext) -> i32 {
 fn lookup(digest: &Digest, cgroup_id: u64) -> Verdict {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let mut key = PermitKey { digest: *digest, cgroup_id };
+    let mut key = PermitKey {
+        digest: *digest,
+        cgroup_id,
+    };
     let mut expired = false;
 
     // SAFETY: the map value is copied out before the next helper call.
     if let Some(permit) = unsafe { maps::PERMITS.get(&key) }.copied() {
         // Own cgroup: either slot covers it.
         if permit.expires_boot_ns > now {
-            return Verdict::allowed(reason::PERMIT, cgroup_id, permit.expires_boot_ns, permit.artifact_id);
+            return Verdict::allowed(
+                reason::PERMIT,
+                cgroup_id,
+                permit.expires_boot_ns,
+                permit.artifact_id,
+            );
         }
         if permit.descendants_expires_boot_ns > now {
             return Verdict::allowed(

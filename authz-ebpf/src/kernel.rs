@@ -51,7 +51,12 @@ pub fn offsets() -> KernelOffsets {
 pub unsafe fn member_ptr(base: *const c_void, offset: u32) -> *const c_void {
     // SAFETY: per the contract above; the verifier checks the access against BTF
     // and rejects the program if the offset does not name a pointer member.
-    unsafe { *(base.cast::<u8>().add(offset as usize).cast::<*const c_void>()) }
+    unsafe {
+        *(base
+            .cast::<u8>()
+            .add(offset as usize)
+            .cast::<*const c_void>())
+    }
 }
 
 /// Loads the `u32`/`i32` member `offset` bytes into the kernel object at `base`.

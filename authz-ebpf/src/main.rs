@@ -68,7 +68,9 @@ pub fn bprm_committed_creds(_ctx: aya_ebpf::programs::LsmContext) -> i32 {
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
-    eprintln!("authz-ebpf holds BPF programs; authz-agent's build.rs builds them for the BPF target");
+    eprintln!(
+        "authz-ebpf holds BPF programs; authz-agent's build.rs builds them for the BPF target"
+    );
     std::process::exit(2);
 }
 

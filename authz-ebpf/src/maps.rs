@@ -1,13 +1,16 @@
 //! State shared with the agent. The agent writes permits, configuration and
 //! scope; the program writes events and counters.
+use authz_common::{counter, CacheEntry, Config, Digest, Permit, PermitKey, TaskLabel};
+use aya_ebpf::bindings::{
+    bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, task_struct, BPF_F_NO_PREALLOC,
+    BPF_LOCAL_STORAGE_GET_F_CREATE,
+};
+use aya_ebpf::helpers::generated::bpf_task_storage_get;
 use aya_ebpf::{
     btf_maps::InodeStorage,
     macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use authz_common::{counter, CacheEntry, Config, Digest, Permit, PermitKey, TaskLabel};
-use aya_ebpf::bindings::{bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, task_struct, BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE};
-use aya_ebpf::helpers::generated::bpf_task_storage_get;
 
 /// Default capacity of the permit map; the agent may resize it before load.
 pub const MAX_PERMITS: u32 = 131_072;

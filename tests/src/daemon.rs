@@ -34,8 +34,13 @@ pub fn generate_key(dir: &Path, name: &str) -> Keys {
         .arg(&base)
         .output()
         .expect("run authz-agent key generate");
-    assert!(out.status.success(), "key generate: {}", String::from_utf8_lossy(&out.stderr));
-    let public = authz_agent::trust::PublicKey::read(&base.with_extension("pub")).expect("read .pub");
+    assert!(
+        out.status.success(),
+        "key generate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public =
+        authz_agent::trust::PublicKey::read(&base.with_extension("pub")).expect("read .pub");
     Keys {
         key: base.with_extension("key"),
         public_hex: hex::encode(public.key.as_bytes()),
@@ -74,7 +79,10 @@ impl Daemon {
         let (cgroup_dir, _) = cgroups.create("jail");
         let cgroup = format!("{}/jail", cgroups.base);
         let root = generate_key(&dir, "root");
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/authz-test-{name}-{}", std::process::id()));
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/authz-test-{name}-{}",
+            std::process::id()
+        ));
         let socket = dir.join("agent.sock");
         let config = dir.join("agent.toml");
         fs::write(
@@ -130,11 +138,20 @@ max_ttl = "30d"
 
     /// Starts the daemon process and waits until it answers on its socket.
     pub fn spawn(&mut self) {
+        self.spawn_within(Duration::from_secs(90));
+    }
+
+    /// Starts the daemon and returns how long it took to answer on its
+    /// control socket, which it opens only once the store is verified, every
+    /// permit is in the kernel and the programs are attached. Panics after
+    /// `limit`, or if the daemon exits first.
+    pub fn spawn_within(&mut self, limit: Duration) -> Duration {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log file");
+        let start = Instant::now();
         let child = Command::new(agent_bin())
             .args(["run", "--config"])
             .arg(&self.config)
@@ -145,18 +162,28 @@ max_ttl = "30d"
             .spawn()
             .expect("spawn authz-agent run");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let status = authz_agent::control::protocol::Request::Status {};
         loop {
-            if self.cli(&["status"]).status.success() {
-                return;
+            if authz_agent::control::client::call(&self.socket, &status).is_ok() {
+                return start.elapsed();
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("the daemon exited ({status}) before it was ready:\n{}", self.log_text());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "the daemon exited ({status}) before it was ready:\n{}",
+                    self.log_text()
+                );
             }
-            if Instant::now() > deadline {
-                panic!("the daemon was not ready within 90 s:\n{}", self.log_text());
+            if start.elapsed() > limit {
+                panic!(
+                    "the daemon was not ready within {limit:?}:\n{}",
+                    self.log_text()
+                );
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -216,13 +243,23 @@ max_ttl = "30d"
             .arg("--out")
             .arg(&out_path);
         let out = cmd.output().expect("artifact issue");
-        assert!(out.status.success(), "artifact issue: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "artifact issue: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out_path
     }
 
     /// Signs `n` distinct permits for `binary` in `cgroup` in-process (the
     /// library the CLI uses), returning their TOML texts.
-    pub fn issue_many(&self, binary: &Path, cgroup: &str, ttl_seconds: u64, n: usize) -> Vec<String> {
+    pub fn issue_many(
+        &self,
+        binary: &Path,
+        cgroup: &str,
+        ttl_seconds: u64,
+        n: usize,
+    ) -> Vec<String> {
         use authz_agent::artifact::{issue, time::Timestamp, Provenance, Scope};
         let key = authz_agent::trust::keys::read_secret_key(&self.root.key).expect("read key");
         let subject = issue::subject_for_binary(binary).expect("hash binary");
@@ -230,13 +267,18 @@ max_ttl = "30d"
             .map(|_| {
                 let request = issue::Request {
                     subject: subject.clone(),
-                    scope: Scope { cgroup: cgroup.parse().expect("cgroup path"), descendants: false },
+                    scope: Scope {
+                        cgroup: cgroup.parse().expect("cgroup path"),
+                        descendants: false,
+                    },
                     not_before: Timestamp::now(),
                     ttl_seconds,
                     policy_version: 1,
                     provenance: Provenance::default(),
                 };
-                issue::issue(request, &key, None, Timestamp::now()).expect("issue").to_toml()
+                issue::issue(request, &key, None, Timestamp::now())
+                    .expect("issue")
+                    .to_toml()
             })
             .collect()
     }

@@ -2,8 +2,7 @@
 //! kernel with BPF LSM; `cargo xtask test` runs them inside the project's VM.
 //! Run anywhere else they fail loudly instead of skipping.
 use std::{
-    fs,
-    io,
+    fs, io,
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -34,7 +33,8 @@ pub fn enforcer(mode: Mode) -> Enforcer {
 /// Loads the enforcer with `opts`, or panics saying why.
 pub fn enforcer_with(opts: LoadOptions) -> Enforcer {
     require_environment();
-    Enforcer::load(&opts).unwrap_or_else(|e| panic!("cannot load the enforcer: {}", error_chain(&e)))
+    Enforcer::load(&opts)
+        .unwrap_or_else(|e| panic!("cannot load the enforcer: {}", error_chain(&e)))
 }
 
 /// Whether a test permit covers descendant cgroups.
@@ -89,7 +89,9 @@ impl Drop for TestCgroups {
 /// Panics unless running as root on a kernel with BPF LSM.
 pub fn require_environment() {
     if !nix::unistd::geteuid().is_root() {
-        panic!("integration tests need root and a BPF LSM kernel: run them with `cargo xtask test`");
+        panic!(
+            "integration tests need root and a BPF LSM kernel: run them with `cargo xtask test`"
+        );
     }
 }
 
@@ -239,7 +241,10 @@ pub fn fexecve(fd: std::os::fd::RawFd, argv: &[&str]) -> io::Result<Output> {
             io::Error::last_os_error()
         }
     }
-    let strings: Vec<CString> = argv.iter().map(|a| CString::new(*a).expect("no NUL")).collect();
+    let strings: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(*a).expect("no NUL"))
+        .collect();
     let mut ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     let args = Args {

@@ -7,7 +7,14 @@ use authz_agent::enforcer::{Decision, LoadOptions, Mode, Reason};
 use authz_tests::*;
 
 /// An enforcer limited to a fresh `jail` cgroup, and that cgroup.
-fn jail(name: &str) -> (authz_agent::enforcer::Enforcer, TestCgroups, std::path::PathBuf, u64) {
+fn jail(
+    name: &str,
+) -> (
+    authz_agent::enforcer::Enforcer,
+    TestCgroups,
+    std::path::PathBuf,
+    u64,
+) {
     let mut cgroups = TestCgroups::new(name);
     let (dir, id) = cgroups.create("jail");
     let enforcer = enforcer_with(LoadOptions {
@@ -30,7 +37,10 @@ fn script_needs_its_own_permit_even_with_a_permitted_interpreter() {
     let (mut enforcer, _cg, jail, jail_id) = jail("script");
     let scratch = public_scratch("script");
     let shell = scratch.program("busybox");
-    let script = scratch.file("job.sh", format!("#!{} sh\necho ran\n", shell.path.display()).as_bytes());
+    let script = scratch.file(
+        "job.sh",
+        format!("#!{} sh\necho ran\n", shell.path.display()).as_bytes(),
+    );
     let (k, p) = permit(shell.digest, jail_id, 0x5e, EXACT);
     enforcer.grant(k, p).unwrap();
 
@@ -50,7 +60,11 @@ fn script_needs_its_own_permit_even_with_a_permitted_interpreter() {
     let interp_ev = event_for(&mut enforcer, &shell.path);
     assert_eq!(script_ev.reason, Reason::Permit);
     assert_eq!(interp_ev.reason, Reason::Permit);
-    assert_eq!(interp_ev.filename, script.path.to_string_lossy(), "execve named the script");
+    assert_eq!(
+        interp_ev.filename,
+        script.path.to_string_lossy(),
+        "execve named the script"
+    );
 
     // Script permitted but not its interpreter: refused at the interpreter.
     let other_shell = scratch.program("other-busybox");
@@ -60,7 +74,10 @@ fn script_needs_its_own_permit_even_with_a_permitted_interpreter() {
         b
     })
     .unwrap();
-    let script2 = scratch.file("job2.sh", format!("#!{} sh\necho ran\n", other_shell.path.display()).as_bytes());
+    let script2 = scratch.file(
+        "job2.sh",
+        format!("#!{} sh\necho ran\n", other_shell.path.display()).as_bytes(),
+    );
     let (k, p) = permit(script2.digest, jail_id, 0x60, EXACT);
     enforcer.grant(k, p).unwrap();
     let mut cmd = Command::new(&script2.path);
@@ -102,7 +119,9 @@ fn unprivileged_attacker_cannot_escape_the_enforced_cgroup() {
         "echo $$ > /sys/fs/cgroup/cgroup.procs; exec {} true",
         payload.path.display()
     );
-    let out = shell.run_as(&jail, Some(NOBODY), &["sh", "-c", &attack]).expect("shell runs");
+    let out = shell
+        .run_as(&jail, Some(NOBODY), &["sh", "-c", &attack])
+        .expect("shell runs");
     assert!(!out.status.success(), "the payload ran: {:?}", out);
     let ev = event_for(&mut enforcer, &payload.path);
     assert_eq!((ev.decision, ev.reason), (Decision::Deny, Reason::NoPermit));
@@ -132,7 +151,10 @@ fn unprivileged_attacker_cannot_reach_the_bpf_maps() {
     assert!(map_ids);
     // In a child that joined the jail and dropped to nobody: bpf(2) map
     // creation and opening existing maps by id (ours among them) must fail.
-    let procs = fs::OpenOptions::new().write(true).open(jail.join("cgroup.procs")).unwrap();
+    let procs = fs::OpenOptions::new()
+        .write(true)
+        .open(jail.join("cgroup.procs"))
+        .unwrap();
     let pfd = std::os::fd::AsRawFd::as_raw_fd(&procs);
     let mut cmd = Command::new("/authz-unreachable");
     use std::os::unix::process::CommandExt as _;
@@ -142,7 +164,10 @@ fn unprivileged_attacker_cannot_reach_the_bpf_maps() {
             const BPF_MAP_CREATE: libc::c_long = 0;
             const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
             libc::write(pfd, b"0".as_ptr().cast(), 1);
-            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             let mut attr = [0u32; 32];
@@ -186,12 +211,19 @@ fn exec_through_an_o_path_descriptor_is_still_checked() {
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
     assert!(fd >= 0);
     let mut cmd = Command::new("/authz-unreachable");
-    let procs = fs::OpenOptions::new().write(true).open(jail.join("cgroup.procs")).unwrap();
+    let procs = fs::OpenOptions::new()
+        .write(true)
+        .open(jail.join("cgroup.procs"))
+        .unwrap();
     let pfd = std::os::fd::AsRawFd::as_raw_fd(&procs);
     let empty = std::ffi::CString::new("").unwrap();
     let arg0 = std::ffi::CString::new("busybox").unwrap();
     let arg1 = std::ffi::CString::new("true").unwrap();
-    struct Ptrs([*const libc::c_char; 3], *const libc::c_char, [*const libc::c_char; 1]);
+    struct Ptrs(
+        [*const libc::c_char; 3],
+        *const libc::c_char,
+        [*const libc::c_char; 1],
+    );
     // SAFETY: pointers to CStrings that outlive the child's use of them.
     unsafe impl Send for Ptrs {}
     // SAFETY: as above.
@@ -201,12 +233,23 @@ fn exec_through_an_o_path_descriptor_is_still_checked() {
             // SAFETY: async-signal-safe syscalls with prepared arguments.
             unsafe {
                 libc::write(procs, b"0".as_ptr().cast(), 1);
-                libc::syscall(libc::SYS_execveat, fd, self.1, self.0.as_ptr(), self.2.as_ptr(), libc::AT_EMPTY_PATH);
+                libc::syscall(
+                    libc::SYS_execveat,
+                    fd,
+                    self.1,
+                    self.0.as_ptr(),
+                    self.2.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                );
             }
             std::io::Error::last_os_error()
         }
     }
-    let ptrs = Ptrs([arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()], empty.as_ptr(), [std::ptr::null()]);
+    let ptrs = Ptrs(
+        [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()],
+        empty.as_ptr(),
+        [std::ptr::null()],
+    );
     use std::os::unix::process::CommandExt as _;
     // SAFETY: see `Ptrs::exec`.
     unsafe {
@@ -216,7 +259,10 @@ fn exec_through_an_o_path_descriptor_is_still_checked() {
     drop(procs);
     assert_eperm(&result);
     let ev = enforcer
-        .wait_event(EVENT_TIMEOUT, |ev| ev.decision == Decision::Deny && ev.digest.as_deref() == Some(payload.digest_hex().as_str()))
+        .wait_event(EVENT_TIMEOUT, |ev| {
+            ev.decision == Decision::Deny
+                && ev.digest.as_deref() == Some(payload.digest_hex().as_str())
+        })
         .expect("deny event for execveat");
     assert_eq!(ev.reason, Reason::NoPermit);
 }

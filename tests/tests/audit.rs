@@ -14,7 +14,11 @@ use serde_json::Value;
 fn job(scratch: &Scratch, name: &str) -> Program {
     let dir = scratch.dir.join(name);
     fs::create_dir_all(&dir).unwrap();
-    fs::set_permissions(&scratch.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        &scratch.dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let path = dir.join("busybox");
     let mut bytes = fs::read(busybox()).unwrap();
     bytes.extend_from_slice(name.as_bytes());
@@ -41,7 +45,10 @@ fn exec_record(d: &Daemon, exe: &std::path::Path) -> Value {
 }
 
 fn agent(args: &[&str]) -> std::process::Output {
-    Command::new(authz_tests::daemon::agent_bin()).args(args).output().unwrap()
+    Command::new(authz_tests::daemon::agent_bin())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -76,22 +83,31 @@ fn allowed_and_denied_execs_each_have_a_complete_record() {
     assert_eq!(p["requested_by"], "test");
     assert_eq!(p["on_behalf_of"], "team-a");
     assert_eq!(p["reason"], "nightly build");
-    assert_eq!(p["chain"].as_array().unwrap().len(), 1, "root-signed: chain of one key");
+    assert_eq!(
+        p["chain"].as_array().unwrap().len(),
+        1,
+        "root-signed: chain of one key"
+    );
     assert_eq!(p["issuer"], p["chain"][0]);
     assert_eq!(a["policy_version"], 1);
     assert_eq!(a["policy_digest"].as_str().unwrap().len(), 64);
 
     let r = exec_record(&d, &denied.path);
-    assert_eq!((r["decision"].as_str(), r["reason"].as_str()), (Some("deny"), Some("no-permit")));
+    assert_eq!(
+        (r["decision"].as_str(), r["reason"].as_str()),
+        (Some("deny"), Some("no-permit"))
+    );
     assert_eq!(r["permit"], Value::Null);
     assert_eq!(r["digest"], denied.digest_hex());
 
     // Administrative events are in the same chain.
     let records = d.audit_records();
-    assert!(records.iter().any(|r| r["kind"] == "admin" && r["event"] == "start"));
     assert!(records
         .iter()
-        .any(|r| r["event"] == "submit" && r["detail"]["outcome"]["ok"] == true && r["detail"]["peer"]["uid"] == 0));
+        .any(|r| r["kind"] == "admin" && r["event"] == "start"));
+    assert!(records.iter().any(|r| r["event"] == "submit"
+        && r["detail"]["outcome"]["ok"] == true
+        && r["detail"]["peer"]["uid"] == 0));
 }
 
 #[test]
@@ -107,9 +123,17 @@ fn lineage_of_a_three_process_chain_is_recorded_and_explained() {
             Daemon::artifact_id(&f)
         })
         .collect();
-    let script = format!("exec {} sh -c 'exec {} true'", progs[1].path.display(), progs[2].path.display());
+    let script = format!(
+        "exec {} sh -c 'exec {} true'",
+        progs[1].path.display(),
+        progs[2].path.display()
+    );
     assert_ran(&progs[0].run_in_cgroup(&d.cgroup_dir, &["sh", "-c", &script]));
-    let (a, b, c) = (exec_record(&d, &progs[0].path), exec_record(&d, &progs[1].path), exec_record(&d, &progs[2].path));
+    let (a, b, c) = (
+        exec_record(&d, &progs[0].path),
+        exec_record(&d, &progs[1].path),
+        exec_record(&d, &progs[2].path),
+    );
     assert_eq!(a["permit"]["id"], ids[0].as_str());
     assert_eq!(a["parent_permit"], Value::Null);
     assert_eq!(b["parent_permit"]["id"], ids[0].as_str());
@@ -118,13 +142,26 @@ fn lineage_of_a_three_process_chain_is_recorded_and_explained() {
 
     let log = d.audit_log();
     let seq = c["seq"].as_u64().unwrap().to_string();
-    let out = agent(&["audit", "explain", &seq, "--log-file", log.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = agent(&[
+        "audit",
+        "explain",
+        &seq,
+        "--log-file",
+        log.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("<- record {}", b["seq"])), "{text}");
     assert!(text.contains(&format!("<- record {}", a["seq"])), "{text}");
     assert!(text.contains("chain's origin"), "{text}");
-    assert!(text.contains(&ids[2]) && text.contains("issuer key") && text.contains("lineage"), "{text}");
+    assert!(
+        text.contains(&ids[2]) && text.contains("issuer key") && text.contains("lineage"),
+        "{text}"
+    );
     assert!(text.contains("trust policy version 1"), "{text}");
     assert!(text.contains("requested by test"), "{text}");
 }
@@ -142,10 +179,20 @@ fn audit_verify_detects_edits_deletions_and_swaps_of_the_real_log() {
     let log = d.audit_log();
     let key = d.dir.join("state/audit.pub");
     let verify = |path: &std::path::Path| {
-        agent(&["audit", "verify", path.to_str().unwrap(), "--key", key.to_str().unwrap()])
+        agent(&[
+            "audit",
+            "verify",
+            path.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
     };
     let out = verify(&log);
-    assert!(out.status.success(), "intact log refused: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "intact log refused: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
 
     let original = fs::read_to_string(&log).unwrap();
@@ -160,7 +207,10 @@ fn audit_verify_detects_edits_deletions_and_swaps_of_the_real_log() {
     };
     let owned: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     // Edit: a denial rewritten as an allow.
-    let deny = owned.iter().position(|l| l.contains("\"decision\":\"deny\"")).expect("a deny record");
+    let deny = owned
+        .iter()
+        .position(|l| l.contains("\"decision\":\"deny\""))
+        .expect("a deny record");
     let mut edited = owned.clone();
     edited[deny] = edited[deny].replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1);
     write(&edited);
@@ -171,7 +221,10 @@ fn audit_verify_detects_edits_deletions_and_swaps_of_the_real_log() {
     let mut deleted = owned.clone();
     deleted.remove(deny);
     write(&deleted);
-    assert!(!verify(&tampered).status.success(), "deletion went unnoticed");
+    assert!(
+        !verify(&tampered).status.success(),
+        "deletion went unnoticed"
+    );
     // Swap two records.
     let mut swapped = owned.clone();
     swapped.swap(deny, deny + 1);

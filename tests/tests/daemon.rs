@@ -17,7 +17,11 @@ use authz_tests::{daemon::Daemon, *};
 
 /// A fresh busybox copy to authorize, in a world-readable directory.
 fn job(scratch: &Scratch, name: &str) -> Program {
-    fs::set_permissions(&scratch.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        &scratch.dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let p = scratch.program(name);
     // Unique content per job: a permit for one never covers another.
     let mut f = fs::OpenOptions::new().append(true).open(&p.path).unwrap();
@@ -48,7 +52,11 @@ fn submit_allows_and_revoke_refuses_within_the_second() {
     let started = Instant::now();
     d.ok(&["revoke", &id, "--reason", "test"]);
     assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
-    assert!(started.elapsed() < Duration::from_secs(1), "revocation took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "revocation took {:?}",
+        started.elapsed()
+    );
 
     // Replay after revoke: refused with a clear error, nothing changes.
     let out = d.cli(&["submit", permit.to_str().unwrap()]);
@@ -90,11 +98,18 @@ fn kill_9_keeps_enforcing_and_restart_has_no_fail_open_window() {
     // A prober keeps trying the unauthorized binary (and the authorized one)
     // in the enforced cgroup for the whole crash/restart sequence.
     let stop = Arc::new(AtomicBool::new(false));
-    let (intruder_ran, intruder_refused, allowed_refused) =
-        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (intruder_ran, intruder_refused, allowed_refused) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let prober = {
-        let (stop, ran, refused, allowed_refused) =
-            (stop.clone(), intruder_ran.clone(), intruder_refused.clone(), allowed_refused.clone());
+        let (stop, ran, refused, allowed_refused) = (
+            stop.clone(),
+            intruder_ran.clone(),
+            intruder_refused.clone(),
+            allowed_refused.clone(),
+        );
         let (intruder, allowed, cg) = (intruder.clone(), allowed.clone(), d.cgroup_dir.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
@@ -119,9 +134,20 @@ fn kill_9_keeps_enforcing_and_restart_has_no_fail_open_window() {
     stop.store(true, Ordering::SeqCst);
     prober.join().unwrap();
 
-    assert_eq!(intruder_ran.load(Ordering::SeqCst), 0, "the unauthorized binary ran at some point");
-    assert!(intruder_refused.load(Ordering::SeqCst) > 3, "the prober barely ran");
-    assert_eq!(allowed_refused.load(Ordering::SeqCst), 0, "the authorized binary was refused at some point");
+    assert_eq!(
+        intruder_ran.load(Ordering::SeqCst),
+        0,
+        "the unauthorized binary ran at some point"
+    );
+    assert!(
+        intruder_refused.load(Ordering::SeqCst) > 3,
+        "the prober barely ran"
+    );
+    assert_eq!(
+        allowed_refused.load(Ordering::SeqCst),
+        0,
+        "the authorized binary was refused at some point"
+    );
     // Same state after restart, and the pinned maps were re-adopted.
     let status = d.json(&["status"]);
     assert_eq!(status["mode"], "enforce");
@@ -146,7 +172,10 @@ fn expiry_holds_while_the_daemon_is_dead() {
     d.spawn();
     wait_until(|| d.json(&["status"])["kernel_permit_entries"] == 0);
     assert_eq!(d.json(&["list"])["permits"].as_array().unwrap().len(), 0);
-    assert_eq!(fs::read_dir(d.dir.join("state/artifacts")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(d.dir.join("state/artifacts")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
@@ -173,14 +202,26 @@ fn bad_artifacts_are_refused_clearly_and_change_nothing() {
         .arg(&stranger.key)
         .arg("--binary")
         .arg(&prog.path)
-        .args(["--cgroup", &d.cgroup, "--ttl", "1h", "--policy-version", "1", "--out"])
+        .args([
+            "--cgroup",
+            &d.cgroup,
+            "--ttl",
+            "1h",
+            "--policy-version",
+            "1",
+            "--out",
+        ])
         .arg(&foreign)
         .status()
         .unwrap();
     assert!(st.success());
     let out = d.cli(&["submit", foreign.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("[unknown-issuer]"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("[unknown-issuer]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A signed artifact with one byte of a signed field changed.
     let text = fs::read_to_string(&good).unwrap();
@@ -193,7 +234,11 @@ fn bad_artifacts_are_refused_clearly_and_change_nothing() {
     fs::write(&tampered, tampered_text).unwrap();
     let out = d.cli(&["submit", tampered.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("[bad-signature]"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("[bad-signature]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A huge file is refused before it is read.
     let huge = scratch.dir.join("huge.toml");
@@ -201,7 +246,11 @@ fn bad_artifacts_are_refused_clearly_and_change_nothing() {
     let out = d.cli(&["submit", huge.to_str().unwrap()]);
     assert!(!out.status.success());
 
-    assert_eq!(d.json(&["list"])["permits"], before["permits"], "no state change");
+    assert_eq!(
+        d.json(&["list"])["permits"],
+        before["permits"],
+        "no state change"
+    );
 }
 
 #[test]
@@ -221,7 +270,8 @@ fn garbage_on_the_socket_gets_an_error_and_the_daemon_carries_on() {
         let _ = s.shutdown(std::net::Shutdown::Write);
         let mut answer = String::new();
         let _ = s.read_to_string(&mut answer);
-        let v: serde_json::Value = serde_json::from_str(answer.lines().next().unwrap_or("{}")).unwrap_or_default();
+        let v: serde_json::Value =
+            serde_json::from_str(answer.lines().next().unwrap_or("{}")).unwrap_or_default();
         assert_eq!(v["ok"], false, "garbage got {answer:?}");
         assert!(v["error"]["kind"].is_string());
     }
@@ -235,14 +285,26 @@ fn non_root_peer_without_the_group_is_refused() {
     let d = Daemon::start("peers", "audit");
     // The socket is 0660 root-owned; let nobody reach it so that the daemon's
     // own credential check is what refuses.
-    fs::set_permissions(&d.socket, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    fs::set_permissions(
+        &d.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     fs::set_permissions(&d.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut cmd = Command::new(authz_tests::daemon::agent_bin());
     cmd.args(["revoke", "--all", "--socket"]).arg(&d.socket);
-    let out = in_cgroup_as(&mut cmd, &TestCgroups::new("peers-nobody").create("x").0, Some(NOBODY)).unwrap();
+    let out = in_cgroup_as(
+        &mut cmd,
+        &TestCgroups::new("peers-nobody").create("x").0,
+        Some(NOBODY),
+    )
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("[unauthorized]") && err.contains("uid 65534"), "{err}");
+    assert!(
+        err.contains("[unauthorized]") && err.contains("uid 65534"),
+        "{err}"
+    );
     // Root still can.
     d.ok(&["status"]);
 }
@@ -324,7 +386,11 @@ fn audit_then_report_then_enforce_rollout() {
     let prog = job(&scratch, "nightly-build");
     // Audit: runs, but is reported.
     assert_ran(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
-    wait_until(|| d.json(&["report"])["rows"].as_array().is_some_and(|r| !r.is_empty()));
+    wait_until(|| {
+        d.json(&["report"])["rows"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    });
     let report = d.json(&["report"]);
     let row = &report["rows"][0];
     assert_eq!(row["digest"], prog.digest_hex());
@@ -344,7 +410,8 @@ fn readiness_is_notified_to_systemd() {
     let dir = Scratch::new("notify");
     let sock_path = dir.dir.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(90)))
+        .unwrap();
     std::env::set_var("NOTIFY_SOCKET", &sock_path);
     let d = Daemon::start("notify", "audit");
     std::env::remove_var("NOTIFY_SOCKET");
@@ -372,12 +439,18 @@ fn restart_reverifies_the_store_and_skips_what_no_longer_verifies() {
     d.stop();
     // While it is down: a torn file and a tampered artifact appear in the store.
     let store = d.dir.join("state/artifacts");
-    fs::write(store.join("0123456789abcdef0123456789abcdef.toml"), "format = \"authz-artifact\"\nversion = ").unwrap();
+    fs::write(
+        store.join("0123456789abcdef0123456789abcdef.toml"),
+        "format = \"authz-artifact\"\nversion = ",
+    )
+    .unwrap();
     let other = job(&scratch, "other");
     let q = d.issue(&other.path, &d.cgroup, "1h", &[]);
     let id = Daemon::artifact_id(&q);
     let field = format!("cgroup = \"{}\"", d.cgroup);
-    let tampered = fs::read_to_string(&q).unwrap().replacen(&field, "cgroup = \"/\"", 1);
+    let tampered = fs::read_to_string(&q)
+        .unwrap()
+        .replacen(&field, "cgroup = \"/\"", 1);
     fs::write(store.join(format!("{id}.toml")), tampered).unwrap();
     d.spawn();
     let list = d.json(&["list"]);
@@ -387,7 +460,10 @@ fn restart_reverifies_the_store_and_skips_what_no_longer_verifies() {
     assert_ran(&good.run_in_cgroup(&d.cgroup_dir, &["true"]));
     assert_eperm(&other.run_in_cgroup(&d.cgroup_dir, &["true"]));
     let log = d.log_text();
-    assert!(log.contains("no longer verifies"), "the skipped artifacts are reported:\n{log}");
+    assert!(
+        log.contains("no longer verifies"),
+        "the skipped artifacts are reported:\n{log}"
+    );
 }
 
 #[test]

@@ -33,7 +33,10 @@ fn second_exec_uses_the_cached_digest() {
 /// Rewrites the file in place, same size, through a new writable open: the
 /// change time may not move (same clock tick) but the open drops the cache.
 fn overwrite_same_size(path: &std::path::Path, byte: u8) {
-    let mut f = fs::OpenOptions::new().write(true).open(path).expect("open rw");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open rw");
     f.seek(SeekFrom::Start(100)).unwrap();
     f.write_all(&[byte]).unwrap();
 }
@@ -72,7 +75,10 @@ fn truncate_and_regrow_is_rehashed() {
     let (key, permit) = permit(prog.digest, own_cgroup_id(), 0x7c, EXACT);
     enforcer.grant(key, permit).expect("grant");
     assert_ran(&prog.run(&["true"]));
-    assert_eq!(event_for(&mut enforcer, &prog.path).decision, Decision::Allow);
+    assert_eq!(
+        event_for(&mut enforcer, &prog.path).decision,
+        Decision::Allow
+    );
     // truncate(2) by path: no open for writing at all; size and ctime change.
     let len = fs::metadata(&prog.path).unwrap().len();
     let c = std::ffi::CString::new(prog.path.to_string_lossy().as_bytes()).unwrap();
@@ -97,7 +103,9 @@ fn memfd_exec_of_unpermitted_content_is_refused() {
     let result = fexecve(file.as_raw_fd(), &["busybox", "true"]);
     assert_eperm(&result);
     let ev = enforcer
-        .wait_event(EVENT_TIMEOUT, |ev| ev.decision == Decision::Deny && ev.comm != "authz-selftest")
+        .wait_event(EVENT_TIMEOUT, |ev| {
+            ev.decision == Decision::Deny && ev.comm != "authz-selftest"
+        })
         .expect("deny event for the memfd exec");
     assert_eq!(ev.reason, Reason::NoPermit);
 }

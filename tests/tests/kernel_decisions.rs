@@ -24,7 +24,10 @@ fn permit_allows_in_its_cgroup_and_refuses_in_a_sibling() {
 
     assert_eperm(&prog.run_in_cgroup(&b, &["true"]));
     let ev = event_for(&mut enforcer, &prog.path);
-    assert_eq!((ev.decision, ev.reason), (Decision::Deny, Reason::WrongCgroup));
+    assert_eq!(
+        (ev.decision, ev.reason),
+        (Decision::Deny, Reason::WrongCgroup)
+    );
 }
 
 #[test]
@@ -71,14 +74,19 @@ fn expiry_is_decided_by_the_kernel_without_userspace_help() {
     let scratch = Scratch::new("expiry");
     let prog = scratch.program("job");
     let (key, mut permit) = permit(prog.digest, job_id, 0xee, EXACT);
-    permit = authz_common::Permit::single(permit.artifact_id, boot_time_ns() + 3_000_000_000, false);
+    permit =
+        authz_common::Permit::single(permit.artifact_id, boot_time_ns() + 3_000_000_000, false);
     enforcer.grant(key, permit).expect("grant");
 
     assert_ran(&prog.run_in_cgroup(&job, &["true"]));
     let _ = event_for(&mut enforcer, &prog.path);
     // Nothing in userspace touches the permit: the entry is still in the map.
     std::thread::sleep(Duration::from_millis(3500));
-    assert_eq!(enforcer.permits().len(), 1, "the permit is still in the map");
+    assert_eq!(
+        enforcer.permits().len(),
+        1,
+        "the permit is still in the map"
+    );
     assert_eperm(&prog.run_in_cgroup(&job, &["true"]));
     let ev = event_for(&mut enforcer, &prog.path);
     assert_eq!((ev.decision, ev.reason), (Decision::Deny, Reason::Expired));
@@ -93,7 +101,10 @@ fn audit_mode_allows_and_reports_what_enforce_would_refuse() {
 
     assert_ran(&prog.run(&["true"]));
     let ev = event_for(&mut enforcer, &prog.path);
-    assert_eq!((ev.decision, ev.reason), (Decision::AuditDeny, Reason::NoPermit));
+    assert_eq!(
+        (ev.decision, ev.reason),
+        (Decision::AuditDeny, Reason::NoPermit)
+    );
     assert_eq!(ev.mode, "audit");
     let after = enforcer.counters().expect("counters");
     assert!(after["audit_would_deny"] > before["audit_would_deny"]);
@@ -122,7 +133,10 @@ fn limited_scope_enforces_only_the_listed_subtrees() {
     assert_eq!(ev.cgroup_id, enforced_id);
     assert_eperm(&prog.run_in_cgroup(&nested, &["true"]));
     let after = enforcer.counters().expect("counters");
-    assert!(after["out_of_scope"] >= before["out_of_scope"] + 2, "{after:?}");
+    assert!(
+        after["out_of_scope"] >= before["out_of_scope"] + 2,
+        "{after:?}"
+    );
 
     // Scope changes at runtime, without reloading: back to the whole host.
     enforcer.set_scope(&[]).expect("scope");
@@ -163,7 +177,10 @@ fn every_decision_has_an_event_and_the_counters_match() {
     // Make `expired` different content from `allowed`.
     {
         use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&expired.path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&expired.path)
+            .unwrap();
         f.write_all(b"x").unwrap();
     }
     let expired = Program::at(expired.path.clone());
@@ -198,7 +215,10 @@ fn every_decision_has_an_event_and_the_counters_match() {
     std::thread::sleep(Duration::from_millis(200));
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
     for ev in enforcer.drain_events() {
-        if ev.path.starts_with(&scratch.dir.to_string_lossy().into_owned()) {
+        if ev
+            .path
+            .starts_with(&scratch.dir.to_string_lossy().into_owned())
+        {
             *by_reason.entry(ev.reason.to_string()).or_default() += 1;
         }
     }
@@ -238,8 +258,15 @@ fn a_full_event_ring_drops_and_counts_but_never_blocks_enforcement() {
         .filter(|ev| ev.path == prog.path.to_string_lossy())
         .count() as u64;
     assert!(dropped > 0, "a 4 KiB ring cannot hold {EXECS} events");
-    assert_eq!(received + dropped, EXECS, "received {received}, dropped {dropped}");
-    assert_eq!(after["denied_no_permit"] - before["denied_no_permit"], EXECS);
+    assert_eq!(
+        received + dropped,
+        EXECS,
+        "received {received}, dropped {dropped}"
+    );
+    assert_eq!(
+        after["denied_no_permit"] - before["denied_no_permit"],
+        EXECS
+    );
 }
 
 #[test]
@@ -258,7 +285,8 @@ fn lineage_names_the_permit_of_the_process_that_execs() {
             let mut bytes = std::fs::read(busybox()).unwrap();
             bytes.extend_from_slice(d.as_bytes());
             std::fs::write(&path, bytes).unwrap();
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
             let p = Program::at(path);
             let (k, v) = permit(p.digest, job_id, 0xa0 + i as u8, EXACT);
             enforcer.grant(k, v).unwrap();
@@ -277,7 +305,10 @@ fn lineage_names_the_permit_of_the_process_that_execs() {
     let b = event_for(&mut enforcer, &progs[1].path);
     let c = event_for(&mut enforcer, &progs[2].path);
     assert_eq!(a.permit_id.as_deref(), Some(ids[0].as_str()));
-    assert_eq!(a.parent_permit_id, None, "the test process runs under no permit");
+    assert_eq!(
+        a.parent_permit_id, None,
+        "the test process runs under no permit"
+    );
     assert_eq!(b.permit_id.as_deref(), Some(ids[1].as_str()));
     assert_eq!(b.parent_permit_id.as_deref(), Some(ids[0].as_str()));
     assert_eq!(c.permit_id.as_deref(), Some(ids[2].as_str()));

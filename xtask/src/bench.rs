@@ -117,10 +117,17 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let git = git_describe();
     let setup = setup::run()?;
     let (agent, bench) = build::build_bench()?;
-    let quick = if args.quick { vec!["--quick"] } else { Vec::new() };
+    let quick = if args.quick {
+        vec!["--quick"]
+    } else {
+        Vec::new()
+    };
 
     eprintln!("bench: host part (userspace, native speed)");
-    let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
+    let loadavg = fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     let mut host = Collector::default();
     let mut child = Command::new(&bench)
         .arg("host")
@@ -155,7 +162,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     eprintln!(
         "bench: booting {} under QEMU TCG (software emulation){}",
         setup.kernel_package,
-        if args.quick { ", quick run" } else { "; a full run takes 6 to 8 minutes" }
+        if args.quick {
+            ", quick run"
+        } else {
+            "; a full run takes 6 to 8 minutes"
+        }
     );
     let mut guest = Collector::default();
     let vm_start = Instant::now();
@@ -172,7 +183,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
 
     let mut figures = host.figures;
     figures.extend(guest.figures);
-    let report = Report { figures: &figures, quick: args.quick, other_cpu };
+    let report = Report {
+        figures: &figures,
+        quick: args.quick,
+        other_cpu,
+    };
     print!("{}", report.table(&setup.kernel_package));
     for g in host.garbled.iter().chain(&guest.garbled) {
         eprintln!("bench: unreadable result line: {g}");
@@ -186,20 +201,36 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     }
 
     let doc = report.json(&setup.kernel_package, &loadavg, git, args, start.elapsed());
-    let out = args.json_out.clone().unwrap_or_else(|| target_dir().join("bench/latest.json"));
+    let out = args
+        .json_out
+        .clone()
+        .unwrap_or_else(|| target_dir().join("bench/latest.json"));
     write_json(&out, &doc)?;
-    let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    write_json(&target_dir().join(format!("bench/history/{stamp}.json")), &doc)?;
-    eprintln!("bench: figures written to {} ({:.0} s in all)", out.display(), start.elapsed().as_secs_f64());
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    write_json(
+        &target_dir().join(format!("bench/history/{stamp}.json")),
+        &doc,
+    )?;
+    eprintln!(
+        "bench: figures written to {} ({:.0} s in all)",
+        out.display(),
+        start.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// `--show`: the table of a saved run.
 fn show(path: &std::path::Path) -> Result<ExitCode> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let doc: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let doc: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     let mut figures = Figures::new();
-    for (name, f) in doc["metrics"].as_object().context("no `metrics` in the file")? {
+    for (name, f) in doc["metrics"]
+        .as_object()
+        .context("no `metrics` in the file")?
+    {
         let figure = Figure {
             value: f["value"].as_f64().context("a metric without a value")?,
             unit: f["unit"].as_str().unwrap_or_default().to_owned(),
@@ -212,7 +243,10 @@ fn show(path: &std::path::Path) -> Result<ExitCode> {
         quick: doc["quick"].as_bool().unwrap_or(false),
         other_cpu: doc["host"]["other_cpu_share_during_vm"].as_f64(),
     };
-    print!("{}", report.table(doc["vm"]["kernel_package"].as_str().unwrap_or("?")));
+    print!(
+        "{}",
+        report.table(doc["vm"]["kernel_package"].as_str().unwrap_or("?"))
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -220,7 +254,8 @@ fn write_json(path: &std::path::Path, doc: &Value) -> Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
-    fs::write(path, serde_json::to_string_pretty(doc)? + "\n").with_context(|| format!("writing {}", path.display()))
+    fs::write(path, serde_json::to_string_pretty(doc)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// A goal of issue 7: `value` compared with `target`.
@@ -237,11 +272,21 @@ struct Goal {
 
 impl Goal {
     fn met(&self) -> Option<bool> {
-        self.value.map(|v| if self.at_most { v <= self.target } else { v >= self.target })
+        self.value.map(|v| {
+            if self.at_most {
+                v <= self.target
+            } else {
+                v >= self.target
+            }
+        })
     }
 
     fn target_text(&self) -> String {
-        format!("{} {}", if self.at_most { "<=" } else { ">=" }, num(self.target))
+        format!(
+            "{} {}",
+            if self.at_most { "<=" } else { ">=" },
+            num(self.target)
+        )
     }
 }
 
@@ -266,12 +311,29 @@ struct CpuTicks {
 impl CpuTicks {
     fn now() -> Option<Self> {
         let stat = fs::read_to_string("/proc/stat").ok()?;
-        let cpu: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
         let total: u64 = cpu.iter().take(8).sum();
         let idle = cpu.get(3)? + cpu.get(4)?;
         let own = fs::read_to_string("/proc/self/stat").ok()?;
-        let fields: Vec<u64> = own.rsplit_once(')')?.1.split_whitespace().skip(13).take(2).filter_map(|v| v.parse().ok()).collect();
-        Some(Self { busy: total - idle, total, children: fields.iter().sum() })
+        let fields: Vec<u64> = own
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .skip(13)
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        Some(Self {
+            busy: total - idle,
+            total,
+            children: fields.iter().sum(),
+        })
     }
 
     fn other_share_since(&self, before: &Self) -> f64 {
@@ -313,7 +375,8 @@ impl Report<'_> {
     /// the host's own rates: a floor for a native start, not an estimate.
     fn native_start_floor(&self, n: f64) -> Option<f64> {
         let cores = self.get("verify.host.cores")?;
-        let parse = 1.0 / self.get("verify.host.parse_one_core_per_s")? - 1.0 / self.get("verify.host.one_core_per_s")?;
+        let parse = 1.0 / self.get("verify.host.parse_one_core_per_s")?
+            - 1.0 / self.get("verify.host.one_core_per_s")?;
         let verify = 1.0 / self.get("verify.host.batch_one_core_per_s")?;
         Some(n * (parse.max(0.0) + verify) / cores)
     }
@@ -321,22 +384,55 @@ impl Report<'_> {
     /// Every figure the table and the goals need.
     fn expected(&self) -> Vec<String> {
         let mut names: Vec<String> = [
-            "exec.none_us", "exec.none_p90_us", "exec.none_spread", "exec.enforce_us", "exec.enforce_p90_us",
-            "exec.enforce_ratio", "exec.audit_us", "exec.audit_p90_us", "exec.audit_ratio", "exec.cache_misses",
-            "exec.enforce_ratio_p10", "exec.audit_ratio_p10", "exec.busybox_none_us", "exec.busybox_enforce_us",
+            "exec.none_us",
+            "exec.none_p90_us",
+            "exec.none_spread",
+            "exec.enforce_us",
+            "exec.enforce_p90_us",
+            "exec.enforce_ratio",
+            "exec.audit_us",
+            "exec.audit_p90_us",
+            "exec.audit_ratio",
+            "exec.cache_misses",
+            "exec.enforce_ratio_p10",
+            "exec.audit_ratio_p10",
+            "exec.busybox_none_us",
+            "exec.busybox_enforce_us",
             "exec.busybox_ratio",
-            "exec.permits_1_us", "big.bytes", "big.first_ms",
-            "big.cached_ms", "big.kernel_mb_s", "big.user_mb_s", "submit.p50_ms", "submit.p99_ms",
-            "submit.max_ms", "submit.exec_allowed_after_answer", "events.burst_execs", "events.burst_exec_us",
-            "events.ring_capacity", "events.burst_dropped", "events.drain_per_s", "events.sustained_per_s",
-            "events.sustained_dropped", "events.threads", "map.bytes_per_permit", "map.default_capacity_mib",
-            "host.seconds", "vm.seconds",
+            "exec.permits_1_us",
+            "big.bytes",
+            "big.first_ms",
+            "big.cached_ms",
+            "big.kernel_mb_s",
+            "big.user_mb_s",
+            "submit.p50_ms",
+            "submit.p99_ms",
+            "submit.max_ms",
+            "submit.exec_allowed_after_answer",
+            "events.burst_execs",
+            "events.burst_exec_us",
+            "events.ring_capacity",
+            "events.burst_dropped",
+            "events.drain_per_s",
+            "events.sustained_per_s",
+            "events.sustained_dropped",
+            "events.threads",
+            "map.bytes_per_permit",
+            "map.default_capacity_mib",
+            "host.seconds",
+            "vm.seconds",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         for place in ["host", "vm"] {
-            for m in ["one_core_per_s", "batch_one_core_per_s", "all_cores_per_s", "cores", "parse_one_core_per_s"] {
+            for m in [
+                "one_core_per_s",
+                "batch_one_core_per_s",
+                "all_cores_per_s",
+                "cores",
+                "parse_one_core_per_s",
+            ] {
                 names.push(format!("verify.{place}.{m}"));
             }
         }
@@ -350,7 +446,10 @@ impl Report<'_> {
     }
 
     fn missing(&self) -> Vec<String> {
-        self.expected().into_iter().filter(|n| !self.figures.contains_key(n)).collect()
+        self.expected()
+            .into_iter()
+            .filter(|n| !self.figures.contains_key(n))
+            .collect()
     }
 
     fn goals(&self) -> Vec<Goal> {
@@ -383,7 +482,11 @@ impl Report<'_> {
             Goal {
                 id: "start-100k",
                 what: "daemon start with 100,000 artifacts, s",
-                value: if last == 100_000 { self.get("scale.start_100000_s") } else { None },
+                value: if last == 100_000 {
+                    self.get("scale.start_100000_s")
+                } else {
+                    None
+                },
                 target: 2.0,
                 at_most: true,
                 place: "vm",
@@ -410,72 +513,254 @@ impl Report<'_> {
             "1. exec overhead: fork+exec+wait of a 129-byte static program, median of {execs}; ratio: median of {rounds} rounds' ratios"
         ));
         t.row("(a) no agent", us(none), "", Some(1.0), "");
-        t.row("(b) enforce, permit, digest cached", us(self.get("exec.enforce_us")), "(a)", self.get("exec.enforce_ratio"), "<= 1.05");
-        t.row("(c) audit, no permit (would-deny event)", us(self.get("exec.audit_us")), "(a)", self.get("exec.audit_ratio"), "");
-        t.row("(a') busybox true (2 MB static), no agent", us(self.get("exec.busybox_none_us")), "", Some(1.0), "");
-        t.row("(b') busybox true, enforce, permit, cached", us(self.get("exec.busybox_enforce_us")), "(a')", self.get("exec.busybox_ratio"), "");
+        t.row(
+            "(b) enforce, permit, digest cached",
+            us(self.get("exec.enforce_us")),
+            "(a)",
+            self.get("exec.enforce_ratio"),
+            "<= 1.05",
+        );
+        t.row(
+            "(c) audit, no permit (would-deny event)",
+            us(self.get("exec.audit_us")),
+            "(a)",
+            self.get("exec.audit_ratio"),
+            "",
+        );
+        t.row(
+            "(a') busybox true (2 MB static), no agent",
+            us(self.get("exec.busybox_none_us")),
+            "",
+            Some(1.0),
+            "",
+        );
+        t.row(
+            "(b') busybox true, enforce, permit, cached",
+            us(self.get("exec.busybox_enforce_us")),
+            "(a')",
+            self.get("exec.busybox_ratio"),
+            "",
+        );
 
         let mb = self.get("big.bytes").map_or(50.0, |b| b / 1e6);
-        t.section(&format!("2. first exec of a {mb:.0} MB binary (SHA-256 in the kernel), median of {} copies", self.n("big.first_ms")));
-        t.row("first exec (hashed)", self.get("big.first_ms").map_or("missing".into(), |v| format!("{} ms", num(v))), "cached exec", self.ratio("big.first_ms", "big.cached_ms"), "");
-        t.row("later exec (digest cached)", self.get("big.cached_ms").map_or("missing".into(), |v| format!("{} ms", num(v))), "", None, "");
-        t.row("in-kernel hashing rate", self.get("big.kernel_mb_s").map_or("missing".into(), |v| format!("{} MB/s", num(v))), "userspace SHA-256", self.ratio("big.kernel_mb_s", "big.user_mb_s"), "");
-
-        t.section("3. artifact verification and submit-to-enforced latency");
-        let cores = |p: &str| self.get(&format!("verify.{p}.cores")).unwrap_or(0.0);
-        let per_s = |v: Option<f64>| v.map_or("missing".into(), |v| format!("{} /s", num(v)));
-        t.row("verify, 1 core, host (native)", per_s(self.get("verify.host.one_core_per_s")), "goal", self.get("verify.host.one_core_per_s").map(|v| v / 40_000.0), ">= 40,000/s");
-        t.row(&format!("verify, all {} cores, host", cores("host")), per_s(self.get("verify.host.all_cores_per_s")), "1 core", self.ratio("verify.host.all_cores_per_s", "verify.host.one_core_per_s"), "");
-        t.row("verify_batch, 1 core, host", per_s(self.get("verify.host.batch_one_core_per_s")), "verify", self.ratio("verify.host.batch_one_core_per_s", "verify.host.one_core_per_s"), "");
-        t.row("parse + verify, 1 core, host", per_s(self.get("verify.host.parse_one_core_per_s")), "verify", self.ratio("verify.host.parse_one_core_per_s", "verify.host.one_core_per_s"), "");
-        t.row("verify, 1 core, VM", per_s(self.get("verify.vm.one_core_per_s")), "host", self.ratio("verify.vm.one_core_per_s", "verify.host.one_core_per_s"), "");
-        t.row(&format!("verify, all {} cores, VM", cores("vm")), per_s(self.get("verify.vm.all_cores_per_s")), "1 core", self.ratio("verify.vm.all_cores_per_s", "verify.vm.one_core_per_s"), "");
-        let ms = |v: Option<f64>| v.map_or("missing".into(), |v| format!("{} ms", num(v)));
-        t.row(&format!("submit-to-enforced p50, VM ({} submits)", self.n("submit.p50_ms")), ms(self.get("submit.p50_ms")), "", None, "");
-        t.row("submit-to-enforced p99, VM", ms(self.get("submit.p99_ms")), "goal", self.get("submit.p99_ms").map(|v| v / 10.0), "< 10 ms");
-
-        t.section("4. scale");
-        for n in scale_counts(self.quick) {
-            let goal = if *n == 100_000 { "< 2 s" } else { "" };
-            t.row(&format!("daemon start, {} artifacts -> enforcing", thousands(*n)), self.get(&format!("scale.start_{n}_s")).map_or("missing".into(), |v| format!("{} s", num(v))), if goal.is_empty() { "" } else { "goal" }, if goal.is_empty() { None } else { self.get(&format!("scale.start_{n}_s")).map(|v| v / 2.0) }, goal);
-        }
-        if self.quick {
-            t.row("daemon start, 100,000 artifacts", "not run (--quick)".into(), "", None, "< 2 s");
-        }
-        t.row("kernel map memory per permit slot", self.get("map.bytes_per_permit").map_or("missing".into(), |v| format!("{} B", num(v))), "", None, "");
-        t.row("  at the default capacity (131,072)", self.get("map.default_capacity_mib").map_or("missing".into(), |v| format!("{} MiB", num(v))), "", None, "");
-        t.row("(d) exec, 1 permit (two daemons attached)", us(self.get("exec.permits_1_us")), "", None, "");
-        for n in scale_counts(self.quick) {
-            let name = format!("exec.permits_{n}_us");
-            t.row(&format!("(d) exec, {} permits loaded", thousands(*n)), us(self.get(&name)), "1 permit", self.get(&format!("exec.permits_{n}_ratio")), "<= 1.05");
-        }
-
-        t.section("5. decision events (audit mode, the daemon reading the ring buffer)");
-        t.row("daemon drain rate", self.get("events.drain_per_s").map_or("missing".into(), |v| format!("{} events/s", num(v))), "exec rate", self.ratio("events.drain_per_s", "events.sustained_per_s"), "");
+        t.section(&format!(
+            "2. first exec of a {mb:.0} MB binary (SHA-256 in the kernel), median of {} copies",
+            self.n("big.first_ms")
+        ));
         t.row(
-            &format!("execs/s on {} threads, audit", self.get("events.threads").unwrap_or(0.0)),
-            self.get("events.sustained_per_s").map_or("missing".into(), |v| format!("{} /s", num(v))),
+            "first exec (hashed)",
+            self.get("big.first_ms")
+                .map_or("missing".into(), |v| format!("{} ms", num(v))),
+            "cached exec",
+            self.ratio("big.first_ms", "big.cached_ms"),
+            "",
+        );
+        t.row(
+            "later exec (digest cached)",
+            self.get("big.cached_ms")
+                .map_or("missing".into(), |v| format!("{} ms", num(v))),
             "",
             None,
             "",
         );
-        t.row("  events dropped meanwhile", self.get("events.sustained_dropped").map_or("missing".into(), num), "", None, "0");
+        t.row(
+            "in-kernel hashing rate",
+            self.get("big.kernel_mb_s")
+                .map_or("missing".into(), |v| format!("{} MB/s", num(v))),
+            "userspace SHA-256",
+            self.ratio("big.kernel_mb_s", "big.user_mb_s"),
+            "",
+        );
+
+        t.section("3. artifact verification and submit-to-enforced latency");
+        let cores = |p: &str| self.get(&format!("verify.{p}.cores")).unwrap_or(0.0);
+        let per_s = |v: Option<f64>| v.map_or("missing".into(), |v| format!("{} /s", num(v)));
+        t.row(
+            "verify, 1 core, host (native)",
+            per_s(self.get("verify.host.one_core_per_s")),
+            "goal",
+            self.get("verify.host.one_core_per_s").map(|v| v / 40_000.0),
+            ">= 40,000/s",
+        );
+        t.row(
+            &format!("verify, all {} cores, host", cores("host")),
+            per_s(self.get("verify.host.all_cores_per_s")),
+            "1 core",
+            self.ratio("verify.host.all_cores_per_s", "verify.host.one_core_per_s"),
+            "",
+        );
+        t.row(
+            "verify_batch, 1 core, host",
+            per_s(self.get("verify.host.batch_one_core_per_s")),
+            "verify",
+            self.ratio(
+                "verify.host.batch_one_core_per_s",
+                "verify.host.one_core_per_s",
+            ),
+            "",
+        );
+        t.row(
+            "parse + verify, 1 core, host",
+            per_s(self.get("verify.host.parse_one_core_per_s")),
+            "verify",
+            self.ratio(
+                "verify.host.parse_one_core_per_s",
+                "verify.host.one_core_per_s",
+            ),
+            "",
+        );
+        t.row(
+            "verify, 1 core, VM",
+            per_s(self.get("verify.vm.one_core_per_s")),
+            "host",
+            self.ratio("verify.vm.one_core_per_s", "verify.host.one_core_per_s"),
+            "",
+        );
+        t.row(
+            &format!("verify, all {} cores, VM", cores("vm")),
+            per_s(self.get("verify.vm.all_cores_per_s")),
+            "1 core",
+            self.ratio("verify.vm.all_cores_per_s", "verify.vm.one_core_per_s"),
+            "",
+        );
+        let ms = |v: Option<f64>| v.map_or("missing".into(), |v| format!("{} ms", num(v)));
+        t.row(
+            &format!(
+                "submit-to-enforced p50, VM ({} submits)",
+                self.n("submit.p50_ms")
+            ),
+            ms(self.get("submit.p50_ms")),
+            "",
+            None,
+            "",
+        );
+        t.row(
+            "submit-to-enforced p99, VM",
+            ms(self.get("submit.p99_ms")),
+            "goal",
+            self.get("submit.p99_ms").map(|v| v / 10.0),
+            "< 10 ms",
+        );
+
+        t.section("4. scale");
+        for n in scale_counts(self.quick) {
+            let goal = if *n == 100_000 { "< 2 s" } else { "" };
+            t.row(
+                &format!("daemon start, {} artifacts -> enforcing", thousands(*n)),
+                self.get(&format!("scale.start_{n}_s"))
+                    .map_or("missing".into(), |v| format!("{} s", num(v))),
+                if goal.is_empty() { "" } else { "goal" },
+                if goal.is_empty() {
+                    None
+                } else {
+                    self.get(&format!("scale.start_{n}_s")).map(|v| v / 2.0)
+                },
+                goal,
+            );
+        }
+        if self.quick {
+            t.row(
+                "daemon start, 100,000 artifacts",
+                "not run (--quick)".into(),
+                "",
+                None,
+                "< 2 s",
+            );
+        }
+        t.row(
+            "kernel map memory per permit slot",
+            self.get("map.bytes_per_permit")
+                .map_or("missing".into(), |v| format!("{} B", num(v))),
+            "",
+            None,
+            "",
+        );
+        t.row(
+            "  at the default capacity (131,072)",
+            self.get("map.default_capacity_mib")
+                .map_or("missing".into(), |v| format!("{} MiB", num(v))),
+            "",
+            None,
+            "",
+        );
+        t.row(
+            "(d) exec, 1 permit (two daemons attached)",
+            us(self.get("exec.permits_1_us")),
+            "",
+            None,
+            "",
+        );
+        for n in scale_counts(self.quick) {
+            let name = format!("exec.permits_{n}_us");
+            t.row(
+                &format!("(d) exec, {} permits loaded", thousands(*n)),
+                us(self.get(&name)),
+                "1 permit",
+                self.get(&format!("exec.permits_{n}_ratio")),
+                "<= 1.05",
+            );
+        }
+
+        t.section("5. decision events (audit mode, the daemon reading the ring buffer)");
+        t.row(
+            "daemon drain rate",
+            self.get("events.drain_per_s")
+                .map_or("missing".into(), |v| format!("{} events/s", num(v))),
+            "exec rate",
+            self.ratio("events.drain_per_s", "events.sustained_per_s"),
+            "",
+        );
+        t.row(
+            &format!(
+                "execs/s on {} threads, audit",
+                self.get("events.threads").unwrap_or(0.0)
+            ),
+            self.get("events.sustained_per_s")
+                .map_or("missing".into(), |v| format!("{} /s", num(v))),
+            "",
+            None,
+            "",
+        );
+        t.row(
+            "  events dropped meanwhile",
+            self.get("events.sustained_dropped")
+                .map_or("missing".into(), num),
+            "",
+            None,
+            "0",
+        );
         let burst = self.get("events.burst_execs").unwrap_or(0.0);
-        let capacity = match (self.get("events.ring_capacity"), self.get("events.burst_dropped")) {
+        let capacity = match (
+            self.get("events.ring_capacity"),
+            self.get("events.burst_dropped"),
+        ) {
             (Some(c), Some(d)) if d > 0.0 => format!("{} events", num(c)),
             (Some(c), Some(_)) => format!(">= {} events", num(c)),
             _ => "missing".into(),
         };
-        t.row(&format!("ring buffer, daemon stopped, {} execs", num(burst)), capacity, "", None, "");
+        t.row(
+            &format!("ring buffer, daemon stopped, {} execs", num(burst)),
+            capacity,
+            "",
+            None,
+            "",
+        );
 
         let mut out = String::new();
-        let _ = writeln!(out, "\nauthz benchmarks{} — {kernel} under QEMU TCG, {VM_CPUS} vCPUs", if self.quick { " (--quick)" } else { "" });
+        let _ = writeln!(
+            out,
+            "\nauthz benchmarks{} — {kernel} under QEMU TCG, {VM_CPUS} vCPUs",
+            if self.quick { " (--quick)" } else { "" }
+        );
         let _ = writeln!(
             out,
             "Software emulation inflates absolute times (signature verification here: {}x slower in the VM than",
             self.emulation_factor().map_or("?".into(), num)
         );
-        let _ = writeln!(out, "on the host); ratios of figures measured side by side in this run are what matter.\n");
+        let _ = writeln!(
+            out,
+            "on the host); ratios of figures measured side by side in this run are what matter.\n"
+        );
         out.push_str(&t.render());
         let _ = writeln!(out, "\ngoals:");
         for g in self.goals() {
@@ -490,11 +775,19 @@ impl Report<'_> {
                 g.what,
                 g.value.map_or("-".into(), num),
                 g.target_text(),
-                if g.place == "vm" { "in the VM" } else { "on the host" }
+                if g.place == "vm" {
+                    "in the VM"
+                } else {
+                    "on the host"
+                }
             );
             if g.id == "start-100k" && g.met() == Some(false) {
                 if let Some(floor) = self.native_start_floor(100_000.0) {
-                    let _ = write!(line, "; natively >= {} s of CPU: parsing + batch-verifying on every core", num(floor));
+                    let _ = write!(
+                        line,
+                        "; natively >= {} s of CPU: parsing + batch-verifying on every core",
+                        num(floor)
+                    );
                 }
             }
             let _ = writeln!(out, "{line}");
@@ -524,12 +817,23 @@ impl Report<'_> {
             );
         }
         if self.get("exec.cache_misses").is_some_and(|m| m > 0.0) {
-            let _ = writeln!(out, "warning: {} digest cache misses during (b)/(c): those execs were hashed", num(self.get("exec.cache_misses").unwrap_or(0.0)));
+            let _ = writeln!(
+                out,
+                "warning: {} digest cache misses during (b)/(c): those execs were hashed",
+                num(self.get("exec.cache_misses").unwrap_or(0.0))
+            );
         }
         out
     }
 
-    fn json(&self, kernel: &str, loadavg: &str, git: Value, args: &BenchArgs, took: Duration) -> Value {
+    fn json(
+        &self,
+        kernel: &str,
+        loadavg: &str,
+        git: Value,
+        args: &BenchArgs,
+        took: Duration,
+    ) -> Value {
         let goals: Vec<Value> = self
             .goals()
             .iter()
@@ -598,7 +902,11 @@ fn num(v: f64) -> String {
     let a = v.abs();
     if a >= 10_000.0 {
         let s = thousands(v.round().abs() as u64);
-        if v < 0.0 { format!("-{s}") } else { s }
+        if v < 0.0 {
+            format!("-{s}")
+        } else {
+            s
+        }
     } else if a >= 100.0 {
         format!("{v:.0}")
     } else if a >= 10.0 {
@@ -639,7 +947,13 @@ impl Table {
 
     fn row(&mut self, what: &str, value: String, vs: &str, ratio: Option<f64>, goal: &str) {
         let ratio = ratio.map_or(String::new(), |r| format!("{r:.3}"));
-        self.lines.push(Some([what.to_owned(), value, vs.to_owned(), ratio, goal.to_owned()]));
+        self.lines.push(Some([
+            what.to_owned(),
+            value,
+            vs.to_owned(),
+            ratio,
+            goal.to_owned(),
+        ]));
     }
 
     fn render(&self) -> String {
@@ -651,8 +965,12 @@ impl Table {
             }
         }
         let fmt = |cells: [&str; 5]| {
-            let pad = |s: &str, n: usize| format!("{s}{}", " ".repeat(n.saturating_sub(s.chars().count())));
-            let lpad = |s: &str, n: usize| format!("{}{s}", " ".repeat(n.saturating_sub(s.chars().count())));
+            let pad = |s: &str, n: usize| {
+                format!("{s}{}", " ".repeat(n.saturating_sub(s.chars().count())))
+            };
+            let lpad = |s: &str, n: usize| {
+                format!("{}{s}", " ".repeat(n.saturating_sub(s.chars().count())))
+            };
             format!(
                 "  {}  {}  {}  {}  {}\n",
                 pad(cells[0], w[0]),
@@ -666,7 +984,10 @@ impl Table {
                 + "\n"
         };
         let mut out = fmt(head);
-        out.push_str(&format!("  {}\n", "-".repeat(w.iter().sum::<usize>() + 8 + w[4].max(6) - w[4])));
+        out.push_str(&format!(
+            "  {}\n",
+            "-".repeat(w.iter().sum::<usize>() + 8 + w[4].max(6) - w[4])
+        ));
         let mut titles = self.titles.iter();
         for line in &self.lines {
             match line {
@@ -684,7 +1005,10 @@ mod tests {
 
     #[test]
     fn reads_result_lines() {
-        let (name, f) = parse_metric(r#"AUTHZ-BENCH {"metric":"exec.none_us","n":3,"unit":"us","value":812.5}"#).unwrap();
+        let (name, f) = parse_metric(
+            r#"AUTHZ-BENCH {"metric":"exec.none_us","n":3,"unit":"us","value":812.5}"#,
+        )
+        .unwrap();
         assert_eq!(name, "exec.none_us");
         assert_eq!((f.value, f.unit.as_str(), f.n), (812.5, "us", 3));
         assert!(parse_metric("AUTHZ-BENCH {garbled").is_none());
@@ -694,14 +1018,33 @@ mod tests {
     #[test]
     fn a_missing_figure_is_reported() {
         let mut figures = Figures::new();
-        let report = Report { figures: &figures, quick: true, other_cpu: None };
+        let report = Report {
+            figures: &figures,
+            quick: true,
+            other_cpu: None,
+        };
         assert!(report.missing().contains(&"exec.none_us".to_owned()));
         for name in report.expected() {
-            figures.insert(name, Figure { value: 1.0, unit: "x".into(), n: 1 });
+            figures.insert(
+                name,
+                Figure {
+                    value: 1.0,
+                    unit: "x".into(),
+                    n: 1,
+                },
+            );
         }
-        let report = Report { figures: &figures, quick: true, other_cpu: None };
+        let report = Report {
+            figures: &figures,
+            quick: true,
+            other_cpu: None,
+        };
         assert!(report.missing().is_empty());
-        let full = Report { figures: &figures, quick: false, other_cpu: None };
+        let full = Report {
+            figures: &figures,
+            quick: false,
+            other_cpu: None,
+        };
         assert!(full.missing().contains(&"scale.start_100000_s".to_owned()));
     }
 

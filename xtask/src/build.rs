@@ -74,7 +74,9 @@ fn artifacts(cmd: &mut Command, what: &str) -> Result<Vec<(String, PathBuf, bool
     cmd.arg("--message-format=json-render-diagnostics")
         .current_dir(workspace_root())
         .stdout(Stdio::piped());
-    let mut child = cmd.spawn().with_context(|| format!("{what}: cannot start cargo"))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("{what}: cannot start cargo"))?;
     let stdout = child.stdout.take().context("cargo stdout")?;
     let mut out = Vec::new();
     for message in Message::parse_stream(BufReader::new(stdout)) {

@@ -55,19 +55,26 @@ pub fn run(args: &FuzzArgs) -> Result<ExitCode> {
 
     eprintln!("fuzz: building the fuzz targets with nightly and AddressSanitizer");
     util::run(
-        nightly(&cargo_fuzz, &fuzz_dir).arg("build").arg("--target-dir").arg(fuzz_target_dir()),
+        nightly(&cargo_fuzz, &fuzz_dir)
+            .arg("build")
+            .arg("--target-dir")
+            .arg(fuzz_target_dir()),
         "building the fuzz targets",
     )?;
 
     let mut crashed = Vec::new();
     for target in &targets {
         let corpus = fuzz_dir.join("corpus").join(target);
-        fs::create_dir_all(&corpus).with_context(|| format!("cannot create {}", corpus.display()))?;
+        fs::create_dir_all(&corpus)
+            .with_context(|| format!("cannot create {}", corpus.display()))?;
         let seeds = fuzz_dir.join("seeds").join(target);
         eprintln!("fuzz: {target}: {} s", args.seconds);
         let started = Instant::now();
         let mut cmd = nightly(&cargo_fuzz, &fuzz_dir);
-        cmd.args(["run", target]).arg("--target-dir").arg(fuzz_target_dir()).arg(&corpus);
+        cmd.args(["run", target])
+            .arg("--target-dir")
+            .arg(fuzz_target_dir())
+            .arg(&corpus);
         if seeds.is_dir() {
             cmd.arg(&seeds);
         }
@@ -82,7 +89,8 @@ pub fn run(args: &FuzzArgs) -> Result<ExitCode> {
         let log = fuzz_target_dir().join(format!("{target}.log"));
         if args.quiet {
             fs::create_dir_all(fuzz_target_dir())?;
-            let f = fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+            let f = fs::File::create(&log)
+                .with_context(|| format!("cannot create {}", log.display()))?;
             cmd.stdout(f.try_clone()?).stderr(f);
         }
         let status = cmd
@@ -101,7 +109,10 @@ pub fn run(args: &FuzzArgs) -> Result<ExitCode> {
             );
         } else {
             let artifacts = fuzz_dir.join("artifacts").join(target);
-            eprintln!("fuzz: {target}: CRASHED ({status}); inputs kept in {}", artifacts.display());
+            eprintln!(
+                "fuzz: {target}: CRASHED ({status}); inputs kept in {}",
+                artifacts.display()
+            );
             eprintln!(
                 "fuzz: reproduce with: cd fuzz && cargo +nightly fuzz run {target} {}/<crash file>",
                 artifacts.display()
@@ -149,10 +160,20 @@ fn cargo_fuzz() -> Result<PathBuf> {
     {
         return Ok(binary);
     }
-    eprintln!("fuzz: installing cargo-fuzz {CARGO_FUZZ_VERSION} under {}", root.display());
+    eprintln!(
+        "fuzz: installing cargo-fuzz {CARGO_FUZZ_VERSION} under {}",
+        root.display()
+    );
     util::run(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION, "--root"])
+            .args([
+                "install",
+                "cargo-fuzz",
+                "--locked",
+                "--version",
+                CARGO_FUZZ_VERSION,
+                "--root",
+            ])
             .arg(&root)
             .env("CARGO_TARGET_DIR", root.join("build")),
         "installing cargo-fuzz",
@@ -162,8 +183,16 @@ fn cargo_fuzz() -> Result<PathBuf> {
 
 /// Target names, as `cargo fuzz list` prints them.
 fn list_targets(cargo_fuzz: &Path, fuzz_dir: &Path) -> Result<Vec<String>> {
-    let out = util::stdout(nightly(cargo_fuzz, fuzz_dir).arg("list"), "listing fuzz targets")?;
-    let targets: Vec<String> = out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    let out = util::stdout(
+        nightly(cargo_fuzz, fuzz_dir).arg("list"),
+        "listing fuzz targets",
+    )?;
+    let targets: Vec<String> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
     if targets.is_empty() {
         bail!("fuzz/ has no fuzz targets");
     }

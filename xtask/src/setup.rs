@@ -185,7 +185,11 @@ fn find_libllvm(lib: &Path) -> Result<PathBuf> {
     // Prefer the versioned soname (libLLVM.so.22.1-rust-...) when present.
     candidates
         .iter()
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        })
         .or_else(|| candidates.first())
         .cloned()
         .ok_or_else(|| {
@@ -206,7 +210,10 @@ fn debian_packages() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    step("Debian packages", &format!("installing {}", missing.join(" ")));
+    step(
+        "Debian packages",
+        &format!("installing {}", missing.join(" ")),
+    );
     if !have("apt-get") {
         bail!(
             "missing {}; this machine has no apt-get: install them with your package manager",
@@ -248,8 +255,14 @@ fn kernel() -> Result<Setup> {
                 let pkg = pkg.trim().to_owned();
                 let image = kernel_dir().join(&pkg).join("vmlinuz");
                 if image.exists() {
-                    step("kernel", &format!("cannot resolve through apt ({e:#}); using cached {pkg}"));
-                    return Ok(Setup { kernel: image, kernel_package: pkg });
+                    step(
+                        "kernel",
+                        &format!("cannot resolve through apt ({e:#}); using cached {pkg}"),
+                    );
+                    return Ok(Setup {
+                        kernel: image,
+                        kernel_package: pkg,
+                    });
                 }
             }
             return Err(e);
@@ -259,13 +272,18 @@ fn kernel() -> Result<Setup> {
     let image = dir.join("vmlinuz");
     if image.exists() {
         fs::write(kernel_dir().join("current"), &pkg)?;
-        return Ok(Setup { kernel: image, kernel_package: pkg });
+        return Ok(Setup {
+            kernel: image,
+            kernel_package: pkg,
+        });
     }
     step("kernel", &format!("downloading {pkg}"));
     let downloads = target_dir().join("vm/downloads");
     fs::create_dir_all(&downloads)?;
     util::run(
-        Command::new("apt-get").args(["download", "-q", &pkg]).current_dir(&downloads),
+        Command::new("apt-get")
+            .args(["download", "-q", &pkg])
+            .current_dir(&downloads),
         &format!("downloading the kernel package {pkg} (`apt-get download {pkg}`)"),
     )?;
     let deb = fs::read_dir(&downloads)?
@@ -275,7 +293,12 @@ fn kernel() -> Result<Setup> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
         })
-        .ok_or_else(|| anyhow!("apt-get download {pkg} left no .deb in {}", downloads.display()))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "apt-get download {pkg} left no .deb in {}",
+                downloads.display()
+            )
+        })?;
     let unpack = downloads.join("unpack");
     let _ = fs::remove_dir_all(&unpack);
     fs::create_dir_all(&unpack)?;
@@ -294,7 +317,11 @@ fn kernel() -> Result<Setup> {
     let mut found_config = None;
     for entry in fs::read_dir(&boot)? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         if name.starts_with("vmlinuz-") {
             found_image = Some(path);
         } else if name.starts_with("config-") {
@@ -313,7 +340,10 @@ fn kernel() -> Result<Setup> {
     let _ = fs::remove_dir_all(&unpack);
     let _ = fs::remove_file(&deb);
     step("kernel", &format!("{pkg} ready at {}", image.display()));
-    Ok(Setup { kernel: image, kernel_package: pkg })
+    Ok(Setup {
+        kernel: image,
+        kernel_package: pkg,
+    })
 }
 
 /// The package `linux-image-amd64` depends on, preferring its `-unsigned`
@@ -331,7 +361,9 @@ fn resolve_kernel_package() -> Result<String> {
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
         .map(str::trim)
         .find(|d| d.starts_with("linux-image-") && !d.starts_with('<'))
-        .ok_or_else(|| anyhow!("{KERNEL_META_PACKAGE} names no linux-image-* dependency:\n{depends}"))?
+        .ok_or_else(|| {
+            anyhow!("{KERNEL_META_PACKAGE} names no linux-image-* dependency:\n{depends}")
+        })?
         .to_owned();
     let unsigned = format!("{pkg}-unsigned");
     let has_unsigned = Command::new("apt-cache")
@@ -355,9 +387,17 @@ fn apt_depends(pkg: &str) -> Result<String> {
 /// The options authz needs, read from the package's own config.
 fn check_kernel_config(config: &Path) -> Result<()> {
     let text = fs::read_to_string(config)?;
-    for option in ["CONFIG_BPF_LSM=y", "CONFIG_DEBUG_INFO_BTF=y", "CONFIG_IMA=y", "CONFIG_BPF_SYSCALL=y"] {
+    for option in [
+        "CONFIG_BPF_LSM=y",
+        "CONFIG_DEBUG_INFO_BTF=y",
+        "CONFIG_IMA=y",
+        "CONFIG_BPF_SYSCALL=y",
+    ] {
         if !text.lines().any(|l| l == option) {
-            bail!("{} lacks {option}: this Debian kernel cannot run authz", config.display());
+            bail!(
+                "{} lacks {option}: this Debian kernel cannot run authz",
+                config.display()
+            );
         }
     }
     Ok(())

@@ -65,7 +65,10 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     if !args.vm_only {
         unit_tests(&mut tally)?;
         if args.fuzz_seconds > 0 {
-            eprintln!("test: fuzzing every parser for {} s per target", args.fuzz_seconds);
+            eprintln!(
+                "test: fuzzing every parser for {} s per target",
+                args.fuzz_seconds
+            );
             let fuzz = crate::fuzz::run(&crate::fuzz::FuzzArgs {
                 seconds: args.fuzz_seconds,
                 targets: Vec::new(),
@@ -118,7 +121,15 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
 fn unit_tests(tally: &mut Tally) -> Result<()> {
     eprintln!("test: unit tests (host)");
     let mut child = cargo()
-        .args(["test", "--workspace", "--exclude", "authz-tests", "--exclude", "authz-ebpf", "--no-fail-fast"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "authz-tests",
+            "--exclude",
+            "authz-ebpf",
+            "--no-fail-fast",
+        ])
         .current_dir(workspace_root())
         .stdout(Stdio::piped())
         .spawn()
@@ -133,14 +144,20 @@ fn unit_tests(tally: &mut Tally) -> Result<()> {
             tally.passed += passed;
             tally.failed += failed;
         }
-        if let Some(name) = line.strip_prefix("test ").and_then(|l| l.strip_suffix(" ... FAILED")) {
+        if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|l| l.strip_suffix(" ... FAILED"))
+        {
             tally.failures.push(format!("unit: {name}"));
         }
     }
     let status = child.wait()?;
     if !status.success() && tally.failed == 0 {
         // A build failure or a crashed test binary: count it, never hide it.
-        tally.record("unit tests: cargo test failed before reporting results", false);
+        tally.record(
+            "unit tests: cargo test failed before reporting results",
+            false,
+        );
     }
     if summaries == 0 {
         tally.record("unit tests: no test results reported", false);
@@ -153,7 +170,12 @@ fn parse_summary(line: &str) -> Option<(usize, usize)> {
     let rest = line.strip_prefix("test result: ")?;
     let number_before = |word: &str| -> Option<usize> {
         let idx = rest.find(word)?;
-        rest[..idx].trim_end().rsplit([' ', '.', ';']).next()?.parse().ok()
+        rest[..idx]
+            .trim_end()
+            .rsplit([' ', '.', ';'])
+            .next()?
+            .parse()
+            .ok()
     };
     Some((number_before(" passed")?, number_before(" failed")?))
 }
@@ -242,7 +264,10 @@ fn vm_integration_tests(
         bail!("no integration test matched the filter {filter:?}");
     }
     initramfs.add_file("/authz/run-tests.sh", RUNNER.as_bytes(), 0o755)?;
-    let cmd = format!("sh /authz/run-tests.sh {}\n", crate::util::shell_quote(filter));
+    let cmd = format!(
+        "sh /authz/run-tests.sh {}\n",
+        crate::util::shell_quote(filter)
+    );
     initramfs.add_file("/authz/cmd", cmd.as_bytes(), 0o644)?;
     let boot_cfg = Boot {
         kernel: setup.kernel.clone(),
@@ -251,7 +276,10 @@ fn vm_integration_tests(
         cpus: 2,
         timeout: Some(Duration::from_secs(timeout)),
     };
-    eprintln!("test: booting {} for {expected} integration tests", setup.kernel_package);
+    eprintln!(
+        "test: booting {} for {expected} integration tests",
+        setup.kernel_package
+    );
 
     let mut results = 0;
     let mut done = false;
@@ -300,7 +328,9 @@ mod tests {
             Some((12, 0))
         );
         assert_eq!(
-            parse_summary("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out"),
+            parse_summary(
+                "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out"
+            ),
             Some((3, 2))
         );
         assert_eq!(parse_summary("running 3 tests"), None);

@@ -82,10 +82,16 @@ impl Outcome {
             bail!("the VM timed out{}", tail(&self.lines));
         }
         if !self.ready {
-            bail!("the VM did not boot (no `{READY}` on the console){}", tail(&self.lines));
+            bail!(
+                "the VM did not boot (no `{READY}` on the console){}",
+                tail(&self.lines)
+            );
         }
         self.exit_code.ok_or_else(|| {
-            anyhow!("the VM stopped without reporting the command's exit status{}", tail(&self.lines))
+            anyhow!(
+                "the VM stopped without reporting the command's exit status{}",
+                tail(&self.lines)
+            )
         })
     }
 }
@@ -111,13 +117,34 @@ impl Initramfs {
         if root.exists() {
             fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;
         }
-        for dir in ["bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "proc", "sys", "dev", "tmp", "run", "etc", "root", "authz"] {
+        for dir in [
+            "bin",
+            "sbin",
+            "usr/bin",
+            "usr/sbin",
+            "usr/local/bin",
+            "proc",
+            "sys",
+            "dev",
+            "tmp",
+            "run",
+            "etc",
+            "root",
+            "authz",
+        ] {
             fs::create_dir_all(root.join(dir))?;
         }
-        let mut initramfs = Self { root, libs: BTreeSet::new() };
+        let mut initramfs = Self {
+            root,
+            libs: BTreeSet::new(),
+        };
         initramfs.copy_file(Path::new("/bin/busybox"), "/bin/busybox", 0o755)?;
         initramfs.add_file("/init", INIT.as_bytes(), 0o755)?;
-        initramfs.add_file("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", 0o644)?;
+        initramfs.add_file(
+            "/etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+            0o644,
+        )?;
         initramfs.add_file("/etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)?;
         initramfs.add_binary(agent, AGENT_IN_VM)?;
         Ok(initramfs)
@@ -143,7 +170,8 @@ impl Initramfs {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        fs::copy(src, &path).with_context(|| format!("copying {} into the initramfs", src.display()))?;
+        fs::copy(src, &path)
+            .with_context(|| format!("copying {} into the initramfs", src.display()))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
         Ok(())
     }
@@ -156,7 +184,11 @@ impl Initramfs {
             fs::create_dir_all(parent)?;
         }
         util::output(
-            Command::new("strip").arg("--strip-debug").arg("-o").arg(&path).arg(src),
+            Command::new("strip")
+                .arg("--strip-debug")
+                .arg("-o")
+                .arg(&path)
+                .arg(src),
             &format!("stripping {} into the initramfs", src.display()),
         )?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
@@ -188,7 +220,10 @@ impl Initramfs {
 
 /// Absolute paths of the shared libraries `binary` loads (none when static).
 fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("ldd").arg(binary).output().context("running ldd")?;
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("running ldd")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || text.contains("not a dynamic executable") {
         return Ok(Vec::new());
@@ -197,7 +232,10 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
     for line in text.lines() {
         let line = line.trim();
         if line.contains("=> not found") {
-            bail!("{} needs a library that is not installed: {line}", binary.display());
+            bail!(
+                "{} needs a library that is not installed: {line}",
+                binary.display()
+            );
         }
         let path = match line.split_once("=>") {
             Some((_, rest)) => rest.split_whitespace().next().unwrap_or_default(),
@@ -241,8 +279,12 @@ poweroff -f
 /// Boots the VM and streams console lines to `on_line` until it powers off.
 pub fn boot(boot: &Boot, mut on_line: impl FnMut(&str)) -> Result<Outcome> {
     let mut cmd = qemu(boot, false);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("starting qemu-system-x86_64 (run `cargo xtask setup`)")?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .context("starting qemu-system-x86_64 (run `cargo xtask setup`)")?;
     let stdout = child.stdout.take().context("qemu stdout")?;
     let mut stderr = child.stderr.take().context("qemu stderr")?;
     let (tx, rx) = mpsc::channel::<String>();
@@ -310,7 +352,12 @@ fn qemu(boot: &Boot, interactive: bool) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     // KVM is not usable on these machines (see README); TCG is slower but works.
     cmd.args(["-accel", "tcg", "-cpu", "max", "-no-reboot"])
-        .args(["-m", &boot.memory.to_string(), "-smp", &boot.cpus.to_string()])
+        .args([
+            "-m",
+            &boot.memory.to_string(),
+            "-smp",
+            &boot.cpus.to_string(),
+        ])
         .arg("-kernel")
         .arg(&boot.kernel)
         .arg("-initrd")
@@ -346,15 +393,24 @@ pub fn run(args: &VmArgs) -> Result<std::process::ExitCode> {
         },
     };
     if args.cmd.is_empty() {
-        eprintln!("vm: booting {} (interactive; Ctrl-A X kills QEMU)", setup.kernel_package);
-        let status = qemu(&boot_cfg, true).status().context("starting qemu-system-x86_64")?;
+        eprintln!(
+            "vm: booting {} (interactive; Ctrl-A X kills QEMU)",
+            setup.kernel_package
+        );
+        let status = qemu(&boot_cfg, true)
+            .status()
+            .context("starting qemu-system-x86_64")?;
         return Ok(if status.success() {
             std::process::ExitCode::SUCCESS
         } else {
             std::process::ExitCode::FAILURE
         });
     }
-    eprintln!("vm: booting {} to run: {}", setup.kernel_package, args.cmd.join(" "));
+    eprintln!(
+        "vm: booting {} to run: {}",
+        setup.kernel_package,
+        args.cmd.join(" ")
+    );
     let code = run_command(&boot_cfg)?;
     Ok(std::process::ExitCode::from(code.clamp(0, 255) as u8))
 }
@@ -390,7 +446,8 @@ pub fn demo(args: &DemoArgs) -> Result<std::process::ExitCode> {
     let setup = setup::run()?;
     let built = build::build(args.release)?;
     let mut initramfs = Initramfs::new("demo", &built.agent)?;
-    let script = fs::read(workspace_root().join("xtask/demo.sh")).context("reading xtask/demo.sh")?;
+    let script =
+        fs::read(workspace_root().join("xtask/demo.sh")).context("reading xtask/demo.sh")?;
     initramfs.add_file("/authz/demo.sh", &script, 0o755)?;
     initramfs.add_file("/authz/cmd", b"sh /authz/demo.sh\n", 0o644)?;
     let boot_cfg = Boot {
@@ -400,7 +457,10 @@ pub fn demo(args: &DemoArgs) -> Result<std::process::ExitCode> {
         cpus: 2,
         timeout: Some(Duration::from_secs(600)),
     };
-    eprintln!("demo: booting {} (software emulation: expect about a minute)", setup.kernel_package);
+    eprintln!(
+        "demo: booting {} (software emulation: expect about a minute)",
+        setup.kernel_package
+    );
     let code = run_command(&boot_cfg)?;
     if code != 0 {
         bail!("the demo failed inside the VM (exit status {code})");
@@ -414,7 +474,10 @@ mod tests {
 
     #[test]
     fn command_scripts_keep_argv_boundaries() {
-        assert_eq!(command_script(&["echo hi | wc -c".into()]), "echo hi | wc -c\n");
+        assert_eq!(
+            command_script(&["echo hi | wc -c".into()]),
+            "echo hi | wc -c\n"
+        );
         assert_eq!(
             command_script(&["sh".into(), "-c".into(), "exit 3".into()]),
             "sh -c 'exit 3'\n"

@@ -70,7 +70,8 @@ pub fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], String> {
     if s.len() != 2 * N || s.bytes().any(|c| c.is_ascii_uppercase()) {
         return Err(format!("expected {} lowercase hex digits", 2 * N));
     }
-    hex::decode_to_slice(s, &mut b).map_err(|_| format!("expected {} lowercase hex digits", 2 * N))?;
+    hex::decode_to_slice(s, &mut b)
+        .map_err(|_| format!("expected {} lowercase hex digits", 2 * N))?;
     Ok(b)
 }
 
@@ -121,7 +122,9 @@ impl CgroupPath {
         match Self::normalize(s) {
             Ok(p) if p.0 == s => Ok(p),
             Ok(p) => Err(format!("not in canonical form; write {:?}", p.0)),
-            Err(_) => Err("must be an absolute cgroup path without `..`, like /jobs.slice/build".into()),
+            Err(_) => {
+                Err("must be an absolute cgroup path without `..`, like /jobs.slice/build".into())
+            }
         }
     }
 

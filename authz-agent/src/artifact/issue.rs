@@ -6,7 +6,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     fields::{check_text, MAX_NAME, MAX_PATH},
-    Artifact, ArtifactError, ArtifactId, Body, Digest, Kind, Provenance, Scope, Subject, Timestamp, Validity,
+    Artifact, ArtifactError, ArtifactId, Body, Digest, Kind, Provenance, Scope, Subject, Timestamp,
+    Validity,
 };
 use crate::trust::{delegation::Delegation, keys::KeyId};
 
@@ -33,7 +34,12 @@ pub fn hash_reader(mut reader: impl Read) -> io::Result<Digest> {
 pub fn hash_file(path: &Path) -> io::Result<Digest> {
     let file = fs::File::open(path)?;
     // Only a hint: tell the kernel to read ahead aggressively.
-    let _ = nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
+    let _ = nix::fcntl::posix_fadvise(
+        &file,
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+    );
     hash_reader(file)
 }
 
@@ -56,7 +62,8 @@ pub struct Request {
 pub fn subject_for_binary(path: &Path) -> io::Result<Subject> {
     let sha256 = hash_file(path)?;
     let full = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    let hint = |s: Option<&str>, max: usize| s.filter(|s| check_text(s, max).is_ok()).map(str::to_owned);
+    let hint =
+        |s: Option<&str>, max: usize| s.filter(|s| check_text(s, max).is_ok()).map(str::to_owned);
     Ok(Subject {
         sha256,
         path: hint(full.to_str(), MAX_PATH),
@@ -90,7 +97,9 @@ pub fn issue(
     let expires = request
         .not_before
         .checked_add(request.ttl_seconds)
-        .ok_or_else(|| ArtifactError::field(Kind::Artifact, "validity.expires", "is after year 9999"))?;
+        .ok_or_else(|| {
+            ArtifactError::field(Kind::Artifact, "validity.expires", "is after year 9999")
+        })?;
     let body = Body {
         id,
         issued_at: now,

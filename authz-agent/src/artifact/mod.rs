@@ -21,15 +21,15 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use self::{
-    fields::{ArtifactId, CgroupPath, Digest},
-    text::{ArtifactError, FileError, Kind, WriteError},
-    time::Timestamp,
-};
 use self::{
     encoding::Encoder,
     fields::{check_opt_text, parse_hex, parse_id, MAX_IDENTITY, MAX_NAME, MAX_PATH, MAX_REASON},
     text::{conv, Doc, Writer, VERSION},
+};
+pub use self::{
+    fields::{ArtifactId, CgroupPath, Digest},
+    text::{ArtifactError, FileError, Kind, WriteError},
+    time::Timestamp,
 };
 use crate::trust::{
     delegation::{self, chain_digests, DelegationLink, LinkDigest, RawLink, MAX_LINKS},
@@ -115,12 +115,25 @@ impl Body {
         let text_fields = [
             ("subject.path", self.subject.path.as_deref(), MAX_PATH),
             ("subject.name", self.subject.name.as_deref(), MAX_NAME),
-            ("provenance.requested_by", self.provenance.requested_by.as_deref(), MAX_IDENTITY),
-            ("provenance.on_behalf_of", self.provenance.on_behalf_of.as_deref(), MAX_IDENTITY),
-            ("provenance.reason", self.provenance.reason.as_deref(), MAX_REASON),
+            (
+                "provenance.requested_by",
+                self.provenance.requested_by.as_deref(),
+                MAX_IDENTITY,
+            ),
+            (
+                "provenance.on_behalf_of",
+                self.provenance.on_behalf_of.as_deref(),
+                MAX_IDENTITY,
+            ),
+            (
+                "provenance.reason",
+                self.provenance.reason.as_deref(),
+                MAX_REASON,
+            ),
         ];
         for (field, value, max) in text_fields {
-            check_opt_text(value, max).map_err(|p| ArtifactError::field(Kind::Artifact, field, p))?;
+            check_opt_text(value, max)
+                .map_err(|p| ArtifactError::field(Kind::Artifact, field, p))?;
         }
         if self.validity.expires <= self.validity.not_before {
             return Err(ArtifactError::field(
@@ -260,12 +273,16 @@ impl Artifact {
             policy_version: doc.get("policy_version", &raw.policy_version, conv::u32)?,
             issuer: doc.get("issuer", &raw.issuer, |s| parse_key_id(s))?,
             subject: Subject {
-                sha256: doc.get("subject.sha256", &raw.subject.sha256, |s| parse_hex::<32>(s))?,
+                sha256: doc.get("subject.sha256", &raw.subject.sha256, |s| {
+                    parse_hex::<32>(s)
+                })?,
                 path: doc.get_opt("subject.path", &raw.subject.path, conv::text(MAX_PATH))?,
                 name: doc.get_opt("subject.name", &raw.subject.name, conv::text(MAX_NAME))?,
             },
             scope: Scope {
-                cgroup: doc.get("scope.cgroup", &raw.scope.cgroup, |s| CgroupPath::parse_canonical(s))?,
+                cgroup: doc.get("scope.cgroup", &raw.scope.cgroup, |s| {
+                    CgroupPath::parse_canonical(s)
+                })?,
                 descendants: raw.scope.descendants,
             },
             validity: Validity {
@@ -273,8 +290,16 @@ impl Artifact {
                 expires: doc.get("validity.expires", &raw.validity.expires, conv::time)?,
             },
             provenance: Provenance {
-                requested_by: doc.get_opt("provenance.requested_by", &prov.requested_by, conv::text(MAX_IDENTITY))?,
-                on_behalf_of: doc.get_opt("provenance.on_behalf_of", &prov.on_behalf_of, conv::text(MAX_IDENTITY))?,
+                requested_by: doc.get_opt(
+                    "provenance.requested_by",
+                    &prov.requested_by,
+                    conv::text(MAX_IDENTITY),
+                )?,
+                on_behalf_of: doc.get_opt(
+                    "provenance.on_behalf_of",
+                    &prov.on_behalf_of,
+                    conv::text(MAX_IDENTITY),
+                )?,
                 reason: doc.get_opt("provenance.reason", &prov.reason, conv::text(MAX_REASON))?,
             },
             chain,
@@ -288,7 +313,9 @@ impl Artifact {
         }
         // The remaining limits were checked field by field above.
         body.validate()?;
-        let signature = doc.get("signature", &raw.signature, |s| delegation::parse_signature(s))?;
+        let signature = doc.get("signature", &raw.signature, |s| {
+            delegation::parse_signature(s)
+        })?;
         Ok(Self { body, signature })
     }
 
@@ -393,7 +420,10 @@ pub(crate) mod vectors {
             issuer: KeyId::of(&team().verifying_key()),
             subject: Subject {
                 // SHA-256 of the empty file.
-                sha256: parse_hex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").unwrap(),
+                sha256: parse_hex(
+                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                )
+                .unwrap(),
                 path: Some("/usr/bin/true".into()),
                 name: Some("true".into()),
             },
@@ -424,24 +454,45 @@ pub(crate) mod vectors {
         let d = delegation();
         let link = &d.links()[0];
         println!("root key id {}", KeyId::of(&root().verifying_key()));
-        println!("root public {}", hex::encode(root().verifying_key().as_bytes()));
+        println!(
+            "root public {}",
+            hex::encode(root().verifying_key().as_bytes())
+        );
         println!("team key id {}", KeyId::of(&team().verifying_key()));
-        println!("team public {}", hex::encode(team().verifying_key().as_bytes()));
-        println!("link message {}", hex::encode(link.grant().message(&[0; 32])));
-        println!("link signature {}", hex::encode(link.signature().to_bytes()));
+        println!(
+            "team public {}",
+            hex::encode(team().verifying_key().as_bytes())
+        );
+        println!(
+            "link message {}",
+            hex::encode(link.grant().message(&[0; 32]))
+        );
+        println!(
+            "link signature {}",
+            hex::encode(link.signature().to_bytes())
+        );
         println!("link digest {}", hex::encode(link.digest(&[0; 32])));
         let a = artifact();
         println!("artifact message {}", hex::encode(a.message()));
-        println!("artifact signature {}", hex::encode(a.signature().to_bytes()));
+        println!(
+            "artifact signature {}",
+            hex::encode(a.signature().to_bytes())
+        );
         println!("{}", a.to_toml());
         println!("----- delegation\n{}", d.to_toml());
-        println!("----- public key\n{}", crate::trust::keys::PublicKey {
-            key: root().verifying_key(),
-            id: KeyId::of(&root().verifying_key()),
-            name: Some("root".into()),
-        }
-        .to_toml());
-        println!("----- secret key\n{}", crate::trust::keys::secret_key_toml(&root()));
+        println!(
+            "----- public key\n{}",
+            crate::trust::keys::PublicKey {
+                key: root().verifying_key(),
+                id: KeyId::of(&root().verifying_key()),
+                name: Some("root".into()),
+            }
+            .to_toml()
+        );
+        println!(
+            "----- secret key\n{}",
+            crate::trust::keys::secret_key_toml(&root())
+        );
     }
 }
 
@@ -455,7 +506,15 @@ mod tests {
 
     fn policy() -> TrustPolicy {
         let jobs = CgroupPath::normalize("/jobs.slice").unwrap();
-        TrustPolicy::new(1, vec![RootKey::new(None, root().verifying_key(), vec![jobs], 7 * 86_400)])
+        TrustPolicy::new(
+            1,
+            vec![RootKey::new(
+                None,
+                root().verifying_key(),
+                vec![jobs],
+                7 * 86_400,
+            )],
+        )
     }
 
     fn check(a: &Artifact) -> Result<(), VerifyError> {
@@ -553,9 +612,13 @@ mod tests {
                     Err(e) => assert_eq!(key, "delegate_key", "{line:?} -> {edit:?}: {e}"),
                     Ok(a) => {
                         mutated += 1;
-                        let e = check(&a).expect_err(&format!("{line:?} -> {edit:?} still verifies"));
+                        let e =
+                            check(&a).expect_err(&format!("{line:?} -> {edit:?} still verifies"));
                         if !["issuer"].contains(&key) {
-                            assert!(matches!(e, VerifyError::BadSignature { .. }), "{line:?} -> {edit:?}: {e}");
+                            assert!(
+                                matches!(e, VerifyError::BadSignature { .. }),
+                                "{line:?} -> {edit:?}: {e}"
+                            );
                         }
                     }
                 }
@@ -564,7 +627,10 @@ mod tests {
         assert!(mutated >= 25, "only {mutated} mutations");
         // Adding an optional field that was absent is a change too.
         let added = text.replace("reason = ", "on_behalf_of = \"bob\"\nreason = ");
-        assert!(matches!(check(&Artifact::parse(&added).unwrap()), Err(VerifyError::BadSignature { .. })));
+        assert!(matches!(
+            check(&Artifact::parse(&added).unwrap()),
+            Err(VerifyError::BadSignature { .. })
+        ));
     }
 
     fn parse_err(text: &str) -> ArtifactError {
@@ -587,17 +653,41 @@ mod tests {
         let text = artifact().to_toml();
         let cases = [
             ("id = ", "id = \"0001\"", "id"),
-            ("issued_at = ", "issued_at = \"2025-01-02T00:00:00.5Z\"", "issued_at"),
+            (
+                "issued_at = ",
+                "issued_at = \"2025-01-02T00:00:00.5Z\"",
+                "issued_at",
+            ),
             ("policy_version = ", "policy_version = -1", "policy_version"),
             ("issuer = ", "issuer = \"XYZ\"", "issuer"),
-            ("sha256 = ", "sha256 = \"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855\"", "subject.sha256"),
-            ("cgroup = ", "cgroup = \"/jobs.slice/team-a/build/\"", "scope.cgroup"),
+            (
+                "sha256 = ",
+                "sha256 = \"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855\"",
+                "subject.sha256",
+            ),
+            (
+                "cgroup = ",
+                "cgroup = \"/jobs.slice/team-a/build/\"",
+                "scope.cgroup",
+            ),
             ("cgroup = ", "cgroup = \"jobs\"", "scope.cgroup"),
             ("reason = ", "reason = \"two\\nlines\"", "provenance.reason"),
             ("name = ", "name = \"\"", "subject.name"),
-            ("expires = \"2025-01-02", "expires = \"2025-01-01T00:00:00Z\"", "validity.expires"),
-            ("max_ttl_seconds = ", "max_ttl_seconds = 0", "delegation[1].max_ttl_seconds"),
-            ("delegate_key = ", "delegate_key = \"00\"", "delegation[1].delegate_key"),
+            (
+                "expires = \"2025-01-02",
+                "expires = \"2025-01-01T00:00:00Z\"",
+                "validity.expires",
+            ),
+            (
+                "max_ttl_seconds = ",
+                "max_ttl_seconds = 0",
+                "delegation[1].max_ttl_seconds",
+            ),
+            (
+                "delegate_key = ",
+                "delegate_key = \"00\"",
+                "delegation[1].delegate_key",
+            ),
             ("signature = \"a5", "signature = \"a5\"", "signature"),
         ];
         for (needle, replacement, field) in cases {
@@ -607,7 +697,10 @@ mod tests {
             let e = parse_err(&lines.join("\n"));
             assert_eq!(field_of(&e), (field, Some(line)), "{replacement}: {e}");
             let s = e.to_string();
-            assert!(s.starts_with("malformed artifact: field `") && !s.contains('\n'), "{s}");
+            assert!(
+                s.starts_with("malformed artifact: field `") && !s.contains('\n'),
+                "{s}"
+            );
         }
     }
 
@@ -617,20 +710,33 @@ mod tests {
         let e = parse_err(&text.replace("[scope]\n", "[scope]\nhosts = [\"a\"]\n"));
         assert!(matches!(e, ArtifactError::Syntax { .. }), "{e}");
         assert!(e.to_string().contains("unknown field `hosts`"), "{e}");
-        assert!(e.to_string().contains(&format!("line {}", line_of(&text, "[scope]") + 1)), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("line {}", line_of(&text, "[scope]") + 1)),
+            "{e}"
+        );
         let e = parse_err(&text.replace("[validity]", "[extra]\nx = 1\n\n[validity]"));
         assert!(e.to_string().contains("unknown field `extra`"), "{e}");
         let e = parse_err(&text.replace("version = 1", "version = 2"));
         assert!(matches!(e, ArtifactError::UnsupportedVersion { .. }), "{e}");
-        assert_eq!(e.to_string(), "unsupported artifact version 2 (line 6); this agent reads version 1");
+        assert_eq!(
+            e.to_string(),
+            "unsupported artifact version 2 (line 6); this agent reads version 1"
+        );
         let e = parse_err(&text.replace("version = 1", "version = \"1\""));
         assert!(matches!(e, ArtifactError::UnsupportedVersion { .. }), "{e}");
         let e = parse_err(&text.replace("authz-artifact", "authz-delegation"));
         assert!(matches!(e, ArtifactError::WrongFormat { .. }), "{e}");
-        let e = parse_err(&text.replace("[scope]\ncgroup = \"/jobs.slice/team-a/build\"\n", "[scope]\n"));
+        let e = parse_err(&text.replace(
+            "[scope]\ncgroup = \"/jobs.slice/team-a/build\"\n",
+            "[scope]\n",
+        ));
         assert!(e.to_string().contains("missing field `cgroup`"), "{e}");
         let e = parse_err("format = \"authz-artifact\"\nversion = 1\nid = [");
-        assert!(matches!(e, ArtifactError::Syntax { line: Some(3), .. }), "{e}");
+        assert!(
+            matches!(e, ArtifactError::Syntax { line: Some(3), .. }),
+            "{e}"
+        );
     }
 
     #[test]
@@ -647,7 +753,11 @@ mod tests {
         let mut b = body();
         b.validity.expires = b.validity.not_before;
         assert!(b.sign(&team()).is_err());
-        assert!(body().sign(&root()).unwrap_err().to_string().contains("not the id of the signing key"));
+        assert!(body()
+            .sign(&root())
+            .unwrap_err()
+            .to_string()
+            .contains("not the id of the signing key"));
         let mut b = body();
         b.provenance.requested_by = Some("x\u{7}".into());
         assert!(b.sign(&team()).is_err());
@@ -662,10 +772,15 @@ mod tests {
         assert_eq!(Artifact::read(&path).unwrap(), artifact());
         std::fs::write(&path, vec![b'#'; text::MAX_FILE * 4]).unwrap();
         let e = Artifact::read(&path).unwrap_err();
-        assert!(matches!(e, FileError::Invalid { source: ArtifactError::TooLarge { size, .. }, .. } if size == 4 * text::MAX_FILE as u64));
+        assert!(
+            matches!(e, FileError::Invalid { source: ArtifactError::TooLarge { size, .. }, .. } if size == 4 * text::MAX_FILE as u64)
+        );
         std::fs::write(&path, [0xff, 0xfe]).unwrap();
         assert!(Artifact::read(&path).is_err());
-        assert!(matches!(Artifact::read(&dir.join("missing")), Err(FileError::Read { .. })));
+        assert!(matches!(
+            Artifact::read(&dir.join("missing")),
+            Err(FileError::Read { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

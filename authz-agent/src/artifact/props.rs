@@ -45,24 +45,45 @@ struct Shape {
 
 fn shape() -> impl Strategy<Value = Shape> {
     (
-        (any::<[u8; 16]>(), any::<[u8; 32]>(), option::of(text()), option::of(text())),
-        (cgroup_under_jobs(), any::<bool>(), -3_600i64..=0, 1u64..=DAY),
-        (option::of(text()), option::of(text()), option::of(text()), any::<bool>()),
+        (
+            any::<[u8; 16]>(),
+            any::<[u8; 32]>(),
+            option::of(text()),
+            option::of(text()),
+        ),
+        (
+            cgroup_under_jobs(),
+            any::<bool>(),
+            -3_600i64..=0,
+            1u64..=DAY,
+        ),
+        (
+            option::of(text()),
+            option::of(text()),
+            option::of(text()),
+            any::<bool>(),
+        ),
     )
-        .prop_map(|((id, digest, path, name), (cgroup, descendants, start_offset, lifetime), (requested_by, on_behalf_of, reason, delegated))| Shape {
-            id,
-            digest,
-            path,
-            name,
-            cgroup,
-            descendants,
-            start_offset,
-            lifetime,
-            requested_by,
-            on_behalf_of,
-            reason,
-            delegated,
-        })
+        .prop_map(
+            |(
+                (id, digest, path, name),
+                (cgroup, descendants, start_offset, lifetime),
+                (requested_by, on_behalf_of, reason, delegated),
+            )| Shape {
+                id,
+                digest,
+                path,
+                name,
+                cgroup,
+                descendants,
+                start_offset,
+                lifetime,
+                requested_by,
+                on_behalf_of,
+                reason,
+                delegated,
+            },
+        )
 }
 
 /// A valid artifact of shape `s`, signed by the kit's root or, through a
@@ -84,7 +105,9 @@ fn build(kit: &Kit, d: &Delegation, s: &Shape) -> Artifact {
     // Stay valid at `kit.now`: the window must include it.
     b.validity = Validity {
         not_before: start,
-        expires: start.checked_add(s.lifetime.max(s.start_offset.unsigned_abs() + 1)).unwrap(),
+        expires: start
+            .checked_add(s.lifetime.max(s.start_offset.unsigned_abs() + 1))
+            .unwrap(),
     };
     b.provenance = Provenance {
         requested_by: s.requested_by.clone(),
@@ -109,7 +132,9 @@ fn change(b: &mut Body, which: usize) {
         5 => flip(&mut b.subject.name),
         6 => b.scope.cgroup = cg(&format!("{}/z", b.scope.cgroup)),
         7 => b.scope.descendants = !b.scope.descendants,
-        8 => b.validity.not_before = Timestamp::from_unix(b.validity.not_before.unix() - 1).unwrap(),
+        8 => {
+            b.validity.not_before = Timestamp::from_unix(b.validity.not_before.unix() - 1).unwrap()
+        }
         9 => b.validity.expires = b.validity.expires.checked_add(1).unwrap(),
         10 => flip(&mut b.provenance.requested_by),
         11 => flip(&mut b.provenance.on_behalf_of),

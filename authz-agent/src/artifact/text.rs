@@ -152,7 +152,10 @@ pub fn read_file(path: &Path, kind: Kind) -> Result<String, FileError> {
         invalid(ArtifactError::Syntax {
             kind,
             line: None,
-            message: format!("not UTF-8 text (bad byte at offset {})", e.utf8_error().valid_up_to()),
+            message: format!(
+                "not UTF-8 text (bad byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
         })
     })
 }
@@ -250,7 +253,10 @@ pub struct Doc<'a> {
 impl<'a> Doc<'a> {
     /// Checks size and header, then deserializes `T` strictly (the raw types
     /// deny unknown fields).
-    pub fn parse<T: DeserializeOwned + Headed>(kind: Kind, text: &'a str) -> Result<(Self, T), ArtifactError> {
+    pub fn parse<T: DeserializeOwned + Headed>(
+        kind: Kind,
+        text: &'a str,
+    ) -> Result<(Self, T), ArtifactError> {
         if text.len() > MAX_FILE {
             return Err(ArtifactError::TooLarge {
                 kind,
@@ -282,7 +288,13 @@ impl<'a> Doc<'a> {
     fn check_header(&self, header: Header) -> Result<(), ArtifactError> {
         let kind = self.kind;
         match header.format {
-            None => return Err(self.err("format", None, format!("missing; expected {:?}", kind.format()))),
+            None => {
+                return Err(self.err(
+                    "format",
+                    None,
+                    format!("missing; expected {:?}", kind.format()),
+                ))
+            }
             Some(f) if f.get_ref().as_str() != Some(kind.format()) => {
                 return Err(ArtifactError::WrongFormat {
                     kind,
@@ -294,11 +306,13 @@ impl<'a> Doc<'a> {
         }
         match header.version {
             None => Err(self.err("version", None, format!("missing; expected {VERSION}"))),
-            Some(v) if v.get_ref().as_integer() != Some(i64::from(VERSION)) => Err(ArtifactError::UnsupportedVersion {
-                kind,
-                found: v.get_ref().to_string(),
-                line: Some(self.line(v.span())),
-            }),
+            Some(v) if v.get_ref().as_integer() != Some(i64::from(VERSION)) => {
+                Err(ArtifactError::UnsupportedVersion {
+                    kind,
+                    found: v.get_ref().to_string(),
+                    line: Some(self.line(v.span())),
+                })
+            }
             Some(_) => Ok(()),
         }
     }
@@ -321,7 +335,12 @@ impl<'a> Doc<'a> {
     }
 
     /// An error about field `field` at `span`.
-    pub fn err(&self, field: &str, span: Option<Range<usize>>, problem: impl fmt::Display) -> ArtifactError {
+    pub fn err(
+        &self,
+        field: &str,
+        span: Option<Range<usize>>,
+        problem: impl fmt::Display,
+    ) -> ArtifactError {
         ArtifactError::Field {
             kind: self.kind,
             field: field.to_owned(),
@@ -354,7 +373,11 @@ impl<'a> Doc<'a> {
 /// 1-based line of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// `s` on one line: `a; b` for `a\nb`.
@@ -374,7 +397,8 @@ pub mod conv {
     }
 
     pub fn time(s: &String) -> Result<Timestamp, String> {
-        s.parse().map_err(|e: super::super::time::BadTimestamp| e.to_string())
+        s.parse()
+            .map_err(|e: super::super::time::BadTimestamp| e.to_string())
     }
 
     pub fn u32(v: &i64) -> Result<u32, String> {
@@ -450,7 +474,11 @@ impl Writer {
         self
     }
 
-    pub fn str_list<'s>(&mut self, key: &str, values: impl IntoIterator<Item = &'s str>) -> &mut Self {
+    pub fn str_list<'s>(
+        &mut self,
+        key: &str,
+        values: impl IntoIterator<Item = &'s str>,
+    ) -> &mut Self {
         let items: Vec<String> = values.into_iter().map(quote).collect();
         let _ = writeln!(self.out, "{key} = [{}]", items.join(", "));
         self
@@ -498,19 +526,32 @@ mod tests {
         let parse = |t: &str| Doc::parse::<Raw>(Kind::Delegation, t).map(|_| ());
         assert!(parse("format = \"authz-delegation\"\nversion = 1\nname = \"x\"").is_ok());
         let e = parse("format = \"authz-delegation\"\nversion = 2\nnew_field = 1").unwrap_err();
-        assert!(matches!(e, ArtifactError::UnsupportedVersion { line: Some(2), .. }), "{e}");
+        assert!(
+            matches!(e, ArtifactError::UnsupportedVersion { line: Some(2), .. }),
+            "{e}"
+        );
         let e = parse("format = \"authz-artifact\"\nversion = 1").unwrap_err();
         assert!(matches!(e, ArtifactError::WrongFormat { .. }), "{e}");
         let e = parse("version = 1").unwrap_err();
-        assert!(matches!(e, ArtifactError::Field { ref field, .. } if field == "format"), "{e}");
-        let e = parse("format = \"authz-delegation\"\nversion = 1\nname = \"x\"\nextra = 1").unwrap_err();
+        assert!(
+            matches!(e, ArtifactError::Field { ref field, .. } if field == "format"),
+            "{e}"
+        );
+        let e = parse("format = \"authz-delegation\"\nversion = 1\nname = \"x\"\nextra = 1")
+            .unwrap_err();
         assert!(e.to_string().contains("line 4"), "{e}");
         assert!(e.to_string().contains("extra"), "{e}");
         let e = parse("format = = 1").unwrap_err();
-        assert!(matches!(e, ArtifactError::Syntax { line: Some(1), .. }), "{e}");
+        assert!(
+            matches!(e, ArtifactError::Syntax { line: Some(1), .. }),
+            "{e}"
+        );
         assert!(!e.to_string().contains('\n'), "{e}");
         let big = "#".repeat(MAX_FILE + 1);
-        assert!(matches!(parse(&big).unwrap_err(), ArtifactError::TooLarge { .. }));
+        assert!(matches!(
+            parse(&big).unwrap_err(),
+            ArtifactError::TooLarge { .. }
+        ));
     }
 
     #[test]

@@ -81,7 +81,8 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let files = if args.files.is_empty() {
-        all_files(std::path::Path::new(DEFAULT_LOG)).context("cannot list the default log's files")?
+        all_files(std::path::Path::new(DEFAULT_LOG))
+            .context("cannot list the default log's files")?
     } else {
         args.files
     };
@@ -91,8 +92,12 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let key = if args.no_key {
         None
     } else {
-        let public = crate::trust::PublicKey::read(&args.key)
-            .with_context(|| format!("cannot read the checkpoint key {} (or pass --no-key)", args.key.display()))?;
+        let public = crate::trust::PublicKey::read(&args.key).with_context(|| {
+            format!(
+                "cannot read the checkpoint key {} (or pass --no-key)",
+                args.key.display()
+            )
+        })?;
         Some(public.key)
     };
     let report = verify_files(&files, key.as_ref(), args.partial).context("cannot read the log")?;
@@ -122,7 +127,8 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn explain_cmd(args: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let files = all_files(&args.log_file).with_context(|| format!("cannot list {}", args.log_file.display()))?;
+    let files = all_files(&args.log_file)
+        .with_context(|| format!("cannot list {}", args.log_file.display()))?;
     if files.is_empty() {
         bail!("no decision log at {}", args.log_file.display());
     }

@@ -32,7 +32,11 @@ pub fn load(files: &[PathBuf]) -> io::Result<Vec<Located>> {
         let text = fs::read_to_string(file)?;
         for (i, line) in text.lines().enumerate() {
             if let Ok(record) = serde_json::from_str::<Record>(line) {
-                out.push(Located { file: file.clone(), line: i + 1, record });
+                out.push(Located {
+                    file: file.clone(),
+                    line: i + 1,
+                    record,
+                });
             }
         }
     }
@@ -45,7 +49,12 @@ pub fn find<'a>(records: &'a [Located], query: &Query) -> Option<&'a Located> {
         Query::Seq(seq) => records.iter().find(|r| r.record.seq == *seq),
         Query::Pid { pid, at } => records.iter().rev().find(|r| {
             r.record.kind == "exec"
-                && r.record.body.get("actor").and_then(|a| a.get("pid")).and_then(Value::as_u64) == Some(*pid)
+                && r.record
+                    .body
+                    .get("actor")
+                    .and_then(|a| a.get("pid"))
+                    .and_then(Value::as_u64)
+                    == Some(*pid)
                 && at.as_deref().is_none_or(|at| r.record.time.as_str() <= at)
         }),
     }
@@ -55,14 +64,20 @@ pub fn find<'a>(records: &'a [Located], query: &Query) -> Option<&'a Located> {
 pub fn reason_text(reason: &str) -> &'static str {
     match reason {
         "permit" => "a valid permit names this binary for this cgroup",
-        "permit-inherited" => "a valid permit on an ancestor cgroup, with descendants included, names this binary",
+        "permit-inherited" => {
+            "a valid permit on an ancestor cgroup, with descendants included, names this binary"
+        }
         "out-of-scope" => "the process runs outside the enforced cgroup subtrees",
         "no-permit" => "no permit names this binary's SHA-256",
         "wrong-cgroup" => "permits name this binary, but for other cgroups",
         "expired" => "the permit for this binary and cgroup had expired",
-        "digest-failed" => "the kernel could not compute the file's SHA-256, so the exec was refused (fail closed)",
+        "digest-failed" => {
+            "the kernel could not compute the file's SHA-256, so the exec was refused (fail closed)"
+        }
         "selftest" => "the agent's own self-test probe, always refused",
-        "internal-error" => "a kernel structure could not be read, so the exec was refused (fail closed)",
+        "internal-error" => {
+            "a kernel structure could not be read, so the exec was refused (fail closed)"
+        }
         _ => "unknown reason code",
     }
 }
@@ -80,7 +95,13 @@ pub fn explain(records: &[Located], target: &Located) -> String {
     let r = &target.record;
     let b = &r.body;
     let mut out = String::new();
-    let _ = writeln!(out, "record {} ({} line {})", r.seq, target.file.display(), target.line);
+    let _ = writeln!(
+        out,
+        "record {} ({} line {})",
+        r.seq,
+        target.file.display(),
+        target.line
+    );
     let _ = writeln!(out, "time:      {} on host {}", r.time, r.host);
     if r.kind != "exec" {
         let _ = writeln!(out, "kind:      {} {}", r.kind, s(b.get("event")));
@@ -106,8 +127,18 @@ pub fn explain(records: &[Located], target: &Located) -> String {
         field("gid"),
         field("comm")
     );
-    let _ = writeln!(out, "where:     cgroup {} (id {})", field("cgroup"), field("cgroup_id"));
-    let _ = writeln!(out, "what:      {} (execve of {})", field("exe"), field("filename"));
+    let _ = writeln!(
+        out,
+        "where:     cgroup {} (id {})",
+        field("cgroup"),
+        field("cgroup_id")
+    );
+    let _ = writeln!(
+        out,
+        "what:      {} (execve of {})",
+        field("exe"),
+        field("filename")
+    );
     let _ = writeln!(out, "binary:    sha256 {}", s(b.get("digest")));
     let _ = writeln!(
         out,
@@ -135,7 +166,11 @@ fn describe_permit(out: &mut String, p: &Value) {
     let _ = writeln!(out, "           issuer key {}", s(p.get("issuer")));
     if let Some(chain) = p.get("chain").and_then(Value::as_array) {
         let keys: Vec<String> = chain.iter().map(|k| s(Some(k))).collect();
-        let _ = writeln!(out, "           delegation chain (root first): {}", keys.join(" -> "));
+        let _ = writeln!(
+            out,
+            "           delegation chain (root first): {}",
+            keys.join(" -> ")
+        );
     }
     let _ = writeln!(
         out,
@@ -148,7 +183,11 @@ fn describe_permit(out: &mut String, p: &Value) {
         out,
         "           for cgroup {}{}, valid {} to {}, issued under policy version {}",
         s(p.get("cgroup")),
-        if p.get("descendants") == Some(&Value::Bool(true)) { " and descendants" } else { "" },
+        if p.get("descendants") == Some(&Value::Bool(true)) {
+            " and descendants"
+        } else {
+            ""
+        },
         s(p.get("not_before")),
         s(p.get("expires")),
         s(p.get("policy_version"))
@@ -170,14 +209,27 @@ pub fn lineage(records: &[Located], target: &Located) -> Vec<String> {
         let actor = b.get("actor");
         let pid = actor.and_then(|a| a.get("pid")).and_then(Value::as_u64);
         let ppid = actor.and_then(|a| a.get("ppid")).and_then(Value::as_u64);
-        let pos = records.iter().position(|r| std::ptr::eq(r, current)).unwrap_or(0);
+        let pos = records
+            .iter()
+            .position(|r| std::ptr::eq(r, current))
+            .unwrap_or(0);
         let is_origin = |r: &&Located| {
             r.record.kind == "exec"
                 && r.record.body.get("decision").and_then(Value::as_str) == Some("allow")
-                && r.record.body.get("permit").and_then(|p| p.get("id")).and_then(Value::as_str) == Some(parent_id)
+                && r.record
+                    .body
+                    .get("permit")
+                    .and_then(|p| p.get("id"))
+                    .and_then(Value::as_str)
+                    == Some(parent_id)
         };
         let same_process = |r: &&Located| {
-            let rp = r.record.body.get("actor").and_then(|a| a.get("pid")).and_then(Value::as_u64);
+            let rp = r
+                .record
+                .body
+                .get("actor")
+                .and_then(|a| a.get("pid"))
+                .and_then(Value::as_u64);
             rp.is_some() && (rp == pid || rp == ppid)
         };
         let earlier = &records[..pos];
@@ -195,7 +247,11 @@ pub fn lineage(records: &[Located], target: &Located) -> Vec<String> {
                     s(pa.and_then(|a| a.get("pid"))),
                     s(pa.and_then(|a| a.get("exe"))),
                     parent_id,
-                    s(prev.record.body.get("permit").and_then(|p| p.get("requested_by")))
+                    s(prev
+                        .record
+                        .body
+                        .get("permit")
+                        .and_then(|p| p.get("requested_by")))
                 ));
                 current = prev;
             }

@@ -37,7 +37,11 @@ pub const CHECKPOINT_DOMAIN: &str = "authz-audit-checkpoint v1";
 /// chain head it follows and its counts are all covered).
 pub fn checkpoint_message(unsigned: &Record) -> Vec<u8> {
     let mut msg = format!("{CHECKPOINT_DOMAIN}\n").into_bytes();
-    msg.extend_from_slice(serde_json::to_string(unsigned).unwrap_or_default().as_bytes());
+    msg.extend_from_slice(
+        serde_json::to_string(unsigned)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     msg
 }
 

@@ -17,7 +17,13 @@ pub struct Broken {
 
 impl std::fmt::Display for Broken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} line {}: {}", self.file.display(), self.line, self.what)
+        write!(
+            f,
+            "{} line {}: {}",
+            self.file.display(),
+            self.line,
+            self.what
+        )
     }
 }
 
@@ -39,7 +45,11 @@ pub struct VerifyReport {
 /// signature must verify; without, only the hash chain is checked. Unless
 /// `partial`, the chain must start at its first record (seq 0), so that
 /// deleting the head is caught too.
-pub fn verify_files(files: &[PathBuf], key: Option<&VerifyingKey>, partial: bool) -> io::Result<VerifyReport> {
+pub fn verify_files(
+    files: &[PathBuf],
+    key: Option<&VerifyingKey>,
+    partial: bool,
+) -> io::Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut prev_hash: Option<String> = None;
     let mut prev_seq: Option<u64> = None;
@@ -56,7 +66,8 @@ pub fn verify_files(files: &[PathBuf], key: Option<&VerifyingKey>, partial: bool
             report.broken = Some(Broken {
                 file: file.clone(),
                 line: lines.len(),
-                what: "the last record is incomplete (no newline): truncated or being written".into(),
+                what: "the last record is incomplete (no newline): truncated or being written"
+                    .into(),
             });
             return Ok(report);
         }
@@ -74,11 +85,16 @@ pub fn verify_files(files: &[PathBuf], key: Option<&VerifyingKey>, partial: bool
                 }
             };
             if !matches!(record.kind.as_str(), "exec" | "admin" | "checkpoint") {
-                report.broken = Some(broken(format!("unknown record kind {:?}: edited", record.kind)));
+                report.broken = Some(broken(format!(
+                    "unknown record kind {:?}: edited",
+                    record.kind
+                )));
                 return Ok(report);
             }
             if record.kind != "checkpoint" && record.body.contains_key("signature") {
-                report.broken = Some(broken("a signed checkpoint was turned into another kind of record".into()));
+                report.broken = Some(broken(
+                    "a signed checkpoint was turned into another kind of record".into(),
+                ));
                 return Ok(report);
             }
             if prev_seq.is_none() {
@@ -95,9 +111,16 @@ pub fn verify_files(files: &[PathBuf], key: Option<&VerifyingKey>, partial: bool
             if let (Some(ps), Some(ph)) = (prev_seq, prev_hash.as_deref()) {
                 if record.seq != ps + 1 {
                     let what = if record.seq > ps + 1 {
-                        format!("seq jumps from {ps} to {}: {} record(s) deleted", record.seq, record.seq - ps - 1)
+                        format!(
+                            "seq jumps from {ps} to {}: {} record(s) deleted",
+                            record.seq,
+                            record.seq - ps - 1
+                        )
                     } else {
-                        format!("seq {} after {ps}: records reordered or inserted", record.seq)
+                        format!(
+                            "seq {} after {ps}: records reordered or inserted",
+                            record.seq
+                        )
                     };
                     report.broken = Some(broken(what));
                     return Ok(report);
@@ -109,7 +132,9 @@ pub fn verify_files(files: &[PathBuf], key: Option<&VerifyingKey>, partial: bool
                     return Ok(report);
                 }
             } else if record.seq == 0 && record.prev != GENESIS {
-                report.broken = Some(broken("the first record of the chain does not start from the genesis hash".into()));
+                report.broken = Some(broken(
+                    "the first record of the chain does not start from the genesis hash".into(),
+                ));
                 return Ok(report);
             }
             if record.kind == "checkpoint" {
@@ -123,7 +148,9 @@ pub fn verify_files(files: &[PathBuf], key: Option<&VerifyingKey>, partial: bool
                         .and_then(|b| Signature::from_slice(&b).ok());
                     let mut unsigned = record.clone();
                     unsigned.body.remove("signature");
-                    let ok = sig.is_some_and(|sig| key.verify(&checkpoint_message(&unsigned), &sig).is_ok());
+                    let ok = sig.is_some_and(|sig| {
+                        key.verify(&checkpoint_message(&unsigned), &sig).is_ok()
+                    });
                     if !ok {
                         report.broken = Some(broken(
                             "checkpoint signature does not verify: records before it were altered and the chain recomputed (or the wrong key was given)".into(),
@@ -132,7 +159,10 @@ pub fn verify_files(files: &[PathBuf], key: Option<&VerifyingKey>, partial: bool
                     }
                     report.signatures_checked += 1;
                 }
-                let claimed = record.body.get("records_since_last").and_then(|v| v.as_u64());
+                let claimed = record
+                    .body
+                    .get("records_since_last")
+                    .and_then(|v| v.as_u64());
                 if count_complete && claimed != Some(since_checkpoint) {
                     report.broken = Some(broken(format!(
                         "checkpoint counts {} records since the previous one, the log holds {since_checkpoint}: records were deleted or inserted",
@@ -173,7 +203,10 @@ mod tests {
         let mut log = AuditLog::open(config(&dir), key.clone()).unwrap();
         for i in 0..3 {
             let mut b = Map::new();
-            b.insert("decision".into(), json!(if i % 2 == 0 { "deny" } else { "allow" }));
+            b.insert(
+                "decision".into(),
+                json!(if i % 2 == 0 { "deny" } else { "allow" }),
+            );
             log.append("exec", SystemTime::now(), b).unwrap();
         }
         log.checkpoint("mid").unwrap();
@@ -181,15 +214,27 @@ mod tests {
             log.append("admin", SystemTime::now(), Map::new()).unwrap();
         }
         log.checkpoint("end").unwrap();
-        (dir.clone(), dir.join("decisions.jsonl"), key.verifying_key())
+        (
+            dir.clone(),
+            dir.join("decisions.jsonl"),
+            key.verifying_key(),
+        )
     }
 
     fn lines(path: &PathBuf) -> Vec<String> {
-        fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     fn write(path: &PathBuf, lines: &[String]) {
-        fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        fs::write(
+            path,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -197,7 +242,15 @@ mod tests {
         let (dir, path, key) = sample();
         let r = verify_files(&[path], Some(&key), false).unwrap();
         assert!(r.broken.is_none(), "{:?}", r.broken);
-        assert_eq!((r.records, r.checkpoints, r.signatures_checked, r.unsigned_tail), (8, 2, 2, 0));
+        assert_eq!(
+            (
+                r.records,
+                r.checkpoints,
+                r.signatures_checked,
+                r.unsigned_tail
+            ),
+            (8, 2, 2, 0)
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -234,7 +287,9 @@ mod tests {
             deleted.remove(i);
             write(&path, &deleted);
             let r = verify_files(std::slice::from_ref(&path), Some(&key), false).unwrap();
-            let b = r.broken.unwrap_or_else(|| panic!("deleting record {i} went unnoticed"));
+            let b = r
+                .broken
+                .unwrap_or_else(|| panic!("deleting record {i} went unnoticed"));
             if i > 0 {
                 assert_eq!(b.line, i + 1, "{b}");
             }
@@ -242,12 +297,24 @@ mod tests {
             let mut swapped = all.clone();
             swapped.swap(i, i + 1);
             write(&path, &swapped);
-            assert!(verify_files(std::slice::from_ref(&path), Some(&key), false).unwrap().broken.is_some(), "swap {i}");
+            assert!(
+                verify_files(std::slice::from_ref(&path), Some(&key), false)
+                    .unwrap()
+                    .broken
+                    .is_some(),
+                "swap {i}"
+            );
 
             let mut inserted = all.clone();
             inserted.insert(i + 1, all[i].clone());
             write(&path, &inserted);
-            assert!(verify_files(std::slice::from_ref(&path), Some(&key), false).unwrap().broken.is_some(), "insert after {i}");
+            assert!(
+                verify_files(std::slice::from_ref(&path), Some(&key), false)
+                    .unwrap()
+                    .broken
+                    .is_some(),
+                "insert after {i}"
+            );
         }
         fs::remove_dir_all(dir).unwrap();
     }

@@ -144,7 +144,12 @@ impl AuditLog {
     }
 
     /// Appends one record; returns its seq.
-    pub fn append(&mut self, kind: &str, time: SystemTime, body: Map<String, Value>) -> io::Result<u64> {
+    pub fn append(
+        &mut self,
+        kind: &str,
+        time: SystemTime,
+        body: Map<String, Value>,
+    ) -> io::Result<u64> {
         self.append_at(kind, rfc3339_nanos(time), body)
     }
 
@@ -174,7 +179,12 @@ impl AuditLog {
 
     /// Logs an exec decision, subject to sampling when it was allowed. Returns
     /// the seq, or `None` when sampled out.
-    pub fn exec(&mut self, allowed: bool, time: SystemTime, body: Map<String, Value>) -> io::Result<Option<u64>> {
+    pub fn exec(
+        &mut self,
+        allowed: bool,
+        time: SystemTime,
+        body: Map<String, Value>,
+    ) -> io::Result<Option<u64>> {
         if allowed {
             self.allowed_seen += 1;
             let keep = match self.cfg.allowed {
@@ -218,7 +228,8 @@ impl AuditLog {
 
     /// Periodic: flush, and checkpoint when due.
     pub fn tick(&mut self) -> io::Result<()> {
-        if self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.cfg.checkpoint_every {
+        if self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.cfg.checkpoint_every
+        {
             self.checkpoint("interval")?;
         }
         self.file.flush()
@@ -233,7 +244,11 @@ impl AuditLog {
         let first = first_seq(&self.cfg.path).unwrap_or(0);
         let rotated = rotated_name(&self.cfg.path, first);
         fs::rename(&self.cfg.path, &rotated)?;
-        let file = fs::OpenOptions::new().read(true).append(true).create(true).open(&self.cfg.path)?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&self.cfg.path)?;
         self.file = BufWriter::new(file);
         self.size = 0;
         tracing::info!(rotated = %rotated.display(), "decision log rotated");
@@ -243,14 +258,23 @@ impl AuditLog {
 
 /// `decisions.jsonl` -> `decisions-000000001234.jsonl`.
 fn rotated_name(path: &Path, first_seq: u64) -> PathBuf {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("decisions");
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("decisions");
     path.with_file_name(format!("{stem}-{first_seq:012}.jsonl"))
 }
 
 /// Rotated files of `path`, oldest first.
 pub fn rotated_files(path: &Path) -> io::Result<Vec<PathBuf>> {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("decisions").to_owned();
-    let Some(dir) = path.parent() else { return Ok(Vec::new()) };
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("decisions")
+        .to_owned();
+    let Some(dir) = path.parent() else {
+        return Ok(Vec::new());
+    };
     let mut out: Vec<PathBuf> = match fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -382,14 +406,25 @@ pub(crate) mod tests {
         log.flush().unwrap();
         drop(log);
         // A crash mid-write.
-        let mut f = fs::OpenOptions::new().append(true).open(dir.join("decisions.jsonl")).unwrap();
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("decisions.jsonl"))
+            .unwrap();
         f.write_all(b"{\"seq\":1,\"prev\":\"ab").unwrap();
         drop(f);
         let mut log = AuditLog::open(config(&dir), key).unwrap();
         assert!(log.recovered_bytes > 0);
-        assert_eq!(log.append("admin", SystemTime::now(), Map::new()).unwrap(), 1);
+        assert_eq!(
+            log.append("admin", SystemTime::now(), Map::new()).unwrap(),
+            1
+        );
         log.checkpoint("test").unwrap();
-        let report = super::super::verify_files(&[dir.join("decisions.jsonl")], Some(&log.key.verifying_key()), false).unwrap();
+        let report = super::super::verify_files(
+            &[dir.join("decisions.jsonl")],
+            Some(&log.key.verifying_key()),
+            false,
+        )
+        .unwrap();
         assert!(report.broken.is_none(), "{:?}", report.broken);
         assert_eq!(report.records, 3);
         fs::remove_dir_all(dir).unwrap();
@@ -401,8 +436,20 @@ pub(crate) mod tests {
         let mut cfg = config(&dir);
         cfg.allowed = Sampling::OneIn(10);
         let mut log = AuditLog::open(cfg, crate::trust::keys::generate()).unwrap();
-        let logged_allowed = (0..100).filter(|_| log.exec(true, SystemTime::now(), Map::new()).unwrap().is_some()).count();
-        let logged_denied = (0..100).filter(|_| log.exec(false, SystemTime::now(), Map::new()).unwrap().is_some()).count();
+        let logged_allowed = (0..100)
+            .filter(|_| {
+                log.exec(true, SystemTime::now(), Map::new())
+                    .unwrap()
+                    .is_some()
+            })
+            .count();
+        let logged_denied = (0..100)
+            .filter(|_| {
+                log.exec(false, SystemTime::now(), Map::new())
+                    .unwrap()
+                    .is_some()
+            })
+            .count();
         assert_eq!(logged_allowed, 10);
         assert_eq!(logged_denied, 100);
         fs::remove_dir_all(dir).unwrap();

@@ -1,10 +1,5 @@
 //! `authz-agent artifact issue | verify | inspect`.
-use std::{
-    fmt::Write as _,
-    path::PathBuf,
-    process::ExitCode,
-    time::SystemTime,
-};
+use std::{fmt::Write as _, path::PathBuf, process::ExitCode, time::SystemTime};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -145,7 +140,11 @@ pub fn run(args: ArtifactArgs) -> anyhow::Result<ExitCode> {
 fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
     let (policy, policy_version) = args.policy.load()?;
     let key = keys::read_secret_key(&args.key)?;
-    let delegation = args.delegation.as_deref().map(Delegation::read).transpose()?;
+    let delegation = args
+        .delegation
+        .as_deref()
+        .map(Delegation::read)
+        .transpose()?;
     let now = Timestamp::now();
     let not_before = parse_start(args.not_before.as_deref(), now)?;
     let scope = Scope {
@@ -197,7 +196,8 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         None => SystemTime::now(),
     };
     // The agent's own revocation list counts too, when this user can read it.
-    let mut revoked_ids: std::collections::HashSet<ArtifactId> = args.revoked.iter().copied().collect();
+    let mut revoked_ids: std::collections::HashSet<ArtifactId> =
+        args.revoked.iter().copied().collect();
     if let Ok(config) = crate::config::Config::load(&args.config) {
         match crate::store::Store::at(&config.agent.state_dir).revocations() {
             Ok(list) => revoked_ids.extend(list.into_keys()),
@@ -261,7 +261,10 @@ fn relative(t: Timestamp, now: Timestamp) -> String {
 fn signer_text(issuer: &KeyId, chain_len: usize) -> String {
     match chain_len {
         0 => format!("key {issuer} (must be a trusted root key)"),
-        n => format!("key {issuer}, through {n} delegation link{}", if n == 1 { "" } else { "s" }),
+        n => format!(
+            "key {issuer}, through {n} delegation link{}",
+            if n == 1 { "" } else { "s" }
+        ),
     }
 }
 
@@ -272,12 +275,21 @@ fn summary(a: &Artifact, now: Timestamp) -> String {
         .into_iter()
         .flatten()
         .collect();
-    let _ = writeln!(s, "allows:    the binary with SHA-256 {}", hex::encode(a.subject.sha256));
+    let _ = writeln!(
+        s,
+        "allows:    the binary with SHA-256 {}",
+        hex::encode(a.subject.sha256)
+    );
     if !hints.is_empty() {
         let _ = writeln!(s, "           (issued for {})", hints.join(", "));
     }
     let _ = writeln!(s, "to run in: {}", scope_text(a));
-    let _ = writeln!(s, "from:      {} ({})", a.validity.not_before, relative(a.validity.not_before, now));
+    let _ = writeln!(
+        s,
+        "from:      {} ({})",
+        a.validity.not_before,
+        relative(a.validity.not_before, now)
+    );
     let _ = writeln!(
         s,
         "until:     {} ({}; lifetime {})",
@@ -324,9 +336,22 @@ fn delegation_summary(d: &Delegation, now: Timestamp) -> String {
     let last = d.last();
     let g = last.grant();
     let _ = writeln!(s, "delegation to key {}", last.delegate_key_id());
-    let _ = writeln!(s, "allows:    issuing permits for cgroups {}", join_prefixes(&g.cgroup_prefixes));
-    let _ = writeln!(s, "           each valid at most {}", format_duration(g.max_ttl_seconds));
-    let _ = writeln!(s, "from:      {} ({})", g.not_before, relative(g.not_before, now));
+    let _ = writeln!(
+        s,
+        "allows:    issuing permits for cgroups {}",
+        join_prefixes(&g.cgroup_prefixes)
+    );
+    let _ = writeln!(
+        s,
+        "           each valid at most {}",
+        format_duration(g.max_ttl_seconds)
+    );
+    let _ = writeln!(
+        s,
+        "from:      {} ({})",
+        g.not_before,
+        relative(g.not_before, now)
+    );
     let _ = writeln!(s, "until:     {} ({})", g.expires, relative(g.expires, now));
     let root = d.links()[0].grant().issuer;
     let _ = writeln!(s, "root key:  {root} (must be a trusted root key)");
@@ -342,6 +367,9 @@ fn delegation_summary(d: &Delegation, now: Timestamp) -> String {
             g.policy_version
         );
     }
-    let _ = writeln!(s, "signatures: not checked here; `authz-agent artifact verify` checks a permit's chain");
+    let _ = writeln!(
+        s,
+        "signatures: not checked here; `authz-agent artifact verify` checks a permit's chain"
+    );
     s
 }

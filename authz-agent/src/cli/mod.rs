@@ -206,7 +206,9 @@ pub(crate) fn parse_until(s: &str, start: Timestamp) -> anyhow::Result<Timestamp
         return Ok(t);
     }
     let secs = time::parse_duration(s).map_err(|_| {
-        anyhow::anyhow!("{s:?} is neither an RFC 3339 UTC time (2025-01-31T12:00:00Z) nor a duration (90d)")
+        anyhow::anyhow!(
+            "{s:?} is neither an RFC 3339 UTC time (2025-01-31T12:00:00Z) nor a duration (90d)"
+        )
     })?;
     start
         .checked_add(secs)
@@ -235,14 +237,21 @@ pub fn delegate(args: DelegateArgs) -> anyhow::Result<ExitCode> {
     let (policy, policy_version) = args.policy.load()?;
     let key = keys::read_secret_key(&args.key)?;
     let to = PublicKey::read(&args.to)?;
-    let parent = args.delegation.as_deref().map(Delegation::read).transpose()?;
+    let parent = args
+        .delegation
+        .as_deref()
+        .map(Delegation::read)
+        .transpose()?;
     let issuer = KeyId::of(&key.verifying_key());
     if let Some(p) = &parent {
         let holder = p.last().delegate_key_id();
         if holder != issuer {
             bail!(
                 "{} delegates to key {holder}, not to the signing key {issuer}",
-                args.delegation.as_deref().unwrap_or(Path::new("")).display()
+                args.delegation
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
             );
         }
     }
@@ -286,7 +295,11 @@ pub fn delegate(args: DelegateArgs) -> anyhow::Result<ExitCode> {
         "delegated to key {} ({} link{}): cgroups {}, permits up to {}, until {}",
         to.id,
         delegation.links().len(),
-        if delegation.links().len() == 1 { "" } else { "s" },
+        if delegation.links().len() == 1 {
+            ""
+        } else {
+            "s"
+        },
         crate::artifact::fields::join_prefixes(&last.cgroup_prefixes),
         time::format_duration(last.max_ttl_seconds),
         last.expires

@@ -119,12 +119,17 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     for file in &args.files {
         let result = read_artifact(file).and_then(|text| {
-            call(&args.socket.socket, &Request::Submit { artifact: text }).map_err(anyhow::Error::new)
+            call(&args.socket.socket, &Request::Submit { artifact: text })
+                .map_err(anyhow::Error::new)
         });
         match result {
             Ok(v) if args.socket.json => print_json(&v),
             Ok(v) => {
-                let again = if v["already_accepted"] == Value::Bool(true) { " (already accepted)" } else { "" };
+                let again = if v["already_accepted"] == Value::Bool(true) {
+                    " (already accepted)"
+                } else {
+                    ""
+                };
                 println!(
                     "accepted {}: {} in {} until {}{again}",
                     file.display(),
@@ -143,7 +148,11 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub fn list(args: QueryArgs) -> anyhow::Result<ExitCode> {
@@ -158,7 +167,15 @@ pub fn list(args: QueryArgs) -> anyhow::Result<ExitCode> {
         "ID", "STATE", "CGROUP", "EXPIRES", "DIGEST"
     );
     for p in &permits {
-        let cgroup = format!("{}{}", s(&p["cgroup"]), if p["descendants"] == Value::Bool(true) { "/**" } else { "" });
+        let cgroup = format!(
+            "{}{}",
+            s(&p["cgroup"]),
+            if p["descendants"] == Value::Bool(true) {
+                "/**"
+            } else {
+                ""
+            }
+        );
         println!(
             "{:<32}  {:<18}  {:<24}  {:<20}  {:<16}  {}",
             s(&p["id"]),
@@ -169,13 +186,19 @@ pub fn list(args: QueryArgs) -> anyhow::Result<ExitCode> {
             s(&p["requested_by"]),
         );
     }
-    println!("{} artifacts; {} revoked ids on record", permits.len(), s(&v["revoked"]));
+    println!(
+        "{} artifacts; {} revoked ids on record",
+        permits.len(),
+        s(&v["revoked"])
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
     let request = if args.all {
-        Request::RevokeAll { reason: args.reason }
+        Request::RevokeAll {
+            reason: args.reason,
+        }
     } else {
         Request::Revoke {
             id: args.id.unwrap_or_default(),
@@ -186,13 +209,24 @@ pub fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
     if args.socket.json {
         print_json(&v);
     } else if args.all {
-        println!("revoked {} artifacts; flushed {} kernel permits", s(&v["revoked"]), s(&v["flushed"]));
+        println!(
+            "revoked {} artifacts; flushed {} kernel permits",
+            s(&v["revoked"]),
+            s(&v["flushed"])
+        );
     } else if v["already_revoked"] == Value::Bool(true) {
         println!("{} was already revoked", s(&v["id"]));
     } else if v["known"] == Value::Bool(false) {
-        println!("revoked {} (no accepted artifact has it now; it can never be submitted)", s(&v["id"]));
+        println!(
+            "revoked {} (no accepted artifact has it now; it can never be submitted)",
+            s(&v["id"])
+        );
     } else {
-        println!("revoked {}: {} artifact(s) removed from the kernel", s(&v["id"]), s(&v["removed"]));
+        println!(
+            "revoked {}: {} artifact(s) removed from the kernel",
+            s(&v["id"]),
+            s(&v["removed"])
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -205,13 +239,25 @@ pub fn status(args: QueryArgs) -> anyhow::Result<ExitCode> {
     }
     println!("mode:            {}", s(&v["mode"]));
     println!("scope:           {}", s(&v["scope"]));
-    println!("kernel:          {} (BPF LSM {})", s(&v["kernel"]["release"]), s(&v["bpf_lsm"]));
+    println!(
+        "kernel:          {} (BPF LSM {})",
+        s(&v["kernel"]["release"]),
+        s(&v["bpf_lsm"])
+    );
     println!("permits:         {}", v["permits"]);
     println!("kernel entries:  {}", s(&v["kernel_permit_entries"]));
     println!("revoked ids:     {}", s(&v["revoked"]));
     println!("policy version:  {}", s(&v["policy_version"]));
-    println!("events:          {} received, {} dropped by the kernel", s(&v["events_received"]), s(&v["events_dropped"]));
-    println!("uptime:          {}s (pinned state adopted: {})", s(&v["uptime_seconds"]), s(&v["pinned_state_adopted"]));
+    println!(
+        "events:          {} received, {} dropped by the kernel",
+        s(&v["events_received"]),
+        s(&v["events_dropped"])
+    );
+    println!(
+        "uptime:          {}s (pinned state adopted: {})",
+        s(&v["uptime_seconds"]),
+        s(&v["pinned_state_adopted"])
+    );
     if let Some(c) = v["counters"].as_object() {
         println!("counters:");
         for (k, n) in c {
@@ -242,7 +288,10 @@ pub fn report(args: QueryArgs) -> anyhow::Result<ExitCode> {
         println!("no exec was refused or would have been refused since the agent started");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:>6}  {:<10}  {:<14}  {:<24}  {:<16}  PATH", "COUNT", "DECISION", "REASON", "CGROUP", "DIGEST");
+    println!(
+        "{:>6}  {:<10}  {:<14}  {:<24}  {:<16}  PATH",
+        "COUNT", "DECISION", "REASON", "CGROUP", "DIGEST"
+    );
     for r in &rows {
         println!(
             "{:>6}  {:<10}  {:<14}  {:<24}  {:<16}  {}",
@@ -266,7 +315,10 @@ pub fn unload(args: UnloadArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if crate::enforcer::pin::unload(&args.pin_dir)? {
-        println!("unloaded: authz no longer enforces on this host (pins under {} removed)", args.pin_dir.display());
+        println!(
+            "unloaded: authz no longer enforces on this host (pins under {} removed)",
+            args.pin_dir.display()
+        );
     } else {
         println!("nothing pinned under {}", args.pin_dir.display());
     }

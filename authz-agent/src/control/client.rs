@@ -53,7 +53,9 @@ pub fn call(socket: &Path, request: &Request) -> Result<serde_json::Value, Clien
     if line.is_empty() {
         return Err(match (written, read) {
             (Err(e), _) | (Ok(()), Err(e)) => ClientError::Io(e),
-            (Ok(()), Ok(_)) => ClientError::BadResponse("the agent closed the connection without answering".into()),
+            (Ok(()), Ok(_)) => {
+                ClientError::BadResponse("the agent closed the connection without answering".into())
+            }
         });
     }
     let response: Response =
@@ -64,6 +66,8 @@ pub fn call(socket: &Path, request: &Request) -> Result<serde_json::Value, Clien
             kind: e.kind,
             message: e.message,
         }),
-        _ => Err(ClientError::BadResponse("neither a result nor an error".into())),
+        _ => Err(ClientError::BadResponse(
+            "neither a result nor an error".into(),
+        )),
     }
 }

@@ -114,7 +114,9 @@ pub enum ProtocolError {
 impl ProtocolError {
     pub fn kind(&self) -> &'static str {
         match self {
-            ProtocolError::NotJson(_) | ProtocolError::NoVersion | ProtocolError::Operation(_) => "malformed-request",
+            ProtocolError::NotJson(_) | ProtocolError::NoVersion | ProtocolError::Operation(_) => {
+                "malformed-request"
+            }
             ProtocolError::Version(_) => "unsupported-version",
             ProtocolError::TooLarge => "too-large",
         }
@@ -158,12 +160,19 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         for r in [
-            Request::Submit { artifact: "x = 1\n\"quoted\"".into() },
+            Request::Submit {
+                artifact: "x = 1\n\"quoted\"".into(),
+            },
             Request::List {},
-            Request::Revoke { id: "ab".into(), reason: Some("leak".into()) },
+            Request::Revoke {
+                id: "ab".into(),
+                reason: Some("leak".into()),
+            },
             Request::RevokeAll { reason: None },
             Request::Status {},
-            Request::SetMode { mode: Mode::Enforce },
+            Request::SetMode {
+                mode: Mode::Enforce,
+            },
             Request::Report {},
         ] {
             let line = request_line(&r);
@@ -174,16 +183,40 @@ mod tests {
 
     #[test]
     fn garbage_gets_typed_errors() {
-        assert_eq!(parse_request(b"\xff\x00garbage").unwrap_err().kind(), "malformed-request");
-        assert_eq!(parse_request(b"[1,2]").unwrap_err().kind(), "malformed-request");
-        assert_eq!(parse_request(br#"{"op":"list"}"#).unwrap_err(), ProtocolError::NoVersion);
-        assert_eq!(parse_request(br#"{"v":2,"op":"list"}"#).unwrap_err(), ProtocolError::Version(2));
-        assert_eq!(parse_request(br#"{"v":1,"op":"format-disk"}"#).unwrap_err().kind(), "malformed-request");
         assert_eq!(
-            parse_request(br#"{"v":1,"op":"list","extra":true}"#).unwrap_err().kind(),
+            parse_request(b"\xff\x00garbage").unwrap_err().kind(),
             "malformed-request"
         );
-        assert_eq!(parse_request(br#"{"v":1,"op":"set-mode","mode":"lax"}"#).unwrap_err().kind(), "malformed-request");
+        assert_eq!(
+            parse_request(b"[1,2]").unwrap_err().kind(),
+            "malformed-request"
+        );
+        assert_eq!(
+            parse_request(br#"{"op":"list"}"#).unwrap_err(),
+            ProtocolError::NoVersion
+        );
+        assert_eq!(
+            parse_request(br#"{"v":2,"op":"list"}"#).unwrap_err(),
+            ProtocolError::Version(2)
+        );
+        assert_eq!(
+            parse_request(br#"{"v":1,"op":"format-disk"}"#)
+                .unwrap_err()
+                .kind(),
+            "malformed-request"
+        );
+        assert_eq!(
+            parse_request(br#"{"v":1,"op":"list","extra":true}"#)
+                .unwrap_err()
+                .kind(),
+            "malformed-request"
+        );
+        assert_eq!(
+            parse_request(br#"{"v":1,"op":"set-mode","mode":"lax"}"#)
+                .unwrap_err()
+                .kind(),
+            "malformed-request"
+        );
         let huge = vec![b'a'; MAX_REQUEST + 1];
         assert_eq!(parse_request(&huge).unwrap_err(), ProtocolError::TooLarge);
     }

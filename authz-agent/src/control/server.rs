@@ -133,7 +133,10 @@ pub async fn serve(listener: UnixListener, access: Access, agent: mpsc::Sender<C
                 Ok(_permit) => connection(stream, &access, agent).await,
                 Err(_) => {
                     let mut stream = stream;
-                    let busy = Response::err("busy", format!("more than {MAX_CONNECTIONS} clients; retry"));
+                    let busy = Response::err(
+                        "busy",
+                        format!("more than {MAX_CONNECTIONS} clients; retry"),
+                    );
                     let _ = stream.write_all(busy.to_line().as_bytes()).await;
                 }
             }
@@ -159,7 +162,11 @@ async fn connection(stream: UnixStream, access: &Access, agent: mpsc::Sender<Cal
         tracing::warn!(uid = peer.uid, gid = peer.gid, "control connection refused");
         let refused = Response::err(
             "unauthorized",
-            format!("uid {} may not control authz (allowed: {})", peer.uid, access.describe()),
+            format!(
+                "uid {} may not control authz (allowed: {})",
+                peer.uid,
+                access.describe()
+            ),
         );
         let _ = write.write_all(refused.to_line().as_bytes()).await;
         return;
@@ -170,7 +177,9 @@ async fn connection(stream: UnixStream, access: &Access, agent: mpsc::Sender<Cal
         line.clear();
         let read = tokio::time::timeout(
             IDLE_TIMEOUT,
-            (&mut reader).take(MAX_REQUEST as u64 + 1).read_until(b'\n', &mut line),
+            (&mut reader)
+                .take(MAX_REQUEST as u64 + 1)
+                .read_until(b'\n', &mut line),
         )
         .await;
         let n = match read {
@@ -182,7 +191,10 @@ async fn connection(stream: UnixStream, access: &Access, agent: mpsc::Sender<Cal
         }
         let complete = line.last() == Some(&b'\n');
         if !complete && line.len() > MAX_REQUEST {
-            let r = Response::err(ProtocolError::TooLarge.kind(), ProtocolError::TooLarge.to_string());
+            let r = Response::err(
+                ProtocolError::TooLarge.kind(),
+                ProtocolError::TooLarge.to_string(),
+            );
             let _ = write.write_all(r.to_line().as_bytes()).await;
             return;
         }
@@ -198,7 +210,9 @@ async fn connection(stream: UnixStream, access: &Access, agent: mpsc::Sender<Cal
                 if agent.send(call).await.is_err() {
                     Response::err("shutting-down", "the agent is stopping")
                 } else {
-                    rx.await.unwrap_or_else(|_| Response::err("internal", "the agent dropped the request"))
+                    rx.await.unwrap_or_else(|_| {
+                        Response::err("internal", "the agent dropped the request")
+                    })
                 }
             }
             Err(e) => {
@@ -208,7 +222,11 @@ async fn connection(stream: UnixStream, access: &Access, agent: mpsc::Sender<Cal
                 return;
             }
         };
-        if write.write_all(response.to_line().as_bytes()).await.is_err() {
+        if write
+            .write_all(response.to_line().as_bytes())
+            .await
+            .is_err()
+        {
             return;
         }
         if !complete {
@@ -262,7 +280,12 @@ mod tests {
     use super::*;
 
     fn peer(uid: u32, gid: u32, groups: &[u32]) -> Peer {
-        Peer { pid: None, uid, gid, groups: groups.to_vec() }
+        Peer {
+            pid: None,
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        }
     }
 
     #[test]
@@ -270,7 +293,9 @@ mod tests {
         let open = Access { group: None };
         assert!(open.allows(&peer(0, 0, &[])));
         assert!(!open.allows(&peer(1000, 1000, &[])));
-        let group = Access { group: Some(("authz".into(), 990)) };
+        let group = Access {
+            group: Some(("authz".into(), 990)),
+        };
         assert!(group.allows(&peer(1000, 990, &[])));
         assert!(group.allows(&peer(1000, 1000, &[27, 990])));
         assert!(!group.allows(&peer(1000, 1000, &[27])));

@@ -21,10 +21,10 @@ use serde_json::{json, Value};
 
 use super::report::WouldDeny;
 use crate::{
-    audit::AuditLog,
     artifact::{time::Timestamp, Artifact, ArtifactId},
+    audit::AuditLog,
     cgroup::Hierarchy,
-    enforcer::{DecisionEvent, Decision, Enforcer, EnforcerError, Mode},
+    enforcer::{Decision, DecisionEvent, Enforcer, EnforcerError, Mode},
     store::{Revocation, Store},
     trust::{Verified, Verifier, VerifyError},
 };
@@ -170,7 +170,9 @@ impl Agent {
             .collect();
         // Parsing and signature checks dominate start-up with many artifacts:
         // spread them over every core (the verifier is shared and thread-safe).
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 16);
         let chunk = stored.len().div_ceil(threads).max(1);
         let (verifier, revoked) = (&self.verifier, &self.revoked);
         let results: Vec<Result<Verified, (String, bool)>> = std::thread::scope(|scope| {
@@ -178,14 +180,24 @@ impl Agent {
                 .chunks(chunk)
                 .map(|part| scope.spawn(move || verify_stored(verifier, revoked, part, now)))
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
         });
         let mut accepted = 0;
         for (stored, result) in stored.into_iter().zip(results) {
             match result {
                 Ok(verified) => {
                     self.known.insert(stored.id, permit_info(&verified));
-                    self.held.insert(stored.id, Held { verified, text: stored.text, key: None });
+                    self.held.insert(
+                        stored.id,
+                        Held {
+                            verified,
+                            text: stored.text,
+                            key: None,
+                        },
+                    );
                     accepted += 1;
                 }
                 Err((_, true)) => {
@@ -205,7 +217,11 @@ impl Agent {
     /// installs what is missing, removes what no valid artifact backs.
     #[tracing::instrument(skip_all)]
     pub fn reconcile(&mut self, now: SystemTime) -> Result<(), EnforcerError> {
-        let paths: BTreeSet<String> = self.held.values().map(|h| h.verified.cgroup.clone()).collect();
+        let paths: BTreeSet<String> = self
+            .held
+            .values()
+            .map(|h| h.verified.cgroup.clone())
+            .collect();
         for path in paths {
             let id = self.hierarchy.id(&path).ok();
             self.cgroups.insert(path, id);
@@ -237,7 +253,11 @@ impl Agent {
             }
         }
         self.clock_offset_ns = clock_offset_ns();
-        tracing::info!(installed = wanted.len(), removed_stale = removed, "kernel permits reconciled");
+        tracing::info!(
+            installed = wanted.len(),
+            removed_stale = removed,
+            "kernel permits reconciled"
+        );
         Ok(())
     }
 
@@ -328,7 +348,8 @@ impl Agent {
     /// `submit`.
     #[tracing::instrument(skip_all, fields(id))]
     pub fn submit(&mut self, text: &str, now: SystemTime) -> Result<Value, Refusal> {
-        let artifact = Artifact::parse(text).map_err(|e| Refusal::new("malformed", e.to_string()))?;
+        let artifact =
+            Artifact::parse(text).map_err(|e| Refusal::new("malformed", e.to_string()))?;
         let id = artifact.id;
         tracing::Span::current().record("id", tracing::field::display(id));
         if let Some(r) = self.revoked.get(&id) {
@@ -340,7 +361,9 @@ impl Agent {
         if let Some(h) = self.held.get(&id) {
             if h.text == text {
                 let state = self.state_of(h, now);
-                return Ok(json!({ "id": id.to_string(), "state": state, "already_accepted": true }));
+                return Ok(
+                    json!({ "id": id.to_string(), "state": state, "already_accepted": true }),
+                );
             }
         }
         let verified = self
@@ -362,13 +385,26 @@ impl Agent {
             self.cgroups.insert(cgroup.clone(), cg_id);
         }
         self.known.insert(id, permit_info(&verified));
-        self.held.insert(id, Held { verified, text: text.to_owned(), key: None });
+        self.held.insert(
+            id,
+            Held {
+                verified,
+                text: text.to_owned(),
+                key: None,
+            },
+        );
         if let Err(e) = self.place(&id, now) {
             self.held.remove(&id);
             let _ = self.store.remove_artifact(&id);
             return Err(match e {
-                EnforcerError::PermitsFull(n) => Refusal::new("full", format!("the kernel permit map is full ({n} entries); raise agent.max_permits")),
-                other => Refusal::new("internal", format!("cannot install the permit: {}", crate::error_chain(&other))),
+                EnforcerError::PermitsFull(n) => Refusal::new(
+                    "full",
+                    format!("the kernel permit map is full ({n} entries); raise agent.max_permits"),
+                ),
+                other => Refusal::new(
+                    "internal",
+                    format!("cannot install the permit: {}", crate::error_chain(&other)),
+                ),
             });
         }
         let h = &self.held[&id];
@@ -386,8 +422,18 @@ impl Agent {
     /// `revoke ID`: the artifact, or every artifact issued under the
     /// delegation with that id.
     #[tracing::instrument(skip_all, fields(id = id_text))]
-    pub fn revoke(&mut self, id_text: &str, reason: Option<String>, now: SystemTime) -> Result<Value, Refusal> {
-        let id: ArtifactId = id_text.parse().map_err(|e: crate::artifact::fields::BadArtifactId| Refusal::new("malformed", e.to_string()))?;
+    pub fn revoke(
+        &mut self,
+        id_text: &str,
+        reason: Option<String>,
+        now: SystemTime,
+    ) -> Result<Value, Refusal> {
+        let id: ArtifactId =
+            id_text
+                .parse()
+                .map_err(|e: crate::artifact::fields::BadArtifactId| {
+                    Refusal::new("malformed", e.to_string())
+                })?;
         if self.revoked.contains_key(&id) {
             return Ok(json!({ "id": id.to_string(), "already_revoked": true, "removed": 0 }));
         }
@@ -401,21 +447,33 @@ impl Agent {
             .iter()
             .filter_map(|a| self.held.get(a).map(|h| h.verified.expires))
             .max();
-        self.revoked.insert(id, Revocation {
-            id: id.to_string(),
-            revoked_at: Timestamp::from_system_time(now).to_string(),
-            until: until.map(|t| Timestamp::from_system_time(t).to_string()),
-            reason: reason.clone(),
-        });
-        if let Err(e) = self.store.save_revocations(&self.revoked, Timestamp::from_system_time(now)) {
+        self.revoked.insert(
+            id,
+            Revocation {
+                id: id.to_string(),
+                revoked_at: Timestamp::from_system_time(now).to_string(),
+                until: until.map(|t| Timestamp::from_system_time(t).to_string()),
+                reason: reason.clone(),
+            },
+        );
+        if let Err(e) = self
+            .store
+            .save_revocations(&self.revoked, Timestamp::from_system_time(now))
+        {
             self.revoked.remove(&id);
-            return Err(Refusal::new("internal", format!("cannot record the revocation: {e}")));
+            return Err(Refusal::new(
+                "internal",
+                format!("cannot record the revocation: {e}"),
+            ));
         }
         for a in &affected {
-            self.forget(a).map_err(|e| Refusal::new("internal", crate::error_chain(&e)))?;
+            self.forget(a)
+                .map_err(|e| Refusal::new("internal", crate::error_chain(&e)))?;
         }
         tracing::warn!(%id, removed = affected.len(), reason = reason.as_deref().unwrap_or(""), "revoked");
-        Ok(json!({ "id": id.to_string(), "removed": affected.len(), "known": !affected.is_empty() }))
+        Ok(
+            json!({ "id": id.to_string(), "removed": affected.len(), "known": !affected.is_empty() }),
+        )
     }
 
     /// Removes an artifact from the kernel, memory and store.
@@ -432,28 +490,47 @@ impl Agent {
 
     /// `revoke --all`: every accepted artifact revoked, the kernel map flushed.
     #[tracing::instrument(skip_all)]
-    pub fn revoke_all(&mut self, reason: Option<String>, now: SystemTime) -> Result<Value, Refusal> {
+    pub fn revoke_all(
+        &mut self,
+        reason: Option<String>,
+        now: SystemTime,
+    ) -> Result<Value, Refusal> {
         let ids: Vec<ArtifactId> = self.held.keys().copied().collect();
         let stamp = Timestamp::from_system_time(now).to_string();
         for id in &ids {
             let until = self.held[id].verified.expires;
-            self.revoked.insert(*id, Revocation {
-                id: id.to_string(),
-                revoked_at: stamp.clone(),
-                until: Some(Timestamp::from_system_time(until).to_string()),
-                reason: reason.clone(),
-            });
+            self.revoked.insert(
+                *id,
+                Revocation {
+                    id: id.to_string(),
+                    revoked_at: stamp.clone(),
+                    until: Some(Timestamp::from_system_time(until).to_string()),
+                    reason: reason.clone(),
+                },
+            );
         }
-        let saved = self.store.save_revocations(&self.revoked, Timestamp::from_system_time(now));
+        let saved = self
+            .store
+            .save_revocations(&self.revoked, Timestamp::from_system_time(now));
         // Flush the kernel first either way: incident response must not wait on a disk.
-        let flushed = self.enforcer.flush().map_err(|e| Refusal::new("internal", crate::error_chain(&e)))?;
+        let flushed = self
+            .enforcer
+            .flush()
+            .map_err(|e| Refusal::new("internal", crate::error_chain(&e)))?;
         self.keys.clear();
         for id in &ids {
             self.held.remove(id);
             let _ = self.store.remove_artifact(id);
         }
         tracing::warn!(revoked = ids.len(), flushed, "revoked every permit");
-        saved.map_err(|e| Refusal::new("internal", format!("the kernel map is flushed, but the revocation list could not be written: {e}")))?;
+        saved.map_err(|e| {
+            Refusal::new(
+                "internal",
+                format!(
+                    "the kernel map is flushed, but the revocation list could not be written: {e}"
+                ),
+            )
+        })?;
         Ok(json!({ "revoked": ids.len(), "flushed": flushed }))
     }
 
@@ -568,7 +645,11 @@ impl Agent {
         let lookup = |id: &Option<String>| -> Value {
             match id {
                 None => Value::Null,
-                Some(hex_id) => match hex_id.parse::<ArtifactId>().ok().and_then(|a| self.known.get(&a)) {
+                Some(hex_id) => match hex_id
+                    .parse::<ArtifactId>()
+                    .ok()
+                    .and_then(|a| self.known.get(&a))
+                {
                     Some(info) => info.clone(),
                     None => json!({ "id": hex_id, "provenance": "unknown to this agent run" }),
                 },
@@ -592,7 +673,10 @@ impl Agent {
         m.insert("digest_cached".into(), json!(ev.digest_cached));
         m.insert("permit".into(), permit);
         m.insert("parent_permit".into(), parent);
-        m.insert("policy_version".into(), json!(self.verifier.policy().version));
+        m.insert(
+            "policy_version".into(),
+            json!(self.verifier.policy().version),
+        );
         m.insert("policy_digest".into(), json!(self.policy_digest));
         m
     }
@@ -603,7 +687,10 @@ impl Agent {
         if let Some(n) = self.cgroup_names.get(&id) {
             return Some(n.clone());
         }
-        if self.cgroup_names_refreshed.is_none_or(|t| t.elapsed().as_secs() >= 1) {
+        if self
+            .cgroup_names_refreshed
+            .is_none_or(|t| t.elapsed().as_secs() >= 1)
+        {
             self.cgroup_names = self.hierarchy.names().into_iter().collect();
             self.cgroup_names_refreshed = Some(Instant::now());
         }
@@ -615,7 +702,10 @@ impl Agent {
         let mut m = serde_json::Map::new();
         m.insert("event".into(), json!(event));
         m.insert("detail".into(), detail);
-        m.insert("policy_version".into(), json!(self.verifier.policy().version));
+        m.insert(
+            "policy_version".into(),
+            json!(self.verifier.policy().version),
+        );
         m.insert("policy_digest".into(), json!(self.policy_digest));
         if let Err(e) = self.audit.append("admin", SystemTime::now(), m) {
             tracing::error!(error = %e, "cannot write the decision log");
@@ -632,8 +722,14 @@ impl Agent {
             .unwrap_or(0);
         if dropped > self.dropped_logged {
             let delta = dropped - self.dropped_logged;
-            tracing::warn!(dropped = delta, "the kernel dropped decision events (ring buffer full)");
-            self.admin("events-dropped", json!({ "dropped": delta, "total": dropped }));
+            tracing::warn!(
+                dropped = delta,
+                "the kernel dropped decision events (ring buffer full)"
+            );
+            self.admin(
+                "events-dropped",
+                json!({ "dropped": delta, "total": dropped }),
+            );
             self.dropped_logged = dropped;
         }
         if let Err(e) = self.audit.tick() {
@@ -741,13 +837,17 @@ fn verify_stored(
         .collect();
     let is_revoked = |id: &ArtifactId| revoked.contains_key(id);
     let good: Vec<&Artifact> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
-    let mut batch = verifier.verify_batch(good.iter().copied(), &is_revoked, now).into_iter();
+    let mut batch = verifier
+        .verify_batch(good.iter().copied(), &is_revoked, now)
+        .into_iter();
     parsed
         .iter()
         .map(|p| match p {
             Err(why) => Err((why.clone(), false)),
             Ok(a) => match batch.next() {
-                Some(Err(VerifyError::NotYetValid { .. })) => verify_ahead(verifier, revoked, a, now),
+                Some(Err(VerifyError::NotYetValid { .. })) => {
+                    verify_ahead(verifier, revoked, a, now)
+                }
                 Some(other) => other,
                 None => verify_ahead(verifier, revoked, a, now),
             }
@@ -771,7 +871,9 @@ fn verify_ahead(
     let mut at = now;
     for _ in 0..4 {
         match verifier.verify(artifact, &is_revoked, at) {
-            Err(VerifyError::NotYetValid { not_before, .. }) if not_before.to_system_time() > at => {
+            Err(VerifyError::NotYetValid { not_before, .. })
+                if not_before.to_system_time() > at =>
+            {
                 at = not_before.to_system_time();
             }
             other => return other,
@@ -814,7 +916,9 @@ struct BootClock {
 
 impl BootClock {
     fn now() -> Self {
-        Self { offset_ns: clock_offset_ns() }
+        Self {
+            offset_ns: clock_offset_ns(),
+        }
     }
 
     /// `when` on the boot clock (0 when before boot: already expired).

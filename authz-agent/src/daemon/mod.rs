@@ -51,7 +51,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let a = &config.agent;
     let store = Store::open(&a.state_dir)?;
-    let revoked = store.revocations().context("refusing to start without a readable revocation list")?;
+    let revoked = store
+        .revocations()
+        .context("refusing to start without a readable revocation list")?;
     let hierarchy = Hierarchy::open(&a.cgroup_root)?;
     let mut enforced = Vec::new();
     for cg in &a.enforce_cgroups {
@@ -89,14 +91,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         audit_key,
     )?;
     let recovered = audit.recovered_bytes;
-    let mut agent = Agent::new(enforcer, store, Verifier::new(config.trust.clone()), hierarchy, revoked, audit);
+    let mut agent = Agent::new(
+        enforcer,
+        store,
+        Verifier::new(config.trust.clone()),
+        hierarchy,
+        revoked,
+        audit,
+    );
     if recovered > 0 {
         agent.admin("log-recovered", serde_json::json!({ "truncated_bytes": recovered, "why": "a record was half-written when the agent last stopped" }));
     }
     let now = SystemTime::now();
     agent.load_store(now)?;
     agent.reconcile(now)?;
-    agent.enforcer.attach(&opts).context("cannot start enforcement")?;
+    agent
+        .enforcer
+        .attach(&opts)
+        .context("cannot start enforcement")?;
     agent.set_dropped_baseline();
     agent.admin(
         "start",
@@ -118,7 +130,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for ev in agent.enforcer.drain_events() {
         agent.on_event(ev);
     }
-    let ring = agent.enforcer.take_event_ring().context("event ring already taken")?;
+    let ring = agent
+        .enforcer
+        .take_event_ring()
+        .context("event ring already taken")?;
     // SAFETY: the ring buffer owns its map fd and the AsyncFd owns the ring
     // buffer, so the fd stays open for as long as it is registered.
     let mut ring = unsafe { tokio::io::unix::AsyncFd::register(ring) }
@@ -172,7 +187,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for ev in agent.enforcer.drain_events() {
         agent.on_event(ev);
     }
-    agent.admin("stop", serde_json::json!({ "mode": agent.enforcer.mode(), "enforcement": "continues (pinned)" }));
+    agent.admin(
+        "stop",
+        serde_json::json!({ "mode": agent.enforcer.mode(), "enforcement": "continues (pinned)" }),
+    );
     agent.audit_checkpoint("stop");
     let _ = std::fs::remove_file(&a.socket);
     Ok(())
@@ -180,7 +198,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Runs one control request against the agent; every request that changes
 /// something is recorded in the decision log, accepted or refused.
-pub fn handle(agent: &mut Agent, request: Request, peer: Option<&server::Peer>, now: SystemTime) -> Response {
+pub fn handle(
+    agent: &mut Agent,
+    request: Request,
+    peer: Option<&server::Peer>,
+    now: SystemTime,
+) -> Response {
     let logged = match &request {
         Request::Submit { artifact } => Some((
             "submit",
@@ -189,8 +212,12 @@ pub fn handle(agent: &mut Agent, request: Request, peer: Option<&server::Peer>, 
                 "bytes": artifact.len(),
             }),
         )),
-        Request::Revoke { id, reason } => Some(("revoke", serde_json::json!({ "id": id, "reason": reason }))),
-        Request::RevokeAll { reason } => Some(("revoke-all", serde_json::json!({ "reason": reason }))),
+        Request::Revoke { id, reason } => {
+            Some(("revoke", serde_json::json!({ "id": id, "reason": reason })))
+        }
+        Request::RevokeAll { reason } => {
+            Some(("revoke-all", serde_json::json!({ "reason": reason })))
+        }
         Request::SetMode { mode } => Some(("mode", serde_json::json!({ "mode": mode }))),
         Request::List {} | Request::Status {} | Request::Report {} => None,
     };
@@ -208,7 +235,10 @@ pub fn handle(agent: &mut Agent, request: Request, peer: Option<&server::Peer>, 
             Ok(v) => serde_json::json!({ "ok": true, "result": v }),
             Err(r) => serde_json::json!({ "ok": false, "error": r.kind, "message": r.message }),
         };
-        agent.admin(event, serde_json::json!({ "peer": peer, "request": request, "outcome": outcome }));
+        agent.admin(
+            event,
+            serde_json::json!({ "peer": peer, "request": request, "outcome": outcome }),
+        );
     }
     match result {
         Ok(v) => Response::ok(v),

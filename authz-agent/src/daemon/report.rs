@@ -31,7 +31,10 @@ pub struct WouldDeny {
 
 impl WouldDeny {
     pub fn record(&mut self, ev: &DecisionEvent) {
-        let binary = ev.digest.clone().unwrap_or_else(|| format!("path:{}", ev.path));
+        let binary = ev
+            .digest
+            .clone()
+            .unwrap_or_else(|| format!("path:{}", ev.path));
         let key = (binary, ev.cgroup_id, ev.reason.as_str());
         if let Some(row) = self.rows.get_mut(&key) {
             row.count += 1;

@@ -71,11 +71,19 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         // 6.11+: i_ctime_sec/i_ctime_nsec; 6.6-6.10: __i_ctime; before: i_ctime.
         inode_ctime_sec: optional(
             "inode",
-            &[&["i_ctime_sec"], &["__i_ctime", "tv_sec"], &["i_ctime", "tv_sec"]],
+            &[
+                &["i_ctime_sec"],
+                &["__i_ctime", "tv_sec"],
+                &["i_ctime", "tv_sec"],
+            ],
         ),
         inode_ctime_nsec: optional(
             "inode",
-            &[&["i_ctime_nsec"], &["__i_ctime", "tv_nsec"], &["i_ctime", "tv_nsec"]],
+            &[
+                &["i_ctime_nsec"],
+                &["__i_ctime", "tv_nsec"],
+                &["i_ctime", "tv_nsec"],
+            ],
         ),
         sb_magic: optional("super_block", &[&["s_magic"]]),
     };
@@ -115,18 +123,26 @@ pub fn member_path_offset(
         .ok_or(BtfError::NoStruct(strukt))?;
     let mut bits = 0u32;
     for (i, member) in path.iter().enumerate() {
-        let (offset, member_type) = find_member(btf, &current, member, 0)?
-            .ok_or(BtfError::NoMember { strukt, member })?;
+        let (offset, member_type) =
+            find_member(btf, &current, member, 0)?.ok_or(BtfError::NoMember { strukt, member })?;
         bits += offset;
         if i + 1 < path.len() {
             current = match strip(btf, member_type)? {
                 Type::Struct(s) | Type::Union(s) => s,
-                _ => return Err(BtfError::NoMember { strukt, member: path[i + 1] }),
+                _ => {
+                    return Err(BtfError::NoMember {
+                        strukt,
+                        member: path[i + 1],
+                    })
+                }
             };
         }
     }
     if !bits.is_multiple_of(8) {
-        return Err(BtfError::Unaligned { strukt, member: path[path.len() - 1] });
+        return Err(BtfError::Unaligned {
+            strukt,
+            member: path[path.len() - 1],
+        });
     }
     Ok(bits / 8)
 }
@@ -136,11 +152,17 @@ fn strip(btf: &Btf, ty: Type) -> Result<Type, BtfError> {
     let mut ty = ty;
     for _ in 0..16 {
         match &ty {
-            Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+            Type::Typedef(_)
+            | Type::Const(_)
+            | Type::Volatile(_)
+            | Type::Restrict(_)
+            | Type::TypeTag(_) => {
                 let inner = ty.as_btf_type().ok_or_else(|| {
                     BtfError::Malformed(btf_rs::Error::Format("qualifier without a type".into()))
                 })?;
-                ty = btf.resolve_chained_type(inner).map_err(BtfError::Malformed)?;
+                ty = btf
+                    .resolve_chained_type(inner)
+                    .map_err(BtfError::Malformed)?;
             }
             _ => return Ok(ty),
         }
@@ -166,7 +188,10 @@ fn find_member(
             return Ok(Some((base + m.bit_offset(), ty)));
         }
         if member_name.is_empty() {
-            let inner = strip(btf, btf.resolve_chained_type(m).map_err(BtfError::Malformed)?)?;
+            let inner = strip(
+                btf,
+                btf.resolve_chained_type(m).map_err(BtfError::Malformed)?,
+            )?;
             if let Type::Struct(inner) | Type::Union(inner) = inner {
                 if let Some(found) = find_member(btf, &inner, name, base + m.bit_offset())? {
                     return Ok(Some(found));
@@ -203,7 +228,8 @@ mod tests {
         let btf = Btf::from_file(VMLINUX_BTF).expect("btf");
         // i_nlink sits in an anonymous union; atomic_t.counter behind a typedef.
         let nlink = member_offset(&btf, "inode", "i_nlink").expect("i_nlink");
-        let writers = member_path_offset(&btf, "inode", &["i_writecount", "counter"]).expect("i_writecount");
+        let writers =
+            member_path_offset(&btf, "inode", &["i_writecount", "counter"]).expect("i_writecount");
         assert!(nlink > 0 && writers > 0);
         assert_eq!(
             writers,

@@ -32,7 +32,12 @@ pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 /// The LSM programs in the object, each named for its hook, in attach order:
 /// the cache invalidation (`file_open`) and lineage bookkeeping are in place
 /// before the first decision.
-pub(crate) const PROGRAMS: [&str; 4] = ["file_open", "task_alloc", "bprm_committed_creds", "bprm_check_security"];
+pub(crate) const PROGRAMS: [&str; 4] = [
+    "file_open",
+    "task_alloc",
+    "bprm_committed_creds",
+    "bprm_check_security",
+];
 const HOOK: &str = "bprm_check_security";
 
 /// Size of the event ring buffer unless configured (as in authz-ebpf's maps.rs).
@@ -86,7 +91,15 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> EnforcerError {
 
 /// Enforcement mode.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
     clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
@@ -235,7 +248,10 @@ impl Enforcer {
                 adopted = maps_dir.join("CONFIG").exists();
                 std::fs::create_dir_all(&maps_dir)
                     .map_err(|e| pin::PinError::Io(maps_dir.clone(), e))?;
-                pin::MAPS.iter().map(|name| (*name, maps_dir.join(name))).collect()
+                pin::MAPS
+                    .iter()
+                    .map(|name| (*name, maps_dir.join(name)))
+                    .collect()
             }
             None => Vec::new(),
         };
@@ -244,9 +260,8 @@ impl Enforcer {
         }
         let mut ebpf = loader.load(BPF_OBJECT).map_err(EnforcerError::Object)?;
 
-        let mut take = |name: &'static str| {
-            ebpf.take_map(name).ok_or(EnforcerError::MissingMap(name))
-        };
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(EnforcerError::MissingMap(name));
         let config_map: Array<MapData, Config> =
             Array::try_from(take("CONFIG")?).map_err(map_err("CONFIG"))?;
         let permits = HashMap::try_from(take("PERMITS")?).map_err(map_err("PERMITS"))?;
@@ -259,7 +274,10 @@ impl Enforcer {
         let config = if adopted {
             let mut c = config_map.get(&0, 0).map_err(map_err("CONFIG"))?;
             c.selftest_cgroup_id = 0;
-            tracing::info!(mode = mode::name(c.mode), "re-adopting pinned enforcement state");
+            tracing::info!(
+                mode = mode::name(c.mode),
+                "re-adopting pinned enforcement state"
+            );
             c
         } else {
             Config {
@@ -310,7 +328,9 @@ impl Enforcer {
                 .ok_or(EnforcerError::MissingProgram(name))?
                 .try_into()
                 .map_err(EnforcerError::Program)?;
-            program.load(name, &kernel_btf).map_err(classify_load_error)?;
+            program
+                .load(name, &kernel_btf)
+                .map_err(classify_load_error)?;
         }
         Ok(probe.support.clone())
     }
@@ -325,9 +345,8 @@ impl Enforcer {
     /// previous run's links, so at every instant at least one program enforces),
     /// then runs the self-test unless `opts.selftest` is false.
     pub fn attach(&mut self, opts: &LoadOptions) -> Result<(), EnforcerError> {
-        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| {
-            EnforcerError::Object(aya::EbpfError::BtfError(e))
-        })?;
+        let kernel_btf = aya::Btf::from_sys_fs()
+            .map_err(|e| EnforcerError::Object(aya::EbpfError::BtfError(e)))?;
         for name in PROGRAMS {
             let program: &mut Lsm = self
                 .ebpf
@@ -335,17 +354,27 @@ impl Enforcer {
                 .ok_or(EnforcerError::MissingProgram(name))?
                 .try_into()
                 .map_err(EnforcerError::Program)?;
-            program.load(name, &kernel_btf).map_err(classify_load_error)?;
-            let link_id = program.attach().map_err(|e| EnforcerError::Attach(name, e))?;
+            program
+                .load(name, &kernel_btf)
+                .map_err(classify_load_error)?;
+            let link_id = program
+                .attach()
+                .map_err(|e| EnforcerError::Attach(name, e))?;
             if let Some(dir) = &self.pin_dir {
-                let link = program.take_link(link_id).map_err(|e| EnforcerError::Attach(name, e))?;
+                let link = program
+                    .take_link(link_id)
+                    .map_err(|e| EnforcerError::Attach(name, e))?;
                 pin::pin_link(dir, name, aya::programs::links::FdLink::from(link))?;
             }
         }
         if let Some(dir) = &self.pin_dir {
             pin::remove_stale_maps(dir, &self.layout);
         }
-        tracing::info!(hook = HOOK, pinned = self.pin_dir.is_some(), "BPF LSM program attached");
+        tracing::info!(
+            hook = HOOK,
+            pinned = self.pin_dir.is_some(),
+            "BPF LSM program attached"
+        );
         if opts.selftest {
             selftest::run(self, &opts.cgroup_root)?;
         }
@@ -384,7 +413,9 @@ impl Enforcer {
     pub fn set_scope(&mut self, subtrees: &[u64]) -> Result<(), EnforcerError> {
         let existing: Vec<u64> = self.enforced.keys().filter_map(Result::ok).collect();
         for id in subtrees {
-            self.enforced.insert(id, 1, 0).map_err(map_err("ENFORCED_CGROUPS"))?;
+            self.enforced
+                .insert(id, 1, 0)
+                .map_err(map_err("ENFORCED_CGROUPS"))?;
         }
         for id in existing.iter().filter(|id| !subtrees.contains(id)) {
             let _ = self.enforced.remove(id);
@@ -571,7 +602,9 @@ pub fn wall_to_boot_ns(when: std::time::SystemTime) -> u64 {
     let now_boot = boot_time_ns();
     match when.duration_since(now_wall) {
         Ok(ahead) => now_boot.saturating_add(ahead.as_nanos().min(u64::MAX as u128) as u64),
-        Err(behind) => now_boot.saturating_sub(behind.duration().as_nanos().min(u64::MAX as u128) as u64),
+        Err(behind) => {
+            now_boot.saturating_sub(behind.duration().as_nanos().min(u64::MAX as u128) as u64)
+        }
     }
 }
 
@@ -593,7 +626,10 @@ mod tests {
         let now = boot_time_ns();
         let in_an_hour = wall_to_boot_ns(std::time::SystemTime::now() + Duration::from_secs(3600));
         let delta = in_an_hour - now;
-        assert!((3_599_000_000_000..3_601_000_000_000).contains(&delta), "{delta}");
+        assert!(
+            (3_599_000_000_000..3_601_000_000_000).contains(&delta),
+            "{delta}"
+        );
         let long_ago = std::time::SystemTime::UNIX_EPOCH;
         assert!(wall_to_boot_ns(long_ago) < now);
     }
@@ -601,7 +637,11 @@ mod tests {
     #[test]
     fn the_bpf_object_is_embedded() {
         // A stub (empty) object means build.rs skipped the eBPF build.
-        assert!(BPF_OBJECT.len() > 1024, "BPF object is {} bytes", BPF_OBJECT.len());
+        assert!(
+            BPF_OBJECT.len() > 1024,
+            "BPF object is {} bytes",
+            BPF_OBJECT.len()
+        );
         assert_eq!(&BPF_OBJECT[..4], b"\x7fELF");
     }
 }

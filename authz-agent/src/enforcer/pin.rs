@@ -110,7 +110,9 @@ pub fn remove_stale_maps(pin_dir: &Path, current: &Layout) {
         if is_maps && path != keep {
             match fs::remove_dir_all(&path) {
                 Ok(()) => tracing::info!(path = %path.display(), "removed maps of an older layout"),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove stale maps"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove stale maps")
+                }
             }
         }
     }
@@ -118,7 +120,9 @@ pub fn remove_stale_maps(pin_dir: &Path, current: &Layout) {
 
 /// Whether pinned enforcement exists under `pin_dir`.
 pub fn is_pinned(pin_dir: &Path) -> bool {
-    super::PROGRAMS.iter().any(|p| link_path(pin_dir, p).exists())
+    super::PROGRAMS
+        .iter()
+        .any(|p| link_path(pin_dir, p).exists())
 }
 
 /// Detaches pinned enforcement and removes every pin (`authz-agent unload`).

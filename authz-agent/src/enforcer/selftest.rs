@@ -82,13 +82,16 @@ fn probe(
     let fd = nix::sys::memfd::memfd_create(name.as_c_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
         .map_err(|e| SelfTestError::Probe(e.into()))?;
     let mut file = std::fs::File::from(fd);
-    file.write_all(content.as_bytes()).map_err(SelfTestError::Probe)?;
+    file.write_all(content.as_bytes())
+        .map_err(SelfTestError::Probe)?;
     let probe_path = format!("/proc/self/fd/{}", file.as_raw_fd());
 
     let procs = hierarchy.procs_file(cgroup)?;
     let procs_fd = procs.as_raw_fd();
     let mut cmd = Command::new(&probe_path);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and only calls
     // write(2) on an fd opened before the fork, which is async-signal-safe.
     unsafe {
@@ -103,7 +106,11 @@ fn probe(
     }
     match cmd.spawn() {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-        Err(e) => return Err(SelfTestError::NotDenied(format!("the exec failed with {e}"))),
+        Err(e) => {
+            return Err(SelfTestError::NotDenied(format!(
+                "the exec failed with {e}"
+            )))
+        }
         Ok(mut child) => {
             let _ = child.kill();
             let _ = child.wait();
@@ -117,7 +124,9 @@ fn probe(
             ev.reason == Reason::Selftest && ev.cgroup_id == cgroup_id
         })
         .ok_or(SelfTestError::NoEvent(EVENT_TIMEOUT))?;
-    let kernel_digest = event.digest.ok_or(SelfTestError::NoDigest(event.hash_status))?;
+    let kernel_digest = event
+        .digest
+        .ok_or(SelfTestError::NoDigest(event.hash_status))?;
     if kernel_digest != user_digest {
         return Err(SelfTestError::DigestMismatch {
             kernel: kernel_digest,

@@ -61,7 +61,9 @@ pub struct DelegationLink {
 impl Grant {
     /// Checks the limits every link must respect on its own.
     pub fn validate(&self) -> Result<(), ArtifactError> {
-        let err = |field: &str, problem: &str| Err(ArtifactError::field(Kind::Delegation, field, problem));
+        let err = |field: &str, problem: &str| {
+            Err(ArtifactError::field(Kind::Delegation, field, problem))
+        };
         if self.cgroup_prefixes.is_empty() {
             return err("cgroup_prefixes", "must list at least one cgroup prefix");
         }
@@ -98,7 +100,11 @@ impl Grant {
     }
 
     /// Signs this grant as the link after `parent` (None: the first link).
-    pub fn sign(self, parent: &LinkDigest, key: &SigningKey) -> Result<DelegationLink, ArtifactError> {
+    pub fn sign(
+        self,
+        parent: &LinkDigest,
+        key: &SigningKey,
+    ) -> Result<DelegationLink, ArtifactError> {
         self.validate()?;
         if self.issuer != KeyId::of(&key.verifying_key()) {
             return Err(ArtifactError::field(
@@ -172,9 +178,16 @@ pub(crate) fn parse_signature(s: &str) -> Result<Signature, String> {
 
 /// Turns `[[delegation]]` tables into links, naming `delegation[N].field`
 /// (N from 1, root first) in errors.
-pub(crate) fn parse_links(doc: &Doc<'_>, raw: &Spanned<Vec<RawLink>>) -> Result<Vec<DelegationLink>, ArtifactError> {
+pub(crate) fn parse_links(
+    doc: &Doc<'_>,
+    raw: &Spanned<Vec<RawLink>>,
+) -> Result<Vec<DelegationLink>, ArtifactError> {
     if raw.get_ref().len() > MAX_LINKS {
-        return Err(doc.err("delegation", Some(raw.span()), format!("more than {MAX_LINKS} links")));
+        return Err(doc.err(
+            "delegation",
+            Some(raw.span()),
+            format!("more than {MAX_LINKS} links"),
+        ));
     }
     let mut links = Vec::with_capacity(raw.get_ref().len());
     for (i, r) in raw.get_ref().iter().enumerate() {
@@ -192,7 +205,11 @@ pub(crate) fn parse_links(doc: &Doc<'_>, raw: &Spanned<Vec<RawLink>>) -> Result<
             issuer: doc.get(&f("issuer"), &r.issuer, |s| parse_key_id(s))?,
             delegate_key: doc.get(&f("delegate_key"), &r.delegate_key, |s| parse_public_key(s))?,
             cgroup_prefixes: prefixes,
-            max_ttl_seconds: doc.get(&f("max_ttl_seconds"), &r.max_ttl_seconds, conv::positive_u64)?,
+            max_ttl_seconds: doc.get(
+                &f("max_ttl_seconds"),
+                &r.max_ttl_seconds,
+                conv::positive_u64,
+            )?,
             not_before: doc.get(&f("not_before"), &r.not_before, conv::time)?,
             expires: doc.get(&f("expires"), &r.expires, conv::time)?,
         };
@@ -221,13 +238,19 @@ pub(crate) fn write_links(w: &mut Writer, links: &[DelegationLink]) {
             g.issuer.short(),
             link.delegate_key_id().short()
         ));
-        w.comment(&format!("permits up to {} long", format_duration(g.max_ttl_seconds)));
+        w.comment(&format!(
+            "permits up to {} long",
+            format_duration(g.max_ttl_seconds)
+        ));
         w.str("id", &g.id.to_string())
             .str("issued_at", &g.issued_at.to_string())
             .int("policy_version", u64::from(g.policy_version))
             .str("issuer", &g.issuer.to_string())
             .str("delegate_key", &hex::encode(g.delegate_key.as_bytes()))
-            .str_list("cgroup_prefixes", g.cgroup_prefixes.iter().map(CgroupPath::as_str))
+            .str_list(
+                "cgroup_prefixes",
+                g.cgroup_prefixes.iter().map(CgroupPath::as_str),
+            )
             .int("max_ttl_seconds", g.max_ttl_seconds)
             .str("not_before", &g.not_before.to_string())
             .str("expires", &g.expires.to_string())
@@ -287,7 +310,11 @@ impl Delegation {
 
     /// Adds a link signed by `key` (the root, when `parent` is None; otherwise
     /// the key `parent` delegates to) granting `grant`.
-    pub fn extend(parent: Option<&Delegation>, grant: Grant, key: &SigningKey) -> Result<Self, ArtifactError> {
+    pub fn extend(
+        parent: Option<&Delegation>,
+        grant: Grant,
+        key: &SigningKey,
+    ) -> Result<Self, ArtifactError> {
         let mut links = parent.map(|p| p.links.clone()).unwrap_or_default();
         if links.len() >= MAX_LINKS {
             return Err(ArtifactError::field(
@@ -307,7 +334,12 @@ pub(crate) mod tests {
     use super::*;
     use crate::trust::keys::generate;
 
-    pub(crate) fn grant(issuer: &SigningKey, to: &VerifyingKey, prefixes: &[&str], ttl: u64) -> Grant {
+    pub(crate) fn grant(
+        issuer: &SigningKey,
+        to: &VerifyingKey,
+        prefixes: &[&str],
+        ttl: u64,
+    ) -> Grant {
         let now = Timestamp::now();
         Grant {
             id: ArtifactId::random(),
@@ -315,7 +347,10 @@ pub(crate) mod tests {
             policy_version: 1,
             issuer: KeyId::of(&issuer.verifying_key()),
             delegate_key: *to,
-            cgroup_prefixes: prefixes.iter().map(|p| CgroupPath::normalize(p).unwrap()).collect(),
+            cgroup_prefixes: prefixes
+                .iter()
+                .map(|p| CgroupPath::normalize(p).unwrap())
+                .collect(),
             max_ttl_seconds: ttl,
             not_before: now,
             expires: now.checked_add(30 * 86_400).unwrap(),
@@ -325,8 +360,18 @@ pub(crate) mod tests {
     #[test]
     fn delegations_round_trip() {
         let (root, team, sub) = (generate(), generate(), generate());
-        let d1 = Delegation::extend(None, grant(&root, &team.verifying_key(), &["/jobs"], 86_400), &root).unwrap();
-        let d2 = Delegation::extend(Some(&d1), grant(&team, &sub.verifying_key(), &["/jobs/a"], 3_600), &team).unwrap();
+        let d1 = Delegation::extend(
+            None,
+            grant(&root, &team.verifying_key(), &["/jobs"], 86_400),
+            &root,
+        )
+        .unwrap();
+        let d2 = Delegation::extend(
+            Some(&d1),
+            grant(&team, &sub.verifying_key(), &["/jobs/a"], 3_600),
+            &team,
+        )
+        .unwrap();
         assert_eq!(d2.links().len(), 2);
         let text = d2.to_toml();
         assert_eq!(Delegation::parse(&text).unwrap(), d2);
@@ -349,12 +394,28 @@ pub(crate) mod tests {
         g.expires = g.not_before;
         let e = Delegation::extend(None, g, &root).unwrap_err();
         assert!(e.to_string().contains("expires"), "{e}");
-        let d = Delegation::extend(None, grant(&root, &team.verifying_key(), &["/jobs"], 60), &root).unwrap();
-        let text = d.to_toml().replace("cgroup_prefixes = [\"/jobs\"]", "cgroup_prefixes = [\"/jobs/\"]");
+        let d = Delegation::extend(
+            None,
+            grant(&root, &team.verifying_key(), &["/jobs"], 60),
+            &root,
+        )
+        .unwrap();
+        let text = d.to_toml().replace(
+            "cgroup_prefixes = [\"/jobs\"]",
+            "cgroup_prefixes = [\"/jobs/\"]",
+        );
         let e = Delegation::parse(&text).unwrap_err();
-        assert!(e.to_string().contains("delegation[1].cgroup_prefixes"), "{e}");
+        assert!(
+            e.to_string().contains("delegation[1].cgroup_prefixes"),
+            "{e}"
+        );
         assert!(e.to_string().contains("line"), "{e}");
-        let text = d.to_toml().replace("cgroup_prefixes = [\"/jobs\"]", "cgroup_prefixes = []");
-        assert!(Delegation::parse(&text).unwrap_err().to_string().contains("at least one"));
+        let text = d
+            .to_toml()
+            .replace("cgroup_prefixes = [\"/jobs\"]", "cgroup_prefixes = []");
+        assert!(Delegation::parse(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("at least one"));
     }
 }

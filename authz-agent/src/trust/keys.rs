@@ -78,7 +78,8 @@ pub fn parse_key_id(s: &str) -> Result<KeyId, String> {
 /// valid, non-weak ed25519 point.
 pub fn parse_public_key(s: &str) -> Result<VerifyingKey, String> {
     let bytes = parse_hex::<32>(s)?;
-    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| "not a valid ed25519 public key".to_owned())?;
+    let key = VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| "not a valid ed25519 public key".to_owned())?;
     if key.is_weak() {
         return Err("a weak (small-order) ed25519 key; it cannot be trusted".into());
     }
@@ -119,11 +120,19 @@ struct RawSecret {
 text::headed!(RawPublic, RawSecret);
 
 /// The `key_id` field must match the key it sits next to.
-fn check_key_id(doc: &Doc<'_>, raw: &Spanned<String>, key: &VerifyingKey) -> Result<KeyId, ArtifactError> {
+fn check_key_id(
+    doc: &Doc<'_>,
+    raw: &Spanned<String>,
+    key: &VerifyingKey,
+) -> Result<KeyId, ArtifactError> {
     let written = doc.get("key_id", raw, |s| parse_key_id(s))?;
     let id = KeyId::of(key);
     if written != id {
-        return Err(doc.err("key_id", Some(raw.span()), format!("does not match the key (its id is {id})")));
+        return Err(doc.err(
+            "key_id",
+            Some(raw.span()),
+            format!("does not match the key (its id is {id})"),
+        ));
     }
     Ok(id)
 }
@@ -257,7 +266,10 @@ mod tests {
     fn key_id_must_match_the_key() {
         let key = generate();
         let other = KeyId::of(&generate().verifying_key());
-        let text = secret_key_toml(&key).replace(&KeyId::of(&key.verifying_key()).to_string(), &other.to_string());
+        let text = secret_key_toml(&key).replace(
+            &KeyId::of(&key.verifying_key()).to_string(),
+            &other.to_string(),
+        );
         let e = parse_secret_key(&text).unwrap_err();
         assert!(e.to_string().contains("does not match the key"), "{e}");
     }
@@ -267,7 +279,9 @@ mod tests {
         // The identity point is small-order.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert!(parse_public_key(&hex::encode(identity)).unwrap_err().contains("weak"));
+        assert!(parse_public_key(&hex::encode(identity))
+            .unwrap_err()
+            .contains("weak"));
         assert!(parse_public_key(&"zz".repeat(32)).is_err());
     }
 
@@ -282,20 +296,32 @@ mod tests {
     #[test]
     fn key_pairs_are_written_once_and_privately() {
         use std::os::unix::fs::PermissionsExt as _;
-        let dir = std::env::temp_dir().join(format!("authz-keys-{}", crate::artifact::ArtifactId::random()));
+        let dir = std::env::temp_dir().join(format!(
+            "authz-keys-{}",
+            crate::artifact::ArtifactId::random()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let base = dir.join("ops");
         let key = generate();
         let paths = write_key_pair(&base, &key).unwrap();
-        let mode = std::fs::metadata(&paths.secret).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&paths.secret)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(read_secret_key(&paths.secret).unwrap().to_bytes(), key.to_bytes());
+        assert_eq!(
+            read_secret_key(&paths.secret).unwrap().to_bytes(),
+            key.to_bytes()
+        );
         let public = PublicKey::read(&paths.public).unwrap();
         assert_eq!(public.name.as_deref(), Some("ops"));
         let err = write_key_pair(&base, &generate()).unwrap_err();
         assert!(matches!(err, WriteError::Exists { .. }), "{err}");
         // The refused attempt left the original key alone.
-        assert_eq!(read_secret_key(&paths.secret).unwrap().to_bytes(), key.to_bytes());
+        assert_eq!(
+            read_secret_key(&paths.secret).unwrap().to_bytes(),
+            key.to_bytes()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,7 +15,10 @@ pub use self::{
     delegation::{Delegation, DelegationLink, Grant},
     keys::{KeyId, PublicKey},
     policy::{PolicyError, RootKey, TrustPolicy},
-    verify::{verify, verify_delegation, Authority, Part, Verified, VerifiedDelegation, Verifier, VerifyError},
+    verify::{
+        verify, verify_delegation, Authority, Part, Verified, VerifiedDelegation, Verifier,
+        VerifyError,
+    },
 };
 #[cfg(test)]
 pub(crate) mod testkit;

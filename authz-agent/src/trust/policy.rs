@@ -69,7 +69,9 @@ impl TryFrom<RawRoot> for RootKey {
         let key = parse_public_key(&raw.public_key).map_err(|e| format!("public_key: {e}"))?;
         let key_id = KeyId::of(&key);
         if raw.key_id.is_some_and(|id| id != key_id) {
-            return Err(format!("key_id does not match public_key (its id is {key_id})"));
+            return Err(format!(
+                "key_id does not match public_key (its id is {key_id})"
+            ));
         }
         if let Some(name) = &raw.name {
             fields::check_text(name, fields::MAX_NAME).map_err(|e| format!("name: {e}"))?;
@@ -93,7 +95,12 @@ impl TryFrom<RawRoot> for RootKey {
 
 impl RootKey {
     /// A root key trusted for `cgroup_prefixes`, permits up to `max_ttl_seconds`.
-    pub fn new(name: Option<String>, key: VerifyingKey, cgroup_prefixes: Vec<CgroupPath>, max_ttl_seconds: u64) -> Self {
+    pub fn new(
+        name: Option<String>,
+        key: VerifyingKey,
+        cgroup_prefixes: Vec<CgroupPath>,
+        max_ttl_seconds: u64,
+    ) -> Self {
         Self {
             name,
             key_id: KeyId::of(&key),
@@ -228,7 +235,10 @@ impl TrustPolicy {
             message,
         };
         if text.len() > MAX_CONFIG {
-            return Err(invalid(None, format!("the config is over {MAX_CONFIG} bytes")));
+            return Err(invalid(
+                None,
+                format!("the config is over {MAX_CONFIG} bytes"),
+            ));
         }
         let config: ConfigFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| text::line_of(text, s.start));
@@ -308,7 +318,10 @@ max_ttl = "30d"
     fn reads_the_trust_table_of_a_larger_config() {
         let key = generate().verifying_key();
         let p = TrustPolicy::from_config_str(&config(&hex::encode(key.as_bytes()))).unwrap();
-        assert_eq!((p.version, p.min_version, p.max_chain_length), (3, 2, DEFAULT_MAX_CHAIN));
+        assert_eq!(
+            (p.version, p.min_version, p.max_chain_length),
+            (3, 2, DEFAULT_MAX_CHAIN)
+        );
         let root = p.root(&KeyId::of(&key)).unwrap();
         assert_eq!(root.cgroup_prefixes[0].as_str(), "/jobs.slice");
         assert_eq!(root.max_ttl_seconds, 30 * 86_400);
@@ -327,7 +340,9 @@ max_ttl = "30d"
         assert!(e.contains("max_ttl"), "{e}");
         let text = config(&key).replace("min_version = 2", "min_version = 4");
         assert!(TrustPolicy::from_config_str(&text).is_err());
-        let e = TrustPolicy::from_config_str("[other]\n").unwrap_err().to_string();
+        let e = TrustPolicy::from_config_str("[other]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no [trust] table"), "{e}");
         let text = config(&key).replace("\"/jobs.slice/\"", "\"jobs\"");
         assert!(TrustPolicy::from_config_str(&text).is_err());

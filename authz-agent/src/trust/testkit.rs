@@ -33,7 +33,12 @@ impl Kit {
         let root = generate();
         let policy = TrustPolicy::new(
             1,
-            vec![RootKey::new(Some("root".into()), root.verifying_key(), vec![cg("/jobs")], 7 * DAY)],
+            vec![RootKey::new(
+                Some("root".into()),
+                root.verifying_key(),
+                vec![cg("/jobs")],
+                7 * DAY,
+            )],
         );
         Self {
             root,

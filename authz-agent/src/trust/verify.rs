@@ -10,7 +10,8 @@ use super::{
     policy::{RootKey, TrustPolicy},
 };
 use crate::artifact::{
-    fields::join_prefixes, time::format_duration, Artifact, ArtifactId, Body, CgroupPath, Digest, Timestamp,
+    fields::join_prefixes, time::format_duration, Artifact, ArtifactId, Body, CgroupPath, Digest,
+    Timestamp,
 };
 
 /// What a check is about: the permit itself or one link of its chain.
@@ -18,7 +19,11 @@ use crate::artifact::{
 pub enum Part {
     Permit(ArtifactId),
     /// Link `index` (from 1, root first) of a chain of `of` links.
-    Delegation { index: usize, of: usize, id: ArtifactId },
+    Delegation {
+        index: usize,
+        of: usize,
+        id: ArtifactId,
+    },
 }
 
 impl fmt::Display for Part {
@@ -41,7 +46,9 @@ impl fmt::Display for Authority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Authority::Root(id) => write!(f, "root key {id}"),
-            Authority::Delegation { index, of, to } => write!(f, "delegation {index} of {of} (to key {to})"),
+            Authority::Delegation { index, of, to } => {
+                write!(f, "delegation {index} of {of} (to key {to})")
+            }
         }
     }
 }
@@ -101,7 +108,11 @@ pub enum VerifyError {
         allowed: Vec<CgroupPath>,
     },
     #[error("{part} widens the authority it received from {from}: {what}")]
-    DelegationWidens { part: Part, from: Authority, what: String },
+    DelegationWidens {
+        part: Part,
+        from: Authority,
+        what: String,
+    },
     #[error("the delegation chain has {len} links; the trust policy allows at most {max}")]
     ChainTooLong { len: usize, max: usize },
     #[error("{part} was issued under trust policy version {version}; this policy accepts {}", Accepted(*.min, *.current))]
@@ -275,12 +286,22 @@ impl LinkCache {
     }
 }
 
-fn check_signature(key: &VerifyingKey, message: &[u8], signature: &Signature, part: &Part) -> Result<(), VerifyError> {
+fn check_signature(
+    key: &VerifyingKey,
+    message: &[u8],
+    signature: &Signature,
+    part: &Part,
+) -> Result<(), VerifyError> {
     key.verify_strict(message, signature)
         .map_err(|_| VerifyError::BadSignature { part: part.clone() })
 }
 
-fn check_window(now: Timestamp, not_before: Timestamp, expires: Timestamp, part: &Part) -> Result<(), VerifyError> {
+fn check_window(
+    now: Timestamp,
+    not_before: Timestamp,
+    expires: Timestamp,
+    part: &Part,
+) -> Result<(), VerifyError> {
     if now < not_before {
         return Err(VerifyError::NotYetValid {
             part: part.clone(),
@@ -342,7 +363,9 @@ fn walk_chain<'a>(
     check_not_retired(policy, first_signer)?;
     let root = policy
         .root(&first_signer)
-        .ok_or(VerifyError::UnknownIssuer { key_id: first_signer })?;
+        .ok_or(VerifyError::UnknownIssuer {
+            key_id: first_signer,
+        })?;
     let mut end = ChainEnd {
         limits: Limits::root(root),
         key_ids: Vec::with_capacity(links.len() + 1),
@@ -447,7 +470,12 @@ fn complete(
         return Err(VerifyError::Revoked { part });
     }
     end.limits.check_permit(artifact)?;
-    check_window(now, artifact.validity.not_before, artifact.validity.expires, &part)?;
+    check_window(
+        now,
+        artifact.validity.not_before,
+        artifact.validity.expires,
+        &part,
+    )?;
     tracing::debug!(id = %artifact.id, cgroup = %artifact.scope.cgroup, "permit is valid");
     Ok(Verified {
         id: artifact.id,
@@ -516,8 +544,18 @@ pub fn verify_delegation(
     now: SystemTime,
 ) -> Result<VerifiedDelegation, VerifyError> {
     let links = delegation.links();
-    let first = links.first().map(|l| l.grant().issuer).unwrap_or(KeyId([0; 32]));
-    let end = walk_chain(links, first, policy, revoked, Timestamp::from_system_time(now), None)?;
+    let first = links
+        .first()
+        .map(|l| l.grant().issuer)
+        .unwrap_or(KeyId([0; 32]));
+    let end = walk_chain(
+        links,
+        first,
+        policy,
+        revoked,
+        Timestamp::from_system_time(now),
+        None,
+    )?;
     let last = delegation.last().grant();
     Ok(VerifiedDelegation {
         chain: end.key_ids,
@@ -668,7 +706,12 @@ mod tests {
         let stranger = generate();
         let a = kit.body(&stranger).sign(&stranger).unwrap();
         let e = kit.verify(&a).unwrap_err();
-        assert_eq!(e, VerifyError::UnknownIssuer { key_id: KeyId::of(&stranger.verifying_key()) });
+        assert_eq!(
+            e,
+            VerifyError::UnknownIssuer {
+                key_id: KeyId::of(&stranger.verifying_key())
+            }
+        );
         assert!(e.to_string().contains("is not a trusted root key"), "{e}");
     }
 
@@ -679,7 +722,10 @@ mod tests {
         let a = kit.team_permit(&d, |_| {});
         let team = KeyId::of(&kit.team.verifying_key());
         kit.policy.retired.insert(team);
-        assert_eq!(kit.verify(&a).unwrap_err(), VerifyError::RetiredKey { key_id: team });
+        assert_eq!(
+            kit.verify(&a).unwrap_err(),
+            VerifyError::RetiredKey { key_id: team }
+        );
         let root = KeyId::of(&kit.root.verifying_key());
         kit.policy.retired.insert(root);
         let e = kit.verify(&kit.root_permit(|_| {})).unwrap_err();
@@ -696,7 +742,16 @@ mod tests {
         b.chain = d.links().to_vec();
         let a = b.sign(&kit.root).unwrap();
         let e = kit.verify(&a).unwrap_err();
-        assert!(matches!(e, VerifyError::BrokenChain { part: Part::Permit(_), .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                VerifyError::BrokenChain {
+                    part: Part::Permit(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -705,14 +760,29 @@ mod tests {
         let a = kit.root_permit(|_| {});
         let forged = Artifact::parse(&a.to_toml().replace("/jobs/a", "/jobs/b")).unwrap();
         let e = kit.verify(&forged).unwrap_err();
-        assert_eq!(e, VerifyError::BadSignature { part: Part::Permit(a.id) });
+        assert_eq!(
+            e,
+            VerifyError::BadSignature {
+                part: Part::Permit(a.id)
+            }
+        );
         assert_eq!(e.to_string(), format!("bad signature on permit {}", a.id));
 
         let d = kit.delegation(|_| {});
         let a = kit.team_permit(&d, |_| {});
-        let forged = a.to_toml().replace("max_ttl_seconds = 86400", "max_ttl_seconds = 86401");
+        let forged = a
+            .to_toml()
+            .replace("max_ttl_seconds = 86400", "max_ttl_seconds = 86401");
         let e = kit.verify(&Artifact::parse(&forged).unwrap()).unwrap_err();
-        assert!(matches!(e, VerifyError::BadSignature { part: Part::Delegation { index: 1, .. } }), "{e}");
+        assert!(
+            matches!(
+                e,
+                VerifyError::BadSignature {
+                    part: Part::Delegation { index: 1, .. }
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -720,15 +790,36 @@ mod tests {
         let kit = Kit::new();
         let a = kit.root_permit(|_| {});
         let e = kit.verify_at(&a, kit.at(-1)).unwrap_err();
-        assert_eq!(e, VerifyError::NotYetValid { part: Part::Permit(a.id), not_before: kit.now });
+        assert_eq!(
+            e,
+            VerifyError::NotYetValid {
+                part: Part::Permit(a.id),
+                not_before: kit.now
+            }
+        );
         let e = kit.verify_at(&a, kit.at(HOUR as i64)).unwrap_err();
-        assert_eq!(e, VerifyError::Expired { part: Part::Permit(a.id), expires: kit.at(HOUR as i64) });
+        assert_eq!(
+            e,
+            VerifyError::Expired {
+                part: Part::Permit(a.id),
+                expires: kit.at(HOUR as i64)
+            }
+        );
         assert!(e.to_string().contains("expired at"), "{e}");
 
         let d = kit.delegation(|g| g.not_before = kit.at(60));
         let a = kit.team_permit(&d, |_| {});
         let e = kit.verify(&a).unwrap_err();
-        assert!(matches!(e, VerifyError::NotYetValid { part: Part::Delegation { .. }, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                VerifyError::NotYetValid {
+                    part: Part::Delegation { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -736,11 +827,17 @@ mod tests {
         let kit = Kit::new();
         let a = kit.root_permit(|b| b.validity.expires = kit.at(8 * DAY as i64));
         let e = kit.verify(&a).unwrap_err();
-        assert!(matches!(e, VerifyError::LifetimeOverLimit { limit_seconds, .. } if limit_seconds == 7 * DAY), "{e}");
+        assert!(
+            matches!(e, VerifyError::LifetimeOverLimit { limit_seconds, .. } if limit_seconds == 7 * DAY),
+            "{e}"
+        );
         assert!(e.to_string().contains("is over the limit of 7days"), "{e}");
         let d = kit.delegation(|g| g.max_ttl_seconds = HOUR);
         let a = kit.team_permit(&d, |b| b.validity.expires = kit.at(2 * HOUR as i64));
-        assert!(matches!(kit.verify(&a).unwrap_err(), VerifyError::LifetimeOverLimit { .. }));
+        assert!(matches!(
+            kit.verify(&a).unwrap_err(),
+            VerifyError::LifetimeOverLimit { .. }
+        ));
     }
 
     #[test]
@@ -758,10 +855,17 @@ mod tests {
         let a = kit.root_permit(|b| b.scope.cgroup = cg("/jobsx"));
         let e = kit.verify(&a).unwrap_err();
         assert!(matches!(e, VerifyError::CgroupOutsideScope { .. }), "{e}");
-        assert!(e.to_string().contains("cgroup /jobsx is outside the scope of root key"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("cgroup /jobsx is outside the scope of root key"),
+            "{e}"
+        );
         let d = kit.delegation(|_| {});
         let a = kit.team_permit(&d, |b| b.scope.cgroup = cg("/jobs/b"));
-        assert!(matches!(kit.verify(&a).unwrap_err(), VerifyError::CgroupOutsideScope { .. }));
+        assert!(matches!(
+            kit.verify(&a).unwrap_err(),
+            VerifyError::CgroupOutsideScope { .. }
+        ));
     }
 
     #[test]
@@ -785,8 +889,21 @@ mod tests {
         let mut b = kit.body(&sub);
         b.chain = d2.links().to_vec();
         let e = kit.verify(&b.sign(&sub).unwrap()).unwrap_err();
-        assert!(matches!(e, VerifyError::DelegationWidens { part: Part::Delegation { index: 2, .. }, .. }), "{e}");
-        assert!(e.to_string().contains("widens the authority it received from delegation 1 of 2"), "{e}");
+        assert!(
+            matches!(
+                e,
+                VerifyError::DelegationWidens {
+                    part: Part::Delegation { index: 2, .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("widens the authority it received from delegation 1 of 2"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -805,14 +922,37 @@ mod tests {
         kit.policy.min_version = 2;
         let a = kit.root_permit(|b| b.policy_version = 1);
         let e = kit.verify(&a).unwrap_err();
-        assert!(matches!(e, VerifyError::PolicyVersionMismatch { version: 1, min: 2, current: 3, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                VerifyError::PolicyVersionMismatch {
+                    version: 1,
+                    min: 2,
+                    current: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(e.to_string().ends_with("accepts versions 2 to 3"), "{e}");
         let a = kit.root_permit(|b| b.policy_version = 4);
-        assert!(matches!(kit.verify(&a).unwrap_err(), VerifyError::PolicyVersionMismatch { .. }));
+        assert!(matches!(
+            kit.verify(&a).unwrap_err(),
+            VerifyError::PolicyVersionMismatch { .. }
+        ));
         let d = kit.delegation(|g| g.policy_version = 1);
         let a = kit.team_permit(&d, |b| b.policy_version = 3);
         let e = kit.verify(&a).unwrap_err();
-        assert!(matches!(e, VerifyError::PolicyVersionMismatch { part: Part::Delegation { .. }, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                VerifyError::PolicyVersionMismatch {
+                    part: Part::Delegation { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -822,10 +962,23 @@ mod tests {
         let a = kit.team_permit(&d, |_| {});
         let permit_id = a.id;
         let e = verify(&a, &kit.policy, &|id| *id == permit_id, kit.system_now()).unwrap_err();
-        assert_eq!(e, VerifyError::Revoked { part: Part::Permit(a.id) });
+        assert_eq!(
+            e,
+            VerifyError::Revoked {
+                part: Part::Permit(a.id)
+            }
+        );
         let link_id = d.links()[0].grant().id;
         let e = verify(&a, &kit.policy, &|id| *id == link_id, kit.system_now()).unwrap_err();
-        assert!(matches!(e, VerifyError::Revoked { part: Part::Delegation { .. } }), "{e}");
+        assert!(
+            matches!(
+                e,
+                VerifyError::Revoked {
+                    part: Part::Delegation { .. }
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -843,12 +996,32 @@ mod tests {
         // A cached link does not excuse a bad permit signature, a later
         // expiry, or a forged link.
         let forged = Artifact::parse(&good.to_toml().replace("\"alice\"", "\"mallory\"")).unwrap();
-        assert!(matches!(verifier.verify(&forged, &|_| false, kit.system_now()), Err(VerifyError::BadSignature { .. })));
+        assert!(matches!(
+            verifier.verify(&forged, &|_| false, kit.system_now()),
+            Err(VerifyError::BadSignature { .. })
+        ));
         let late = kit.at(31 * DAY as i64).to_system_time();
-        assert!(matches!(verifier.verify(&good, &|_| false, late), Err(VerifyError::Expired { .. })));
-        let link_forged = good.to_toml().replace("max_ttl_seconds = 86400", "max_ttl_seconds = 86399");
-        let e = verifier.verify(&Artifact::parse(&link_forged).unwrap(), &|_| false, kit.system_now());
-        assert!(matches!(e, Err(VerifyError::BadSignature { part: Part::Delegation { .. } })), "{e:?}");
+        assert!(matches!(
+            verifier.verify(&good, &|_| false, late),
+            Err(VerifyError::Expired { .. })
+        ));
+        let link_forged = good
+            .to_toml()
+            .replace("max_ttl_seconds = 86400", "max_ttl_seconds = 86399");
+        let e = verifier.verify(
+            &Artifact::parse(&link_forged).unwrap(),
+            &|_| false,
+            kit.system_now(),
+        );
+        assert!(
+            matches!(
+                e,
+                Err(VerifyError::BadSignature {
+                    part: Part::Delegation { .. }
+                })
+            ),
+            "{e:?}"
+        );
         assert_eq!(verifier.policy(), &kit.policy);
     }
 
@@ -858,12 +1031,19 @@ mod tests {
         let d = kit.delegation(|_| {});
         let verifier = Verifier::new(kit.policy.clone());
         let mut permits: Vec<Artifact> = (0..BATCH + 10)
-            .map(|i| if i % 2 == 0 { kit.root_permit(|_| {}) } else { kit.team_permit(&d, |_| {}) })
+            .map(|i| {
+                if i % 2 == 0 {
+                    kit.root_permit(|_| {})
+                } else {
+                    kit.team_permit(&d, |_| {})
+                }
+            })
             .collect();
         let all = verifier.verify_batch(&permits, &|_| false, kit.system_now());
         assert!(all.iter().all(Result::is_ok));
         // Spoil some: a forged field, an expired permit, a stranger's key.
-        permits[3] = Artifact::parse(&permits[3].to_toml().replace("\"alice\"", "\"eve\"")).unwrap();
+        permits[3] =
+            Artifact::parse(&permits[3].to_toml().replace("\"alice\"", "\"eve\"")).unwrap();
         permits[8] = kit.root_permit(|b| {
             b.validity.not_before = kit.at(-(2 * HOUR as i64));
             b.validity.expires = kit.at(-(HOUR as i64));
@@ -875,7 +1055,10 @@ mod tests {
         assert_eq!(batch, single);
         assert!(matches!(batch[3], Err(VerifyError::BadSignature { .. })));
         assert!(matches!(batch[8], Err(VerifyError::Expired { .. })));
-        assert!(matches!(batch[BATCH + 1], Err(VerifyError::UnknownIssuer { .. })));
+        assert!(matches!(
+            batch[BATCH + 1],
+            Err(VerifyError::UnknownIssuer { .. })
+        ));
         assert_eq!(batch.iter().filter(|r| r.is_err()).count(), 3);
     }
 
@@ -888,20 +1071,51 @@ mod tests {
         let errors = [
             VerifyError::UnknownIssuer { key_id },
             VerifyError::RetiredKey { key_id },
-            VerifyError::BrokenChain { part: part.clone(), signer: key_id, expected: key_id },
+            VerifyError::BrokenChain {
+                part: part.clone(),
+                signer: key_id,
+                expected: key_id,
+            },
             VerifyError::BadSignature { part: part.clone() },
-            VerifyError::NotYetValid { part: part.clone(), not_before: kit.now },
-            VerifyError::Expired { part: part.clone(), expires: kit.now },
-            VerifyError::LifetimeOverLimit { lifetime_seconds: 2, limit_seconds: 1, authority: Authority::Root(key_id) },
+            VerifyError::NotYetValid {
+                part: part.clone(),
+                not_before: kit.now,
+            },
+            VerifyError::Expired {
+                part: part.clone(),
+                expires: kit.now,
+            },
+            VerifyError::LifetimeOverLimit {
+                lifetime_seconds: 2,
+                limit_seconds: 1,
+                authority: Authority::Root(key_id),
+            },
             VerifyError::OutlivesDelegation {
                 expires: kit.now,
                 limit: kit.now,
-                authority: Authority::Delegation { index: 1, of: 1, to: key_id },
+                authority: Authority::Delegation {
+                    index: 1,
+                    of: 1,
+                    to: key_id,
+                },
             },
-            VerifyError::CgroupOutsideScope { cgroup: cg("/x"), authority: Authority::Root(key_id), allowed: vec![cg("/y")] },
-            VerifyError::DelegationWidens { part: part.clone(), from: Authority::Root(key_id), what: "x".into() },
+            VerifyError::CgroupOutsideScope {
+                cgroup: cg("/x"),
+                authority: Authority::Root(key_id),
+                allowed: vec![cg("/y")],
+            },
+            VerifyError::DelegationWidens {
+                part: part.clone(),
+                from: Authority::Root(key_id),
+                what: "x".into(),
+            },
             VerifyError::ChainTooLong { len: 3, max: 2 },
-            VerifyError::PolicyVersionMismatch { part: part.clone(), version: 1, min: 2, current: 2 },
+            VerifyError::PolicyVersionMismatch {
+                part: part.clone(),
+                version: 1,
+                min: 2,
+                current: 2,
+            },
             VerifyError::Revoked { part },
         ];
         for e in errors {

@@ -80,7 +80,11 @@ impl Switch {
         let mut pins: Vec<PathBuf> = fs::read_dir(pin_dir)
             .expect("read the pin directory")
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("link-")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("link-"))
+            })
             .collect();
         pins.sort();
         assert!(!pins.is_empty(), "no pinned links in {}", pin_dir.display());
@@ -89,7 +93,12 @@ impl Switch {
             .map(|pin| {
                 let path = c_path(&pin);
                 let link = owned(
-                    bpf(BPF_OBJ_GET, &mut Attr::new().u64(0, path.as_ptr() as u64), "OBJ_GET").expect("open pinned link"),
+                    bpf(
+                        BPF_OBJ_GET,
+                        &mut Attr::new().u64(0, path.as_ptr() as u64),
+                        "OBJ_GET",
+                    )
+                    .expect("open pinned link"),
                 );
                 // struct bpf_link_info: type, id, prog_id, ...
                 let mut info = [0u32; 16];
@@ -99,11 +108,19 @@ impl Switch {
                     .u64(8, info.as_mut_ptr() as u64);
                 bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr, "OBJ_GET_INFO_BY_FD").expect("link info");
                 let prog = owned(
-                    bpf(BPF_PROG_GET_FD_BY_ID, &mut Attr::new().u32(0, info[2]), "PROG_GET_FD_BY_ID")
-                        .expect("open the linked program"),
+                    bpf(
+                        BPF_PROG_GET_FD_BY_ID,
+                        &mut Attr::new().u32(0, info[2]),
+                        "PROG_GET_FD_BY_ID",
+                    )
+                    .expect("open the linked program"),
                 );
                 fs::remove_file(&pin).expect("unpin the link");
-                Program { pin, prog, link: Some(link) }
+                Program {
+                    pin,
+                    prog,
+                    link: Some(link),
+                }
             })
             .collect();
         Self { programs }
@@ -121,7 +138,10 @@ impl Switch {
         for p in &mut self.programs {
             if p.link.is_none() {
                 let mut attr = Attr::new().u64(0, 0).u32(8, p.prog.as_raw_fd() as u32);
-                p.link = Some(owned(bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr, "RAW_TRACEPOINT_OPEN").expect("re-attach")));
+                p.link = Some(owned(
+                    bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr, "RAW_TRACEPOINT_OPEN")
+                        .expect("re-attach"),
+                ));
             }
         }
     }
@@ -133,7 +153,12 @@ impl Switch {
         for p in &self.programs {
             let path = c_path(&p.pin);
             let fd = p.link.as_ref().expect("attached").as_raw_fd() as u32;
-            bpf(BPF_OBJ_PIN, &mut Attr::new().u64(0, path.as_ptr() as u64).u32(8, fd), "OBJ_PIN").expect("pin the link again");
+            bpf(
+                BPF_OBJ_PIN,
+                &mut Attr::new().u64(0, path.as_ptr() as u64).u32(8, fd),
+                "OBJ_PIN",
+            )
+            .expect("pin the link again");
         }
     }
 }

@@ -29,7 +29,8 @@ const BIG_BYTES: usize = 50_000_000;
 
 /// The control socket, in process (no CLI exec from inside an enforced cgroup).
 pub fn call(d: &Daemon, request: &Request) -> Value {
-    client::call(&d.socket, request).unwrap_or_else(|e| panic!("{request:?}: {e}\n{}", d.log_text()))
+    client::call(&d.socket, request)
+        .unwrap_or_else(|e| panic!("{request:?}: {e}\n{}", d.log_text()))
 }
 
 pub fn status(d: &Daemon) -> Value {
@@ -37,7 +38,9 @@ pub fn status(d: &Daemon) -> Value {
 }
 
 pub fn counter(status: &Value, name: &str) -> u64 {
-    status["counters"][name].as_u64().unwrap_or_else(|| panic!("status has no counter {name}: {status}"))
+    status["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("status has no counter {name}: {status}"))
 }
 
 fn set_mode(d: &Daemon, mode: Mode) {
@@ -45,7 +48,12 @@ fn set_mode(d: &Daemon, mode: Mode) {
 }
 
 pub fn submit(d: &Daemon, text: &str) -> Value {
-    call(d, &Request::Submit { artifact: text.to_owned() })
+    call(
+        d,
+        &Request::Submit {
+            artifact: text.to_owned(),
+        },
+    )
 }
 
 /// The tiny program, and a copy with another digest (one byte appended: the
@@ -91,13 +99,18 @@ pub fn run(plan: &Plan) {
 /// and (b) are also measured for `busybox true` (2 MB, static), a small real
 /// program whose own start-up is part of what an exec costs.
 fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs, busybox: &Path) {
-    let _s = Step::new(format!("exec: no agent / enforce / audit, {} each in {} rounds", plan.execs, plan.rounds));
+    let _s = Step::new(format!(
+        "exec: no agent / enforce / audit, {} each in {} rounds",
+        plan.execs, plan.rounds
+    ));
     let tiny = Exec::new(&programs.tiny, &["tiny"]);
     let other = Exec::new(&programs.unpermitted, &["tiny"]);
     let real = Exec::new(busybox, &["busybox", "true"]);
-    let (mut real_none, mut real_enforce, mut real_ratios) = (Samples::default(), Samples::default(), Vec::new());
+    let (mut real_none, mut real_enforce, mut real_ratios) =
+        (Samples::default(), Samples::default(), Vec::new());
     let per_round = plan.execs / plan.rounds;
-    let (mut none, mut enforce, mut audit) = (Samples::default(), Samples::default(), Samples::default());
+    let (mut none, mut enforce, mut audit) =
+        (Samples::default(), Samples::default(), Samples::default());
     let (mut none_medians, mut b_ratios, mut c_ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut switch = Switch::take(&d.pin_dir);
     let _in = InCgroup::enter(&d.cgroup_dir);
@@ -107,7 +120,10 @@ fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs, busybox: &Path) {
     set_mode(d, Mode::Enforce);
     tiny.samples(per_round);
     real.samples(per_round);
-    assert!(!other.once().1, "an exec without a permit was allowed in enforce mode");
+    assert!(
+        !other.once().1,
+        "an exec without a permit was allowed in enforce mode"
+    );
     let before = status(d);
     // After a switch the kernel frees the old trampoline in the background
     // (after RCU grace periods): let that finish first. And the first exec
@@ -117,7 +133,10 @@ fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs, busybox: &Path) {
     for _ in 0..plan.rounds {
         switch.detach();
         settle();
-        assert!(other.once().1, "an exec was refused with the programs detached");
+        assert!(
+            other.once().1,
+            "an exec was refused with the programs detached"
+        );
         let a = tiny.samples(per_round);
         let real_a = real.samples(per_round);
         switch.attach();
@@ -146,28 +165,81 @@ fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs, busybox: &Path) {
     let min = none_medians.iter().copied().fold(f64::MAX, f64::min);
     note(format!("per-round (b)/(a): {}", fmt_list(&b_ratios)));
     note(format!("per-round (c)/(a): {}", fmt_list(&c_ratios)));
-    metric("exec.cache_misses", misses as f64, "count", enforce.len() + audit.len());
+    metric(
+        "exec.cache_misses",
+        misses as f64,
+        "count",
+        enforce.len() + audit.len(),
+    );
     metric("exec.none_us", none.median(), "us", none.len());
     metric("exec.none_p90_us", none.percentile(90.0), "us", none.len());
     metric("exec.none_spread", max / min, "ratio", none_medians.len());
     metric("exec.enforce_us", enforce.median(), "us", enforce.len());
-    metric("exec.enforce_p90_us", enforce.percentile(90.0), "us", enforce.len());
-    metric("exec.enforce_ratio", Samples(b_ratios).median(), "ratio", plan.rounds);
+    metric(
+        "exec.enforce_p90_us",
+        enforce.percentile(90.0),
+        "us",
+        enforce.len(),
+    );
+    metric(
+        "exec.enforce_ratio",
+        Samples(b_ratios).median(),
+        "ratio",
+        plan.rounds,
+    );
     metric("exec.audit_us", audit.median(), "us", audit.len());
-    metric("exec.audit_p90_us", audit.percentile(90.0), "us", audit.len());
-    metric("exec.audit_ratio", Samples(c_ratios).median(), "ratio", plan.rounds);
-    metric("exec.busybox_none_us", real_none.median(), "us", real_none.len());
-    metric("exec.busybox_enforce_us", real_enforce.median(), "us", real_enforce.len());
-    metric("exec.busybox_ratio", Samples(real_ratios).median(), "ratio", plan.rounds);
+    metric(
+        "exec.audit_p90_us",
+        audit.percentile(90.0),
+        "us",
+        audit.len(),
+    );
+    metric(
+        "exec.audit_ratio",
+        Samples(c_ratios).median(),
+        "ratio",
+        plan.rounds,
+    );
+    metric(
+        "exec.busybox_none_us",
+        real_none.median(),
+        "us",
+        real_none.len(),
+    );
+    metric(
+        "exec.busybox_enforce_us",
+        real_enforce.median(),
+        "us",
+        real_enforce.len(),
+    );
+    metric(
+        "exec.busybox_ratio",
+        Samples(real_ratios).median(),
+        "ratio",
+        plan.rounds,
+    );
     // Load on the host only ever adds time: the fast tails of finely
     // interleaved samples are the least disturbed comparison.
     let p10 = none.percentile(10.0);
-    metric("exec.enforce_ratio_p10", enforce.percentile(10.0) / p10, "ratio", enforce.len());
-    metric("exec.audit_ratio_p10", audit.percentile(10.0) / p10, "ratio", audit.len());
+    metric(
+        "exec.enforce_ratio_p10",
+        enforce.percentile(10.0) / p10,
+        "ratio",
+        enforce.len(),
+    );
+    metric(
+        "exec.audit_ratio_p10",
+        audit.percentile(10.0) / p10,
+        "ratio",
+        audit.len(),
+    );
 }
 
 pub fn fmt_list(v: &[f64]) -> String {
-    v.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" ")
+    v.iter()
+        .map(|r| format!("{r:.3}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `len` bytes: busybox, then xorshift noise (incompressible, and ignored by
@@ -190,8 +262,15 @@ fn padded_busybox(len: usize, seed: u64) -> Vec<u8> {
 /// later (cached) execs of the same file, and against userspace SHA-256 of
 /// the same file in the same VM.
 fn big_binary(plan: &Plan, d: &Daemon, signer: &Signer, scratch: &Scratch) {
-    let _s = Step::new(format!("first exec of a {} MB binary, {} copies", BIG_BYTES / 1_000_000, plan.big_copies));
-    let big = write_program(&scratch.dir.join("big"), &padded_busybox(BIG_BYTES, 0x9e37_79b9_7f4a_7c15));
+    let _s = Step::new(format!(
+        "first exec of a {} MB binary, {} copies",
+        BIG_BYTES / 1_000_000,
+        plan.big_copies
+    ));
+    let big = write_program(
+        &scratch.dir.join("big"),
+        &padded_busybox(BIG_BYTES, 0x9e37_79b9_7f4a_7c15),
+    );
     let user_secs = (0..3)
         .map(|_| {
             let t = Instant::now();
@@ -217,14 +296,30 @@ fn big_binary(plan: &Plan, d: &Daemon, signer: &Signer, scratch: &Scratch) {
     }
     let after = status(d);
     let misses = counter(&after, "cache_misses") - counter(&before, "cache_misses");
-    assert_eq!(misses, plan.big_copies as u64, "each copy should be hashed exactly once");
+    assert_eq!(
+        misses, plan.big_copies as u64,
+        "each copy should be hashed exactly once"
+    );
     let hashing_s = (first.median() - cached.median()) / 1e6;
-    assert!(hashing_s > 0.0, "the first exec was not slower than cached ones");
+    assert!(
+        hashing_s > 0.0,
+        "the first exec was not slower than cached ones"
+    );
     metric("big.bytes", BIG_BYTES as f64, "B", 1);
     metric("big.first_ms", first.median() / 1e3, "ms", first.len());
     metric("big.cached_ms", cached.median() / 1e3, "ms", cached.len());
-    metric("big.kernel_mb_s", BIG_BYTES as f64 / hashing_s / 1e6, "MB/s", first.len());
-    metric("big.user_mb_s", BIG_BYTES as f64 / user_secs / 1e6, "MB/s", 3);
+    metric(
+        "big.kernel_mb_s",
+        BIG_BYTES as f64 / hashing_s / 1e6,
+        "MB/s",
+        first.len(),
+    );
+    metric(
+        "big.user_mb_s",
+        BIG_BYTES as f64 / user_secs / 1e6,
+        "MB/s",
+        3,
+    );
     fs::remove_file(&big).expect("remove the large binary");
 }
 
@@ -233,14 +328,24 @@ fn big_binary(plan: &Plan, d: &Daemon, signer: &Signer, scratch: &Scratch) {
 /// the daemon sends after the permit is in the kernel's map. The last one is
 /// for a real program, exec'd right after the answer: it must run.
 fn submit_latency(plan: &Plan, d: &Daemon, signer: &Signer, scratch: &Scratch) {
-    let _s = Step::new(format!("submit-to-enforced latency, {} submits", plan.submits));
-    let texts = sign(&signer.key, &d.cgroup, (0..plan.submits as u64).map(|i| digest_of((1 << 40) + i)));
+    let _s = Step::new(format!(
+        "submit-to-enforced latency, {} submits",
+        plan.submits
+    ));
+    let texts = sign(
+        &signer.key,
+        &d.cgroup,
+        (0..plan.submits as u64).map(|i| digest_of((1 << 40) + i)),
+    );
     let mut lat = Samples::default();
     for (_, text) in &texts {
         let t = Instant::now();
         let answer = submit(d, text);
         lat.0.push(t.elapsed().as_secs_f64() * 1e3);
-        assert_eq!(answer["state"], "live", "submitted permit not live: {answer}");
+        assert_eq!(
+            answer["state"], "live",
+            "submitted permit not live: {answer}"
+        );
     }
     metric("submit.p50_ms", lat.median(), "ms", lat.len());
     metric("submit.p99_ms", lat.percentile(99.0), "ms", lat.len());
@@ -252,9 +357,15 @@ fn submit_latency(plan: &Plan, d: &Daemon, signer: &Signer, scratch: &Scratch) {
     let exec = Exec::new(&program, &["tiny"]);
     let text = signer.permit_for(&program);
     let _in = InCgroup::enter(&d.cgroup_dir);
-    assert!(!exec.once().1, "exec allowed before its permit was submitted");
+    assert!(
+        !exec.once().1,
+        "exec allowed before its permit was submitted"
+    );
     submit(d, &text);
-    assert!(exec.once().1, "exec refused right after its permit was submitted");
+    assert!(
+        exec.once().1,
+        "exec refused right after its permit was submitted"
+    );
     metric("submit.exec_allowed_after_answer", 1.0, "bool", 1);
 }
 
@@ -284,7 +395,12 @@ fn event_throughput(plan: &Plan, d: &Daemon, programs: &Programs) {
     metric("events.burst_exec_us", burst.median(), "us", burst.len());
     metric("events.ring_capacity", received as f64, "events", 1);
     metric("events.burst_dropped", dropped as f64, "events", 1);
-    metric("events.drain_per_s", received as f64 / drain_secs, "events/s", received as usize);
+    metric(
+        "events.drain_per_s",
+        received as f64 / drain_secs,
+        "events/s",
+        received as usize,
+    );
 
     let before = status(d);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -305,14 +421,24 @@ fn event_throughput(plan: &Plan, d: &Daemon, programs: &Programs) {
                     })
                 })
                 .collect();
-            workers.into_iter().map(|w| w.join().expect("exec worker")).sum()
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("exec worker"))
+                .sum()
         })
     };
     let rate = execs as f64 / plan.event_secs;
     let (received, dropped) = wait_drained(d, &before, execs);
-    note(format!("sustained: {execs} execs on {threads} threads, {received} events read, {dropped} dropped"));
+    note(format!(
+        "sustained: {execs} execs on {threads} threads, {received} events read, {dropped} dropped"
+    ));
     metric("events.sustained_per_s", rate, "execs/s", execs as usize);
-    metric("events.sustained_dropped", dropped as f64, "events", execs as usize);
+    metric(
+        "events.sustained_dropped",
+        dropped as f64,
+        "events",
+        execs as usize,
+    );
     metric("events.threads", threads as f64, "count", 1);
     set_mode(d, Mode::Enforce);
 }

@@ -21,7 +21,10 @@ pub struct Exec {
 
 impl Exec {
     pub fn new(path: &Path, argv: &[&str]) -> Self {
-        let argv: Vec<CString> = argv.iter().map(|a| CString::new(*a).expect("no NUL")).collect();
+        let argv: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(*a).expect("no NUL"))
+            .collect();
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
         Self {
@@ -42,7 +45,11 @@ impl Exec {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             unsafe {
-                libc::execve(self.path.as_ptr(), self.argv_ptrs.as_ptr(), self.envp.as_ptr());
+                libc::execve(
+                    self.path.as_ptr(),
+                    self.argv_ptrs.as_ptr(),
+                    self.envp.as_ptr(),
+                );
                 libc::_exit(127);
             }
         }
@@ -51,8 +58,16 @@ impl Exec {
         // SAFETY: waits for our own child.
         let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
         let micros = start.elapsed().as_secs_f64() * 1e6;
-        assert_eq!(waited, pid, "waitpid failed: {}", std::io::Error::last_os_error());
-        (micros, libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+        assert_eq!(
+            waited,
+            pid,
+            "waitpid failed: {}",
+            std::io::Error::last_os_error()
+        );
+        (
+            micros,
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        )
     }
 
     /// `n` timed runs; every one must succeed.

@@ -98,13 +98,20 @@ impl Step {
     pub fn new(what: impl Into<String>) -> Self {
         let what = what.into();
         note(format!("{what} ..."));
-        Self { what, start: Instant::now() }
+        Self {
+            what,
+            start: Instant::now(),
+        }
     }
 }
 
 impl Drop for Step {
     fn drop(&mut self) {
-        note(format!("{}: done in {:.1} s", self.what, self.start.elapsed().as_secs_f64()));
+        note(format!(
+            "{}: done in {:.1} s",
+            self.what,
+            self.start.elapsed().as_secs_f64()
+        ));
     }
 }
 
@@ -168,7 +175,11 @@ fn main() {
         verify::run(&plan, "host");
     }
     metric(
-        if args.iter().any(|a| a == "vm") { "vm.seconds" } else { "host.seconds" },
+        if args.iter().any(|a| a == "vm") {
+            "vm.seconds"
+        } else {
+            "host.seconds"
+        },
         start.elapsed().as_secs_f64(),
         "s",
         1,

@@ -5,7 +5,6 @@
 use std::{
     fs,
     path::Path,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -15,14 +14,10 @@ use authz_agent::{
         time::Timestamp,
         ArtifactId, Provenance, Scope, Subject,
     },
-    control::{client, protocol::Request},
     enforcer::{pin, Enforcer, LoadOptions, Mode},
     store::Store,
 };
-use authz_tests::{
-    daemon::{agent_bin, Daemon},
-    Scratch, TestCgroups,
-};
+use authz_tests::{daemon::Daemon, Scratch, TestCgroups};
 use ed25519_dalek::SigningKey;
 
 use crate::{
@@ -55,7 +50,10 @@ impl Signer {
 fn artifact(key: &SigningKey, cgroup: &str, subject: Subject) -> (ArtifactId, String) {
     let request = issue::Request {
         subject,
-        scope: Scope { cgroup: cgroup.parse().expect("cgroup path"), descendants: false },
+        scope: Scope {
+            cgroup: cgroup.parse().expect("cgroup path"),
+            descendants: false,
+        },
         not_before: Timestamp::now(),
         ttl_seconds: 86_400,
         policy_version: 1,
@@ -76,7 +74,11 @@ pub fn digest_of(i: u64) -> [u8; 32] {
 }
 
 /// Permits for `digests` in `cgroup`, signed on every core.
-pub fn sign(key: &SigningKey, cgroup: &str, digests: impl Iterator<Item = [u8; 32]>) -> Vec<(ArtifactId, String)> {
+pub fn sign(
+    key: &SigningKey,
+    cgroup: &str,
+    digests: impl Iterator<Item = [u8; 32]>,
+) -> Vec<(ArtifactId, String)> {
     let digests: Vec<[u8; 32]> = digests.collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk = digests.len().div_ceil(threads).max(1);
@@ -86,12 +88,25 @@ pub fn sign(key: &SigningKey, cgroup: &str, digests: impl Iterator<Item = [u8; 3
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|d| artifact(key, cgroup, Subject { sha256: *d, path: None, name: None }))
+                        .map(|d| {
+                            artifact(
+                                key,
+                                cgroup,
+                                Subject {
+                                    sha256: *d,
+                                    path: None,
+                                    name: None,
+                                },
+                            )
+                        })
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        workers.into_iter().flat_map(|w| w.join().expect("signer")).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("signer"))
+            .collect()
     })
 }
 
@@ -106,21 +121,35 @@ pub fn run(plan: &Plan) {
     let programs = Programs::new(&scratch);
     let (mut d, few) = {
         let _s = Step::new("scale: preparing two daemons");
-        (Daemon::start("scale", "enforce"), Daemon::start("few", "enforce"))
+        (
+            Daemon::start("scale", "enforce"),
+            Daemon::start("few", "enforce"),
+        )
     };
     submit(&few, &Signer::new(&few).permit_for(&programs.tiny));
     let signer = Signer::new(&d);
     d.kill9();
     pin::unload(&d.pin_dir).expect("unload");
     let store = Store::open(&d.dir.join("state")).expect("open the daemon's store");
-    let (id, text) = artifact(&signer.key, &d.cgroup, subject_for_binary(&programs.tiny).expect("hash"));
+    let (id, text) = artifact(
+        &signer.key,
+        &d.cgroup,
+        subject_for_binary(&programs.tiny).expect("hash"),
+    );
     store.save_artifact(&id, &text).expect("store");
     let mut stored = 1;
     let mut one = Samples::default();
     for &n in &plan.scale {
         {
-            let _s = Step::new(format!("scale: signing and storing {} more artifacts", n - stored));
-            let texts = sign(&signer.key, &d.cgroup, (stored as u64..n as u64).map(digest_of));
+            let _s = Step::new(format!(
+                "scale: signing and storing {} more artifacts",
+                n - stored
+            ));
+            let texts = sign(
+                &signer.key,
+                &d.cgroup,
+                (stored as u64..n as u64).map(digest_of),
+            );
             let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
             std::thread::scope(|s| {
                 for part in texts.chunks(texts.len().div_ceil(threads).max(1)) {
@@ -146,10 +175,14 @@ pub fn run(plan: &Plan) {
         );
         metric(&format!("scale.start_{n}_s"), secs, "s", n);
 
-        let _s = Step::new(format!("exec with {n} permits against 1 permit, {} each", plan.execs));
+        let _s = Step::new(format!(
+            "exec with {n} permits against 1 permit, {} each",
+            plan.execs
+        ));
         let exec = Exec::new(&programs.tiny, &["tiny"]);
         let per_round = plan.execs / plan.rounds;
-        let (mut few_samples, mut many, mut ratios) = (Samples::default(), Samples::default(), Vec::new());
+        let (mut few_samples, mut many, mut ratios) =
+            (Samples::default(), Samples::default(), Vec::new());
         for dir in [&few.cgroup_dir, &d.cgroup_dir] {
             let _in = InCgroup::enter(dir);
             exec.samples(per_round / 5);
@@ -176,41 +209,32 @@ pub fn run(plan: &Plan) {
             many.len(),
         );
         one.extend(few_samples);
-        note(format!("per-round ({n} permits)/(1 permit): {}", fmt_list(&ratios)));
-        metric(&format!("exec.permits_{n}_us"), many.median(), "us", many.len());
-        metric(&format!("exec.permits_{n}_ratio"), Samples(ratios).median(), "ratio", plan.rounds);
+        note(format!(
+            "per-round ({n} permits)/(1 permit): {}",
+            fmt_list(&ratios)
+        ));
+        metric(
+            &format!("exec.permits_{n}_us"),
+            many.median(),
+            "us",
+            many.len(),
+        );
+        metric(
+            &format!("exec.permits_{n}_ratio"),
+            Samples(ratios).median(),
+            "ratio",
+            plan.rounds,
+        );
         d.kill9();
         pin::unload(&d.pin_dir).expect("unload");
     }
     metric("exec.permits_1_us", one.median(), "us", one.len());
 }
 
-/// Starts the daemon on its config and returns the seconds until it answers
-/// on its control socket (it opens the socket once the store is verified,
-/// every permit is in the kernel and the programs are attached).
+/// Starts the daemon and returns the seconds until it is enforcing (it answers
+/// on its control socket once every stored permit is in the kernel).
 fn start_timed(d: &mut Daemon) -> f64 {
-    let log = fs::OpenOptions::new().create(true).append(true).open(&d.log).expect("log file");
-    let start = Instant::now();
-    let child = Command::new(agent_bin())
-        .args(["run", "--config"])
-        .arg(&d.config)
-        .env("AUTHZ_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn authz-agent run");
-    d.child = Some(child);
-    loop {
-        if client::call(&d.socket, &Request::Status {}).is_ok() {
-            return start.elapsed().as_secs_f64();
-        }
-        if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            panic!("the daemon exited ({status}) before it was ready:\n{}", d.log_text());
-        }
-        assert!(start.elapsed() < Duration::from_secs(900), "the daemon was not ready within 900 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    d.spawn_within(Duration::from_secs(900)).as_secs_f64()
 }
 
 /// Kernel memory per permit: the memory cgroup charge of loading the
@@ -222,7 +246,8 @@ pub fn map_memory() {
     const LARGE: u32 = 262_144;
     const DEFAULT: u32 = 131_072;
     let _s = Step::new("kernel map memory per permit");
-    fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory").expect("enable the memory controller");
+    fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory")
+        .expect("enable the memory controller");
     let cgroups = TestCgroups::new("bench-mem");
     let dir = cgroups.hierarchy.dir(&cgroups.base).expect("dir");
     let id = cgroups.hierarchy.id(&cgroups.base).expect("id");
@@ -243,7 +268,11 @@ pub fn map_memory() {
         while still < 4 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
             let now = current();
-            still = if (now - last).abs() < 64 * 1024 { still + 1 } else { 0 };
+            still = if (now - last).abs() < 64 * 1024 {
+                still + 1
+            } else {
+                0
+            };
             last = now;
         }
         last
@@ -271,7 +300,14 @@ pub fn map_memory() {
     let small = charge(SMALL);
     let large = charge(LARGE);
     let per = (large - small) / f64::from(LARGE - SMALL);
-    note(format!("memcg charge of a load: {small:.0} B at {SMALL} permits, {large:.0} B at {LARGE}"));
+    note(format!(
+        "memcg charge of a load: {small:.0} B at {SMALL} permits, {large:.0} B at {LARGE}"
+    ));
     metric("map.bytes_per_permit", per, "B", 6);
-    metric("map.default_capacity_mib", per * f64::from(DEFAULT) / (1 << 20) as f64, "MiB", 6);
+    metric(
+        "map.default_capacity_mib",
+        per * f64::from(DEFAULT) / (1 << 20) as f64,
+        "MiB",
+        6,
+    );
 }

@@ -55,7 +55,12 @@ pub fn run(plan: &Plan, place: &str) {
     let jobs = "/jobs.slice".parse().expect("cgroup");
     let policy = TrustPolicy::new(
         1,
-        vec![RootKey::new(Some("bench".into()), root.verifying_key(), vec![jobs], 7 * 86_400)],
+        vec![RootKey::new(
+            Some("bench".into()),
+            root.verifying_key(),
+            vec![jobs],
+            7 * 86_400,
+        )],
     );
     let now = Timestamp::now();
     let artifacts: Vec<Artifact> = (0..PERMITS as u64)
@@ -66,7 +71,10 @@ pub fn run(plan: &Plan, place: &str) {
                     path: Some("/usr/bin/make".into()),
                     name: Some("make".into()),
                 },
-                scope: Scope { cgroup: "/jobs.slice/team-a/build".parse().expect("cgroup"), descendants: true },
+                scope: Scope {
+                    cgroup: "/jobs.slice/team-a/build".parse().expect("cgroup"),
+                    descendants: true,
+                },
                 not_before: now,
                 ttl_seconds: 3_600,
                 policy_version: 1,
@@ -83,14 +91,23 @@ pub fn run(plan: &Plan, place: &str) {
     let verifier = Verifier::new(policy);
     let at = SystemTime::now();
     let verify_one = |i: usize| {
-        black_box(verifier.verify(&artifacts[i % PERMITS], &|_| false, at).expect("valid"));
+        black_box(
+            verifier
+                .verify(&artifacts[i % PERMITS], &|_| false, at)
+                .expect("valid"),
+        );
     };
 
     let one = rate(plan.verify_secs, verify_one);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let all: f64 = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..cores).map(|_| s.spawn(|| rate(plan.verify_secs, verify_one))).collect();
-        workers.into_iter().map(|w| w.join().expect("verifier thread")).sum()
+        let workers: Vec<_> = (0..cores)
+            .map(|_| s.spawn(|| rate(plan.verify_secs, verify_one)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("verifier thread"))
+            .sum()
     });
     let parsed = rate(plan.verify_secs, |i| {
         let a = Artifact::parse(&texts[i % PERMITS]).expect("parses");
@@ -101,8 +118,28 @@ pub fn run(plan: &Plan, place: &str) {
         black_box(verifier.verify_batch(&artifacts[from..from + BATCH], &|_| false, at));
     }) * BATCH as f64;
     metric(&format!("verify.{place}.one_core_per_s"), one, "1/s", 1);
-    metric(&format!("verify.{place}.batch_one_core_per_s"), batches, "1/s", 1);
-    metric(&format!("verify.{place}.all_cores_per_s"), all, "1/s", cores);
-    metric(&format!("verify.{place}.cores"), cores as f64, "count", cores);
-    metric(&format!("verify.{place}.parse_one_core_per_s"), parsed, "1/s", 1);
+    metric(
+        &format!("verify.{place}.batch_one_core_per_s"),
+        batches,
+        "1/s",
+        1,
+    );
+    metric(
+        &format!("verify.{place}.all_cores_per_s"),
+        all,
+        "1/s",
+        cores,
+    );
+    metric(
+        &format!("verify.{place}.cores"),
+        cores as f64,
+        "count",
+        cores,
+    );
+    metric(
+        &format!("verify.{place}.parse_one_core_per_s"),
+        parsed,
+        "1/s",
+        1,
+    );
 }
