@@ -40,18 +40,7 @@ pub fn cargo() -> Command {
 
 /// Builds the agent and the integration tests (installing the toolchain first).
 pub fn build(release: bool) -> Result<Built> {
-    setup::toolchain()?;
-    let mut cmd = cargo();
-    cmd.args(["build", "-p", "authz-agent", "--bins"]);
-    if release {
-        cmd.arg("--release");
-    }
-    let agent = artifacts(&mut cmd, "building authz-agent")?
-        .into_iter()
-        .find(|(name, _, _)| name == "authz-agent")
-        .map(|(_, path, _)| path)
-        .context("cargo built no authz-agent binary")?;
-
+    let agent = build_agent(release)?;
     let mut cmd = cargo();
     cmd.args(["test", "-p", "authz-tests", "--no-run"]);
     if release {
@@ -66,6 +55,25 @@ pub fn build(release: bool) -> Result<Built> {
         bail!("cargo built no integration test binaries for authz-tests");
     }
     Ok(Built { agent, tests })
+}
+
+/// Sets up the toolchain and builds the `authz-agent` binary (which embeds
+/// the BPF object); returns its path.
+fn build_agent(release: bool) -> Result<PathBuf> {
+    setup::toolchain()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "-p", "authz-agent", "--bins"]);
+    let what = if release {
+        cmd.arg("--release");
+        "building authz-agent (release)"
+    } else {
+        "building authz-agent"
+    };
+    artifacts(&mut cmd, what)?
+        .into_iter()
+        .find(|(name, _, _)| name == "authz-agent")
+        .map(|(_, path, _)| path)
+        .context("cargo built no authz-agent binary")
 }
 
 /// Runs a cargo build with JSON messages; returns (target name, executable,
@@ -100,14 +108,7 @@ fn artifacts(cmd: &mut Command, what: &str) -> Result<Vec<(String, PathBuf, bool
 /// For `cargo xtask bench`: the agent built with the release profile and the
 /// `authz` benchmark binary of authz-tests (bench profile, optimized).
 pub fn build_bench() -> Result<(PathBuf, PathBuf)> {
-    setup::toolchain()?;
-    let mut cmd = cargo();
-    cmd.args(["build", "--release", "-p", "authz-agent", "--bins"]);
-    let agent = artifacts(&mut cmd, "building authz-agent (release)")?
-        .into_iter()
-        .find(|(name, _, _)| name == "authz-agent")
-        .map(|(_, path, _)| path)
-        .context("cargo built no authz-agent binary")?;
+    let agent = build_agent(true)?;
     let mut cmd = cargo();
     cmd.args(["bench", "--no-run", "-p", "authz-tests", "--bench", "authz"]);
     let bench = artifacts(&mut cmd, "building the benchmarks")?
