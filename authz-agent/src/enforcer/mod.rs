@@ -514,6 +514,21 @@ impl Enforcer {
         Ok(out)
     }
 
+    /// Decision events the kernel dropped because the ring was full, so far.
+    pub fn events_dropped(&self) -> Result<u64, EnforcerError> {
+        let values = self
+            .counters
+            .get(&counter::EVENTS_DROPPED, 0)
+            .map_err(map_err("COUNTERS"))?;
+        Ok(values.iter().sum())
+    }
+
+    /// Moves every event the kernel has queued into the pending queue, making
+    /// room on the ring; later `drain_events` and `wait_event` calls see them.
+    pub fn absorb_events(&mut self) {
+        self.poll_ring();
+    }
+
     /// Takes the ring buffer for an async reader; afterwards the polling
     /// methods below return nothing.
     pub fn take_event_ring(&mut self) -> Option<RingBuf<MapData>> {

@@ -24,6 +24,10 @@ use crate::cgroup::Hierarchy;
 /// How long the kernel's event may take to arrive (generous: TCG VMs are slow).
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Probe attempts when the kernel dropped the probe's event because the ring
+/// was full (events queued while no agent was running, or a flood of execs).
+const ATTEMPTS: u32 = 3;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SelfTestError {
     #[error("cannot prepare the self-test cgroup")]
@@ -34,6 +38,10 @@ pub enum SelfTestError {
     NotDenied(String),
     #[error("the probe exec was refused but the kernel reported no decision within {0:?}")]
     NoEvent(Duration),
+    #[error("the probe exec was refused but its decision event was dropped on all {0} attempts (event ring full); something is flooding the ring with execs")]
+    EventsDropped(u32),
+    #[error("cannot read the kernel's dropped-event counter")]
+    Counters(#[source] Box<EnforcerError>),
     #[error("the kernel could not compute the probe's SHA-256 (bpf_ima_file_hash returned {0}); every exec would be refused")]
     NoDigest(i32),
     #[error("the kernel's SHA-256 of the probe ({kernel}) differs from userspace's ({user})")]
@@ -86,9 +94,59 @@ fn probe(
         .map_err(SelfTestError::Probe)?;
     let probe_path = format!("/proc/self/fd/{}", file.as_raw_fd());
 
+    let mut attempt = 1;
+    let event = loop {
+        // Room on the ring first: after a restart it may hold what the kernel
+        // queued while no agent was running. Those events stay queued here
+        // for the daemon's log.
+        enforcer.absorb_events();
+        let dropped = enforcer
+            .events_dropped()
+            .map_err(|e| SelfTestError::Counters(Box::new(e)))?;
+        exec_probe(hierarchy, cgroup, &probe_path)?;
+        let found = enforcer.wait_event(EVENT_TIMEOUT, |ev| {
+            ev.reason == Reason::Selftest && ev.cgroup_id == cgroup_id
+        });
+        if let Some(event) = found {
+            break event;
+        }
+        let dropped_now = enforcer
+            .events_dropped()
+            .map_err(|e| SelfTestError::Counters(Box::new(e)))?;
+        if dropped_now == dropped {
+            return Err(SelfTestError::NoEvent(EVENT_TIMEOUT));
+        }
+        if attempt == ATTEMPTS {
+            return Err(SelfTestError::EventsDropped(ATTEMPTS));
+        }
+        tracing::warn!(
+            attempt,
+            "the probe's decision event was dropped (event ring full); probing again"
+        );
+        attempt += 1;
+    };
+    let kernel_digest = event
+        .digest
+        .ok_or(SelfTestError::NoDigest(event.hash_status))?;
+    if kernel_digest != user_digest {
+        return Err(SelfTestError::DigestMismatch {
+            kernel: kernel_digest,
+            user: user_digest,
+        });
+    }
+    // Keep the file alive until here: the exec path refers to its fd.
+    drop(file);
+    Ok(SelfTestReport {
+        digest: kernel_digest,
+    })
+}
+
+/// Execs the probe from the self-test cgroup; Ok only if the exec was
+/// refused with EPERM.
+fn exec_probe(hierarchy: &Hierarchy, cgroup: &str, probe_path: &str) -> Result<(), SelfTestError> {
     let procs = hierarchy.procs_file(cgroup)?;
     let procs_fd = procs.as_raw_fd();
-    let mut cmd = Command::new(&probe_path);
+    let mut cmd = Command::new(probe_path);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -118,26 +176,7 @@ fn probe(
         }
     }
     drop(procs);
-
-    let event = enforcer
-        .wait_event(EVENT_TIMEOUT, |ev| {
-            ev.reason == Reason::Selftest && ev.cgroup_id == cgroup_id
-        })
-        .ok_or(SelfTestError::NoEvent(EVENT_TIMEOUT))?;
-    let kernel_digest = event
-        .digest
-        .ok_or(SelfTestError::NoDigest(event.hash_status))?;
-    if kernel_digest != user_digest {
-        return Err(SelfTestError::DigestMismatch {
-            kernel: kernel_digest,
-            user: user_digest,
-        });
-    }
-    // Keep the file alive until here: the exec path refers to its fd.
-    drop(file);
-    Ok(SelfTestReport {
-        digest: kernel_digest,
-    })
+    Ok(())
 }
 
 /// Random bytes from the kernel.
