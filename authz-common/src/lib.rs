@@ -19,6 +19,9 @@ pub const FILENAME_LEN: usize = 256;
 /// How many cgroup levels below the root the kernel program walks when it looks
 /// for a permit granted to an ancestor with descendants included.
 pub const MAX_CGROUP_DEPTH: u32 = 16;
+/// Size of the decision-event ring buffer (`EVENTS`): about 1,500 events,
+/// which is what the kernel can queue while no agent reads the ring.
+pub const EVENT_RING_BYTES: u32 = 1 << 20;
 
 /// `hash_algo` value the kernel's IMA uses for SHA-256 (`HASH_ALGO_SHA256`,
 /// include/uapi/linux/hash_info.h). `bpf_ima_file_hash` returns it on success.

@@ -39,7 +39,7 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// Decision events for the agent. Enforcement never waits on it: when it is
 /// full the event is dropped and `EVENTS_DROPPED` counts it.
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(authz_common::EVENT_RING_BYTES, 0);
 
 /// Digest of each executed file, kept with the inode itself (freed with it),
 /// so a binary is hashed once rather than at every exec.

@@ -157,6 +157,71 @@ fn kill_9_keeps_enforcing_and_restart_has_no_fail_open_window() {
     assert_eperm(&intruder.run_in_cgroup(&d.cgroup_dir, &["true"]));
 }
 
+/// While no daemon runs, the kernel keeps deciding and queues its events in
+/// the pinned ring until the ring is full, then drops and counts them. A
+/// restart must still pass its self-test (whose own event needs room on the
+/// ring), log the queued decisions, and say how many were dropped.
+#[test]
+fn restart_after_the_ring_filled_while_down_logs_the_backlog_and_the_drops() {
+    let mut d = Daemon::start("ringfull", "enforce");
+    let scratch = Scratch::new("ringfull-jobs");
+    let intruder = job(&scratch, "intruder");
+    d.kill9();
+    // A ring record is the event plus an 8-byte header, 8-byte aligned.
+    let record = (std::mem::size_of::<authz_common::ExecEvent>() + 8).next_multiple_of(8);
+    let capacity = authz_common::EVENT_RING_BYTES as usize / record;
+    let attempts = capacity + 100;
+    for _ in 0..attempts {
+        assert_eperm(&intruder.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    }
+    d.spawn();
+
+    let exe = intruder.path.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (logged, dropped) = loop {
+        let records = d.audit_records();
+        let logged = records
+            .iter()
+            .filter(|r| {
+                r["kind"] == "exec" && r["decision"] == "deny" && r["actor"]["exe"] == exe.as_str()
+            })
+            .count();
+        let dropped = records
+            .iter()
+            .find(|r| {
+                r["event"] == "events-dropped" && r["detail"]["when"] == "before this agent started"
+            })
+            .and_then(|r| r["detail"]["dropped"].as_u64());
+        if let (true, Some(dropped)) = (logged > 0, dropped) {
+            break (logged, dropped);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {attempts} refusals while down: {logged} logged, drop record {dropped:?}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        logged as u64 + dropped >= attempts as u64,
+        "{attempts} refusals while down, but {logged} logged and {dropped} reported dropped"
+    );
+    assert!(dropped >= 100, "only {dropped} reported dropped");
+    // Reported once: a second restart has nothing new to report.
+    d.stop();
+    d.spawn();
+    d.ok(&["status"]);
+    let reports = d
+        .audit_records()
+        .iter()
+        .filter(|r| r["event"] == "events-dropped")
+        .count();
+    assert_eq!(
+        reports, 1,
+        "the drops were reported again after a clean restart"
+    );
+}
+
 #[test]
 fn expiry_holds_while_the_daemon_is_dead() {
     let mut d = Daemon::start("deadexpiry", "enforce");

@@ -112,6 +112,7 @@ pub struct Agent {
     cgroup_names: HashMap<u64, String>,
     cgroup_names_refreshed: Option<Instant>,
     dropped_logged: u64,
+    dropped_ledger: Option<super::dropped::Ledger>,
 }
 
 impl Agent {
@@ -131,6 +132,7 @@ impl Agent {
             cgroup_names: HashMap::new(),
             cgroup_names_refreshed: None,
             dropped_logged: 0,
+            dropped_ledger: None,
             enforcer,
             store,
             verifier,
@@ -714,24 +716,8 @@ impl Agent {
 
     /// Periodic: flush and checkpoint the log; record events the kernel dropped.
     pub fn audit_tick(&mut self) {
-        let dropped = self
-            .enforcer
-            .counters()
-            .ok()
-            .and_then(|c| c.get("events_dropped").copied())
-            .unwrap_or(0);
-        if dropped > self.dropped_logged {
-            let delta = dropped - self.dropped_logged;
-            tracing::warn!(
-                dropped = delta,
-                "the kernel dropped decision events (ring buffer full)"
-            );
-            self.admin(
-                "events-dropped",
-                json!({ "dropped": delta, "total": dropped }),
-            );
-            self.dropped_logged = dropped;
-        }
+        let total = self.dropped_total();
+        self.report_dropped(total, "while running");
         if let Err(e) = self.audit.tick() {
             tracing::error!(error = %e, "cannot flush the decision log");
         }
@@ -744,14 +730,45 @@ impl Agent {
         }
     }
 
-    /// Counters already dropped before this run (not this run's to report).
-    pub fn set_dropped_baseline(&mut self) {
-        self.dropped_logged = self
-            .enforcer
-            .counters()
-            .ok()
-            .and_then(|c| c.get("events_dropped").copied())
-            .unwrap_or(0);
+    /// Starts accounting for dropped events: reports what the kernel dropped
+    /// since the last run's report (while no agent was running, the ring
+    /// fills), then keeps `ledger` up to date after each report.
+    pub fn account_dropped_while_down(&mut self, ledger: super::dropped::Ledger) {
+        let total = self.dropped_total();
+        self.dropped_logged = ledger.reported(self.enforcer.adopted(), total);
+        self.dropped_ledger = Some(ledger);
+        self.report_dropped(total, "before this agent started");
+    }
+
+    fn dropped_total(&self) -> u64 {
+        self.enforcer.events_dropped().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the dropped-event counter");
+            self.dropped_logged
+        })
+    }
+
+    /// Logs the drops not yet reported, then records that they were (a crash
+    /// in between reports them twice rather than never).
+    fn report_dropped(&mut self, total: u64, when: &str) {
+        if total <= self.dropped_logged {
+            return;
+        }
+        let delta = total - self.dropped_logged;
+        tracing::warn!(
+            dropped = delta,
+            when,
+            "the kernel dropped decision events (ring buffer full)"
+        );
+        self.admin(
+            "events-dropped",
+            json!({ "dropped": delta, "total": total, "when": when }),
+        );
+        self.dropped_logged = total;
+        if let Some(ledger) = &self.dropped_ledger {
+            if let Err(e) = ledger.save(total) {
+                tracing::error!(error = %e, "cannot record which dropped events were reported");
+            }
+        }
     }
 
     /// Periodic: cgroups that appeared, vanished or were re-created.

@@ -12,6 +12,7 @@
 //! Stopping (SIGTERM) leaves the pinned programs enforcing: the daemon's death
 //! never opens a window. `authz-agent unload` removes them on purpose.
 mod agent;
+mod dropped;
 mod report;
 
 use std::{path::Path, time::SystemTime};
@@ -109,7 +110,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .enforcer
         .attach(&opts)
         .context("cannot start enforcement")?;
-    agent.set_dropped_baseline();
+    let ledger = dropped::Ledger::new(&a.state_dir).context("cannot read this boot's id")?;
     agent.admin(
         "start",
         serde_json::json!({
@@ -120,6 +121,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "config": config.path,
         }),
     );
+
+    agent.account_dropped_while_down(ledger);
 
     let listener = server::bind(&a.socket, &access).await?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
