@@ -319,20 +319,29 @@ impl Enforcer {
             event_ring_bytes: Some(4096),
             ..LoadOptions::default()
         })?;
+        probe.load_programs()?;
+        Ok(probe.support.clone())
+    }
+
+    /// Loads every program into the kernel (the verifier runs here) against
+    /// the running kernel's BTF; nothing is attached yet.
+    fn load_programs(&mut self) -> Result<(), EnforcerError> {
         let kernel_btf = aya::Btf::from_sys_fs()
             .map_err(|e| EnforcerError::Object(aya::EbpfError::BtfError(e)))?;
         for name in PROGRAMS {
-            let program: &mut Lsm = probe
-                .ebpf
-                .program_mut(name)
-                .ok_or(EnforcerError::MissingProgram(name))?
-                .try_into()
-                .map_err(EnforcerError::Program)?;
-            program
+            self.lsm(name)?
                 .load(name, &kernel_btf)
                 .map_err(classify_load_error)?;
         }
-        Ok(probe.support.clone())
+        Ok(())
+    }
+
+    fn lsm(&mut self, name: &'static str) -> Result<&mut Lsm, EnforcerError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(EnforcerError::MissingProgram(name))?
+            .try_into()
+            .map_err(EnforcerError::Program)
     }
 
     /// Whether the maps were reused from an earlier run's pins.
@@ -340,27 +349,19 @@ impl Enforcer {
         self.adopted
     }
 
-    /// Loads each program into the kernel (the verifier runs here), attaches
-    /// it, pins the links when a pin directory is set (atomically replacing the
+    /// Loads every program into the kernel (the verifier runs here), then
+    /// attaches each, pins the links when a pin directory is set (atomically replacing the
     /// previous run's links, so at every instant at least one program enforces),
     /// then runs the self-test unless `opts.selftest` is false.
     pub fn attach(&mut self, opts: &LoadOptions) -> Result<(), EnforcerError> {
-        let kernel_btf = aya::Btf::from_sys_fs()
-            .map_err(|e| EnforcerError::Object(aya::EbpfError::BtfError(e)))?;
+        self.load_programs()?;
+        let pin_dir = self.pin_dir.clone();
         for name in PROGRAMS {
-            let program: &mut Lsm = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(EnforcerError::MissingProgram(name))?
-                .try_into()
-                .map_err(EnforcerError::Program)?;
-            program
-                .load(name, &kernel_btf)
-                .map_err(classify_load_error)?;
+            let program = self.lsm(name)?;
             let link_id = program
                 .attach()
                 .map_err(|e| EnforcerError::Attach(name, e))?;
-            if let Some(dir) = &self.pin_dir {
+            if let Some(dir) = &pin_dir {
                 let link = program
                     .take_link(link_id)
                     .map_err(|e| EnforcerError::Attach(name, e))?;
@@ -523,12 +524,6 @@ impl Enforcer {
         Ok(values.iter().sum())
     }
 
-    /// Moves every event the kernel has queued into the pending queue, making
-    /// room on the ring; later `drain_events` and `wait_event` calls see them.
-    pub fn absorb_events(&mut self) {
-        self.poll_ring();
-    }
-
     /// Takes the ring buffer for an async reader; afterwards the polling
     /// methods below return nothing.
     pub fn take_event_ring(&mut self) -> Option<RingBuf<MapData>> {
@@ -537,11 +532,13 @@ impl Enforcer {
 
     /// Every event the kernel has queued, without waiting.
     pub fn drain_events(&mut self) -> Vec<DecisionEvent> {
-        self.poll_ring();
+        self.absorb_events();
         self.pending.drain(..).collect()
     }
 
-    fn poll_ring(&mut self) {
+    /// Moves every event the kernel has queued into the pending queue, making
+    /// room on the ring; later `drain_events` and `wait_event` calls see them.
+    pub fn absorb_events(&mut self) {
         if let Some(ring) = self.events.as_mut() {
             while let Some(item) = ring.next() {
                 match event::decode(&item) {
@@ -561,7 +558,7 @@ impl Enforcer {
     ) -> Option<DecisionEvent> {
         let deadline = Instant::now() + timeout;
         loop {
-            self.poll_ring();
+            self.absorb_events();
             if let Some(pos) = self.pending.iter().position(&mut pred) {
                 return self.pending.remove(pos);
             }

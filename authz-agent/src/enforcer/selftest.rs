@@ -100,9 +100,7 @@ fn probe(
         // queued while no agent was running. Those events stay queued here
         // for the daemon's log.
         enforcer.absorb_events();
-        let dropped = enforcer
-            .events_dropped()
-            .map_err(|e| SelfTestError::Counters(Box::new(e)))?;
+        let dropped = events_dropped(enforcer)?;
         exec_probe(hierarchy, cgroup, &probe_path)?;
         let found = enforcer.wait_event(EVENT_TIMEOUT, |ev| {
             ev.reason == Reason::Selftest && ev.cgroup_id == cgroup_id
@@ -110,9 +108,7 @@ fn probe(
         if let Some(event) = found {
             break event;
         }
-        let dropped_now = enforcer
-            .events_dropped()
-            .map_err(|e| SelfTestError::Counters(Box::new(e)))?;
+        let dropped_now = events_dropped(enforcer)?;
         if dropped_now == dropped {
             return Err(SelfTestError::NoEvent(EVENT_TIMEOUT));
         }
@@ -139,6 +135,12 @@ fn probe(
     Ok(SelfTestReport {
         digest: kernel_digest,
     })
+}
+
+fn events_dropped(enforcer: &Enforcer) -> Result<u64, SelfTestError> {
+    enforcer
+        .events_dropped()
+        .map_err(|e| SelfTestError::Counters(Box::new(e)))
 }
 
 /// Execs the probe from the self-test cgroup; Ok only if the exec was
