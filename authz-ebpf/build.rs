@@ -1,5 +1,6 @@
 //! The BPF object links with bpf-linker, an undeclared dependency: rebuild when it
 //! changes (it is installed by `cargo xtask setup` under target/bpf-toolchain).
+//! bpf-linker does the code generation, so the CPU level is a link argument.
 use std::path::PathBuf;
 
 fn main() {

@@ -69,8 +69,12 @@ pub struct AuditSection {
 pub struct AgentSection {
     /// Mode on first start; `authz-agent mode` changes persist across restarts.
     pub mode: Mode,
-    /// Enforced cgroup subtrees; empty = the whole host.
+    /// Enforced cgroup subtrees, by path; empty = the whole host. The kernel
+    /// matches paths at every exec: they need not exist.
     pub enforce_cgroups: Vec<String>,
+    /// Filesystems (superblock magics) trusted for exec beyond authz's
+    /// built-in local ones, from `trusted_filesystems`.
+    pub trusted_filesystems: Vec<u64>,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     /// Members of this group may use the control socket (root always may).
@@ -118,6 +122,7 @@ struct RawAudit {
 struct RawAgent {
     mode: Option<Mode>,
     enforce_cgroups: Option<Vec<String>>,
+    trusted_filesystems: Option<Vec<String>>,
     state_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
     socket_group: Option<String>,
@@ -182,6 +187,13 @@ impl Config {
             crate::cgroup::normalize(cg)
                 .map_err(|e| invalid("agent.enforce_cgroups", e.to_string()))?;
         }
+        let mut trusted_filesystems = Vec::new();
+        for name in a.trusted_filesystems.unwrap_or_default() {
+            trusted_filesystems.push(
+                filesystem_magic(&name)
+                    .map_err(|message| invalid("agent.trusted_filesystems", message))?,
+            );
+        }
         let absolute = |key: &'static str, p: PathBuf| -> Result<PathBuf, ConfigError> {
             if p.is_absolute() {
                 Ok(p)
@@ -192,7 +204,7 @@ impl Config {
                 ))
             }
         };
-        let max_permits = a.max_permits.unwrap_or(131_072);
+        let max_permits = a.max_permits.unwrap_or(authz_common::DEFAULT_MAX_PERMITS);
         if !(1..=4_194_304).contains(&max_permits) {
             return Err(invalid(
                 "agent.max_permits",
@@ -237,6 +249,7 @@ impl Config {
             agent: AgentSection {
                 mode: a.mode.unwrap_or(Mode::Audit),
                 enforce_cgroups,
+                trusted_filesystems,
                 state_dir: absolute(
                     "agent.state_dir",
                     a.state_dir.unwrap_or_else(|| "/var/lib/authz".into()),
@@ -266,6 +279,25 @@ impl Config {
             trust: raw.trust,
         })
     }
+}
+
+/// The superblock magic of a filesystem named in `trusted_filesystems`: a
+/// name authz knows (`nfs`, `fuse`, ...) or a number (`0x6969`).
+fn filesystem_magic(name: &str) -> Result<u64, String> {
+    if let Some(fs) = authz_common::filesystem(name) {
+        return Ok(fs.magic);
+    }
+    let parsed = match name.strip_prefix("0x").or_else(|| name.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => None,
+    };
+    parsed.ok_or_else(|| {
+        let known: Vec<&str> = authz_common::FILESYSTEMS.iter().map(|f| f.name).collect();
+        format!(
+            "{name:?} is neither a filesystem authz knows ({}) nor a superblock magic such as \"0x6969\"",
+            known.join(", ")
+        )
+    })
 }
 
 /// 1-based line number of byte `offset` in `text`.
@@ -338,6 +370,19 @@ mod tests {
         assert!(err.contains("line"), "{err}");
         let err = parse("[agent]\n").unwrap_err().to_string();
         assert!(err.contains("trust"), "{err}");
+    }
+
+    #[test]
+    fn trusted_filesystems_by_name_or_magic() {
+        let c = parse(&format!(
+            "{TRUST}[agent]\ntrusted_filesystems = [\"nfs\", \"0x65735546\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.agent.trusted_filesystems, vec![0x6969, 0x6573_5546]);
+        let err = parse(&format!("{TRUST}[agent]\ntrusted_filesystems = [\"nfz\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agent.trusted_filesystems") && err.contains("nfs"), "{err}");
     }
 
     #[test]

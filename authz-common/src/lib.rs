@@ -6,6 +6,10 @@
 //! and byte arrays.
 #![no_std]
 
+/// Default capacity of the permit map (and of the digest count map); the
+/// agent's `max_permits` setting overrides it at load.
+pub const DEFAULT_MAX_PERMITS: u32 = 131_072;
+
 /// Length of a SHA-256 digest.
 pub const DIGEST_LEN: usize = 32;
 /// A SHA-256 digest of an executable's content.
@@ -54,9 +58,93 @@ pub mod mode {
 pub mod scope {
     /// Every process on the host (any unknown value means this too).
     pub const HOST: u32 = 1;
-    /// Only processes whose cgroup is, or is below, a cgroup in the
-    /// `ENFORCED_CGROUPS` map.
+    /// Only processes whose cgroup's *path* is, or is below, a path in the
+    /// `AUTHZ_SCOPE` trie. The kernel program reads the path at every exec, so
+    /// a listed cgroup that is removed and created again (with a new id), or
+    /// that does not exist yet, is enforced the moment it exists.
     pub const SUBTREES: u32 = 2;
+}
+
+/// Bytes of a cgroup directory name the scope trie compares. Longer names are
+/// compared on their first `SCOPE_NAME_LEN - 1` bytes: two names sharing that
+/// prefix are treated alike, which can only widen enforcement, never narrow it.
+pub const SCOPE_NAME_LEN: usize = 64;
+/// Token of the root cgroup in the scope trie: level-1 names hang off it.
+pub const SCOPE_ROOT: u32 = 1;
+/// Capacity of the scope trie (one node per distinct path component).
+pub const MAX_SCOPE_NODES: u32 = 4096;
+
+/// Key of the scope trie (`AUTHZ_SCOPE`): a cgroup directory name under the
+/// node `parent`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ScopeKey {
+    /// Token of the parent node ([`SCOPE_ROOT`] for a top-level cgroup).
+    pub parent: u32,
+    pub _reserved: u32,
+    /// The directory name, NUL-terminated and zero-padded (truncated to
+    /// `SCOPE_NAME_LEN - 1` bytes, as `bpf_probe_read_kernel_str` reads it).
+    pub name: [u8; SCOPE_NAME_LEN],
+}
+
+impl ScopeKey {
+    /// The key for `name` under `parent`, truncated the way the kernel reads it.
+    pub fn new(parent: u32, name: &[u8]) -> Self {
+        let mut key = Self {
+            parent,
+            _reserved: 0,
+            name: [0; SCOPE_NAME_LEN],
+        };
+        let n = if name.len() < SCOPE_NAME_LEN {
+            name.len()
+        } else {
+            SCOPE_NAME_LEN - 1
+        };
+        let mut i = 0;
+        while i < n {
+            key.name[i] = name[i];
+            i += 1;
+        }
+        key
+    }
+}
+
+/// Value of the scope trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScopeNode {
+    /// This node's token: the `parent` of its children's keys.
+    pub token: u32,
+    /// [`scope_flags`].
+    pub flags: u32,
+}
+
+/// Flags of a [`ScopeNode`].
+pub mod scope_flags {
+    /// The path ending here is an enforced subtree.
+    pub const ENFORCED: u32 = 1;
+}
+
+/// Role of a loaded copy of the programs, element 0 of the (unpinned)
+/// `AUTHZ_ROLE` map. A restart loads new programs next to the pinned ones; the
+/// new ones stay on probation until their self-test passed.
+pub mod role {
+    /// Decides every exec (also the value of a map nobody wrote).
+    pub const ACTIVE: u32 = 0;
+    /// Decides only the self-test cgroup's execs; everything else is left to
+    /// the programs already attached.
+    pub const PROBATION: u32 = 1;
+}
+
+/// Slots of the `AUTHZ_SEQ` array.
+pub mod seq {
+    /// The sequence number the next decision event gets.
+    pub const NEXT: u32 = 0;
+    /// Random id the agent wrote when it created the maps: sequence numbers
+    /// are comparable only within one epoch.
+    pub const EPOCH: u32 = 1;
+    /// Number of slots.
+    pub const SLOTS: u32 = 2;
 }
 
 /// What the kernel did with an exec.
@@ -98,6 +186,17 @@ pub mod reason {
     pub const SELFTEST: u32 = 14;
     /// Kernel structures could not be read (a missing offset or a failed read).
     pub const INTERNAL: u32 = 15;
+    /// The file's content can still change after the check: an unsealed memfd,
+    /// an unlinked (`O_TMPFILE`, deleted) file, or a file open for writing.
+    pub const MUTABLE_CONTENT: u32 = 16;
+    /// The file lives on a filesystem that cannot guarantee the hashed bytes are
+    /// the executed bytes (FUSE, network and cluster filesystems, anything
+    /// unknown) and the configuration does not trust it.
+    pub const UNTRUSTED_FS: u32 = 17;
+    /// The file's size changed without a writer (truncate by path) and IMA
+    /// holds a measurement of it that may predate the change: no fresh digest
+    /// can be had.
+    pub const DIGEST_STALE: u32 = 18;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
@@ -110,6 +209,9 @@ pub mod reason {
             DIGEST_FAILED => "digest-failed",
             SELFTEST => "selftest",
             INTERNAL => "internal-error",
+            MUTABLE_CONTENT => "mutable-content",
+            UNTRUSTED_FS => "untrusted-filesystem",
+            DIGEST_STALE => "digest-stale",
             _ => "unknown",
         }
     }
@@ -130,8 +232,11 @@ pub mod counter {
     pub const CACHE_MISSES: u32 = 10;
     pub const EVENTS_DROPPED: u32 = 11;
     pub const OUT_OF_SCOPE: u32 = 12;
+    pub const DENIED_MUTABLE: u32 = 13;
+    pub const DENIED_UNTRUSTED_FS: u32 = 14;
+    pub const DENIED_DIGEST_STALE: u32 = 15;
     /// Number of counters (size of the map).
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 16;
 
     /// Names in index order, for reports.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -148,6 +253,9 @@ pub mod counter {
         "cache_misses",
         "events_dropped",
         "out_of_scope",
+        "denied_mutable_content",
+        "denied_untrusted_filesystem",
+        "denied_digest_stale",
     ];
 }
 
@@ -170,6 +278,19 @@ pub struct Config {
     /// Execs from this cgroup are always denied (reason [`reason::SELFTEST`]);
     /// the agent uses it to prove the hook fires. 0 = none.
     pub selftest_cgroup_id: u64,
+    /// Which allowed execs send an event ([`sample`]); refusals always do.
+    pub allowed_sample: u32,
+    pub _reserved: u32,
+}
+
+/// Values of [`Config::allowed_sample`]: `N` sends one allowed exec in N (per
+/// CPU); an allowed exec that sends nothing reserves no ring space and copies
+/// no path.
+pub mod sample {
+    /// Every allowed exec (also 0, the value nobody wrote).
+    pub const ALL: u32 = 1;
+    /// No allowed exec.
+    pub const NONE: u32 = u32::MAX;
 }
 
 /// Key of the `PERMITS` map: a binary's content in one cgroup.
@@ -260,12 +381,64 @@ pub struct KernelOffsets {
     pub inode_ctime_nsec: u32,
     /// `struct super_block`, member `s_magic`.
     pub sb_magic: u32,
+    /// `struct task_struct`, member `cgroups` (a `struct css_set *`).
+    pub task_cgroups: u32,
+    /// `struct css_set`, member `dfl_cgrp`.
+    pub css_set_dfl_cgrp: u32,
+    /// `struct cgroup`, member `level`.
+    pub cgroup_level: u32,
+    /// `struct cgroup`, member `ancestors` (array of `struct cgroup *`, by level).
+    pub cgroup_ancestors: u32,
+    /// `struct cgroup`, member `kn`.
+    pub cgroup_kn: u32,
+    /// `struct kernfs_node`, member `name`.
+    pub kernfs_node_name: u32,
+    /// `struct dentry`, member `d_inode`.
+    pub dentry_inode: u32,
+    /// `struct iattr`, member `ia_valid` (offset 0 in every kernel so far: it
+    /// is meaningful when `known` has [`offset_known::IATTR_VALID`]).
+    pub iattr_valid: u32,
+    /// `struct shmem_inode_info`: offset of `seals` minus offset of
+    /// `vfs_inode` (negative), meaningful when `known` has
+    /// [`offset_known::SHMEM_SEALS`].
+    pub shmem_seals_delta: i32,
+    /// [`offset_known`]: fields whose value may legitimately be 0 or negative.
+    pub known: u32,
+    /// Index of the `dentry` argument of the `inode_setattr` LSM hook: 0 up to
+    /// 6.2, 1 once the hook gained a leading `idmap` argument.
+    pub setattr_dentry_arg: u32,
 }
 
 impl KernelOffsets {
-    /// Whether every field the digest cache's validity check reads is known.
-    pub const fn cache_usable(&self) -> bool {
+    /// Whether every field the content checks read (what the file is, where it
+    /// lives, who can still change it) is known. Without them every exec in
+    /// scope is refused.
+    pub const fn content_usable(&self) -> bool {
         self.file_inode != 0
+            && self.inode_sb != 0
+            && self.sb_magic != 0
+            && self.inode_nlink != 0
+            && self.inode_writecount != 0
+    }
+
+    /// Whether every field the scope check reads (the caller's cgroup path) is
+    /// known. Without them every exec counts as in scope.
+    pub const fn scope_usable(&self) -> bool {
+        self.task_cgroups != 0
+            && self.css_set_dfl_cgrp != 0
+            && self.cgroup_level != 0
+            && self.cgroup_ancestors != 0
+            && self.cgroup_kn != 0
+            && self.kernfs_node_name != 0
+    }
+
+    /// Whether every field the digest cache's validity check reads is known,
+    /// and the `inode_setattr` program can see size changes (without it a
+    /// truncate would not drop a cached digest).
+    pub const fn cache_usable(&self) -> bool {
+        self.dentry_inode != 0
+            && self.known & offset_known::IATTR_VALID != 0
+            && self.file_inode != 0
             && self.inode_sb != 0
             && self.inode_nlink != 0
             && self.inode_size != 0
@@ -277,29 +450,113 @@ impl KernelOffsets {
     }
 }
 
+/// Bits of [`KernelOffsets::known`].
+pub mod offset_known {
+    pub const SHMEM_SEALS: u32 = 1 << 0;
+    pub const IATTR_VALID: u32 = 1 << 1;
+}
+
 /// `FMODE_WRITE` (include/linux/fs.h): the file is open for writing.
 pub const FMODE_WRITE: u32 = 0x2;
 
-/// Filesystems whose files may use the digest cache: local filesystems where
-/// every content change goes through this kernel and moves the inode's change
-/// time. Network, FUSE and overlay filesystems can change content behind the
-/// inode's back, so their files are hashed at every exec.
-pub const CACHEABLE_FS_MAGIC: [u64; 9] = [
-    0xEF53,      // ext2/3/4
-    0x5846_5342, // xfs
-    0x9123_683E, // btrfs
-    0x0102_1994, // tmpfs
-    0x8584_58F6, // ramfs (initramfs rootfs)
-    0x7371_7368, // squashfs (read-only)
-    0xE0F5_E1E2, // erofs (read-only)
-    0xF2F5_2010, // f2fs
-    0x2FC1_2FC1, // zfs
+/// `ATTR_SIZE` (include/linux/fs.h): a setattr that changes the file's size.
+pub const ATTR_SIZE: u32 = 1 << 3;
+
+/// memfd seals (include/uapi/linux/fcntl.h).
+pub mod seals {
+    pub const SEAL: u32 = 0x0001;
+    pub const SHRINK: u32 = 0x0002;
+    pub const GROW: u32 = 0x0004;
+    /// Refuses writes through every descriptor, and cannot be set while a
+    /// shared writable mapping exists (unlike `F_SEAL_FUTURE_WRITE`).
+    pub const WRITE: u32 = 0x0008;
+    /// What makes a memfd's content final: no write, no shrink, no growth.
+    pub const IMMUTABLE: u32 = WRITE | SHRINK | GROW;
+}
+
+/// `TMPFS_MAGIC`: tmpfs, and the internal mount memfds live on.
+pub const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// What authz lets a filesystem do, stored per superblock magic in the
+/// `AUTHZ_FS` map. A magic that is not in the map may do nothing: execs from
+/// it are refused in scope (`untrusted-filesystem`).
+pub mod fs_flags {
+    /// Execs from it may be allowed: every content change goes through this
+    /// kernel's VFS, so the bytes hashed are the bytes executed.
+    pub const EXEC: u32 = 1 << 0;
+    /// Its files' digests may be cached per inode: a VM test proves that
+    /// every way to change a file's content on it drops the cached digest.
+    pub const CACHE: u32 = 1 << 1;
+}
+
+/// A filesystem authz knows by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Filesystem {
+    /// The name `/proc/filesystems` and `mount -t` use.
+    pub name: &'static str,
+    /// `super_block::s_magic`.
+    pub magic: u64,
+    /// Default [`fs_flags`]; `trusted_filesystems` in the agent's config adds
+    /// [`fs_flags::EXEC`] to others.
+    pub flags: u32,
+}
+
+const LOCAL: u32 = fs_flags::EXEC;
+const LOCAL_CACHED: u32 = fs_flags::EXEC | fs_flags::CACHE;
+const UNTRUSTED: u32 = 0;
+
+/// Every filesystem authz knows. Local filesystems are trusted for exec; the
+/// digest cache is on only where the VM tests (`digest_cache::`) prove
+/// invalidation; FUSE, network and cluster filesystems can serve one content
+/// to the hash and another to the loader, so they are refused unless the
+/// configuration trusts them.
+pub const FILESYSTEMS: [Filesystem; 29] = [
+    Filesystem { name: "ext4", magic: 0xEF53, flags: LOCAL_CACHED },
+    Filesystem { name: "xfs", magic: 0x5846_5342, flags: LOCAL_CACHED },
+    Filesystem { name: "btrfs", magic: 0x9123_683E, flags: LOCAL_CACHED },
+    Filesystem { name: "tmpfs", magic: TMPFS_MAGIC, flags: LOCAL_CACHED },
+    Filesystem { name: "ramfs", magic: 0x8584_58F6, flags: LOCAL_CACHED },
+    Filesystem { name: "squashfs", magic: 0x7371_7368, flags: LOCAL },
+    Filesystem { name: "erofs", magic: 0xE0F5_E1E2, flags: LOCAL },
+    Filesystem { name: "f2fs", magic: 0xF2F5_2010, flags: LOCAL },
+    Filesystem { name: "zfs", magic: 0x2FC1_2FC1, flags: LOCAL },
+    Filesystem { name: "overlay", magic: 0x794C_7630, flags: LOCAL },
+    Filesystem { name: "bcachefs", magic: 0xCA45_1A4E, flags: LOCAL },
+    Filesystem { name: "iso9660", magic: 0x9660, flags: LOCAL },
+    Filesystem { name: "udf", magic: 0x1501_3346, flags: LOCAL },
+    Filesystem { name: "vfat", magic: 0x4D44, flags: LOCAL },
+    Filesystem { name: "exfat", magic: 0x2011_BAB0, flags: LOCAL },
+    Filesystem { name: "ntfs3", magic: 0x5346_544E, flags: LOCAL },
+    Filesystem { name: "jfs", magic: 0x3153_464A, flags: LOCAL },
+    Filesystem { name: "nilfs2", magic: 0x3434, flags: LOCAL },
+    Filesystem { name: "fuse", magic: 0x6573_5546, flags: UNTRUSTED },
+    Filesystem { name: "nfs", magic: 0x6969, flags: UNTRUSTED },
+    Filesystem { name: "cifs", magic: 0xFF53_4D42, flags: UNTRUSTED },
+    Filesystem { name: "smb2", magic: 0xFE53_4D42, flags: UNTRUSTED },
+    Filesystem { name: "9p", magic: 0x0102_1997, flags: UNTRUSTED },
+    Filesystem { name: "ceph", magic: 0x00C3_6400, flags: UNTRUSTED },
+    Filesystem { name: "afs", magic: 0x6B41_4653, flags: UNTRUSTED },
+    Filesystem { name: "gfs2", magic: 0x0116_1970, flags: UNTRUSTED },
+    Filesystem { name: "ocfs2", magic: 0x7461_636F, flags: UNTRUSTED },
+    Filesystem { name: "coda", magic: 0x7375_7245, flags: UNTRUSTED },
+    Filesystem { name: "orangefs", magic: 0x2001_1124, flags: UNTRUSTED },
 ];
 
-/// Per-inode digest cache entry (the `DIGEST_CACHE` inode storage).
+/// The filesystem called `name` in [`FILESYSTEMS`].
+pub fn filesystem(name: &str) -> Option<&'static Filesystem> {
+    FILESYSTEMS.iter().find(|f| f.name.as_bytes() == name.as_bytes())
+}
+
+/// Capacity of the `AUTHZ_FS` map.
+pub const MAX_FILESYSTEMS: u32 = 128;
+
+/// Per-inode digest cache entry (the `AUTHZ_DIGESTS` inode storage).
 ///
-/// Valid only while the inode's change time, size and i_version still equal the
-/// values read *before* the digest was computed.
+/// A digest is used only while the inode's change time, size and i_version
+/// still equal the values read *before* it was computed; but the cache does not
+/// rely on those moving: every content change drops the entry (an open for
+/// writing, a setattr that changes the size), and no entry is made while the
+/// file has a writer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheEntry {
@@ -308,8 +565,17 @@ pub struct CacheEntry {
     pub size: u64,
     pub version: u64,
     pub ctime_nsec: u32,
-    /// 1 once the entry holds a digest.
-    pub valid: u32,
+    /// [`cache_flags`].
+    pub flags: u32,
+}
+
+/// Flags of a [`CacheEntry`].
+pub mod cache_flags {
+    /// The entry holds a digest.
+    pub const DIGEST: u32 = 1 << 0;
+    /// The file's size changed without a writer: IMA's own measurement of it,
+    /// if it has one, may predate the change.
+    pub const IMA_STALE: u32 = 1 << 1;
 }
 
 /// Per-task lineage label (the `TASK_LABELS` task storage).
@@ -336,6 +602,12 @@ pub struct ExecEvent {
     pub permit_cgroup_id: u64,
     /// Expiry of the permit that was found (0 when none).
     pub permit_expires_boot_ns: u64,
+    /// Position of this event among every event the kernel put on the ring in
+    /// this epoch (`AUTHZ_SEQ`): a gap in what the agent logged is visible.
+    pub seq: u64,
+    /// Random id of the loaded copy of the programs that decided (set at load),
+    /// so the self-test can tell new programs from the ones they replace.
+    pub instance: u64,
     pub pid: u32,
     pub tgid: u32,
     pub ppid: u32,
@@ -371,6 +643,8 @@ impl ExecEvent {
             cgroup_id: 0,
             permit_cgroup_id: 0,
             permit_expires_boot_ns: 0,
+            seq: 0,
+            instance: 0,
             pid: 0,
             tgid: 0,
             ppid: 0,
@@ -392,15 +666,17 @@ impl ExecEvent {
 }
 
 // No implicit padding anywhere: each size is the sum of its fields.
-const _: () = assert!(core::mem::size_of::<Config>() == 4 + 4 + 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 4 + 4 + 8 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<PermitKey>() == DIGEST_LEN + 8);
 const _: () = assert!(core::mem::size_of::<Permit>() == 2 * 8 + 2 * ARTIFACT_ID_LEN);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 15 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 26 * 4);
+const _: () = assert!(core::mem::size_of::<ScopeKey>() == 2 * 4 + SCOPE_NAME_LEN);
+const _: () = assert!(core::mem::size_of::<ScopeNode>() == 2 * 4);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == DIGEST_LEN + 3 * 8 + 2 * 4);
 const _: () = assert!(core::mem::size_of::<TaskLabel>() == 2 * ARTIFACT_ID_LEN + 2 * 4);
 const _: () = assert!(
     core::mem::size_of::<ExecEvent>()
-        == 4 * 8 + 10 * 4 + DIGEST_LEN + 2 * ARTIFACT_ID_LEN + COMM_LEN + 2 * FILENAME_LEN
+        == 6 * 8 + 10 * 4 + DIGEST_LEN + 2 * ARTIFACT_ID_LEN + COMM_LEN + 2 * FILENAME_LEN
 );
 
 #[cfg(feature = "user")]
@@ -422,4 +698,8 @@ mod pod {
     unsafe impl aya::Pod for CacheEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for TaskLabel {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ScopeKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ScopeNode {}
 }

@@ -1,9 +1,28 @@
-//! The SHA-256 of the file being executed, computed by the kernel (IMA).
-use authz_common::{counter, CacheEntry, Digest, DIGEST_LEN, HASH_ALGO_SHA256};
-use aya_ebpf::{bindings::inode, helpers::generated::bpf_ima_file_hash};
+//! The SHA-256 of the file being executed, computed by the kernel (IMA), and
+//! the per-inode cache that spares hashing it again.
+//!
+//! The cache rests on one invariant, enforced rather than assumed: **a cached
+//! digest never outlives a change of the file's content.**
+//! - Entries are made only for files with no writer (`i_writecount <= 0`),
+//!   linked, on filesystems flagged `CACHE` (each proven by a VM test).
+//! - Every way to change a linked file's content needs either an open for
+//!   writing (write, mmap writes, fallocate, copy_file_range/clone into it,
+//!   O_TRUNC, ftruncate) or a size change by path (truncate(2)): the
+//!   `file_open` and `inode_setattr` programs drop the entry on both.
+//! - A writer cannot appear while an exec hashes (exec denies write access to
+//!   the file it runs), so no entry is made from content that is changing.
+//! The inode's change time, size and i_version are still compared, as a second
+//! line, but nothing depends on a filesystem moving them.
+use authz_common::{
+    cache_flags, counter, CacheEntry, Digest, DIGEST_LEN, HASH_ALGO_SHA256,
+};
+use aya_ebpf::{
+    bindings::inode,
+    helpers::generated::{bpf_ima_file_hash, bpf_ima_inode_hash},
+};
 use core::ffi::c_void;
 
-use crate::{kernel, maps};
+use crate::{kernel::FileFacts, maps};
 
 /// Why no digest could be had.
 #[derive(Clone, Copy)]
@@ -12,6 +31,9 @@ pub enum DigestError {
     NoFile,
     /// `bpf_ima_file_hash` failed (negative errno) or used another algorithm.
     Hash(i64),
+    /// The file's size changed without a writer and IMA still holds a
+    /// measurement that may predate it (IMA would answer with that).
+    Stale,
 }
 
 /// A digest and where it came from.
@@ -23,9 +45,9 @@ pub struct Hashed {
     pub cached: bool,
 }
 
-/// The SHA-256 of `file` into `out`, from the per-inode cache when the inode
-/// provably did not change since it was hashed, else computed by IMA (and
-/// cached when the file qualifies, see [`kernel::cache_candidate`]).
+/// The SHA-256 of `file` into `out`: from the per-inode cache when `cacheable`
+/// and the entry's stamp still matches, else computed by IMA (and cached when
+/// `cacheable`).
 ///
 /// Cache entries are never updated in place: a stale entry is deleted and a new
 /// one created whole (the kernel copies the value in under its lock), so two
@@ -34,29 +56,33 @@ pub struct Hashed {
 /// miss later.
 ///
 /// # Safety
-/// `file` must be a BTF-typed `struct file *` the verifier trusts (`bprm->file`).
+/// `file` must be a BTF-typed `struct file *` the verifier trusts (`bprm->file`)
+/// and `facts` its facts.
 #[inline(always)]
 pub unsafe fn file_sha256_cached(
     file: *const c_void,
+    facts: &FileFacts,
+    cacheable: bool,
     out: &mut Digest,
 ) -> Result<Hashed, DigestError> {
     if file.is_null() {
         return Err(DigestError::NoFile);
     }
-    // SAFETY: `file` is `bprm->file` per the contract.
-    let candidate = unsafe { kernel::cache_candidate(file) };
-    if let Some((inode, stamp)) = candidate {
-        // SAFETY: `inode` is a BTF `struct inode *` loaded from `file`.
-        let entry = unsafe { maps::DIGEST_CACHE.get_ptr_mut(inode as *mut inode) };
-        if !entry.is_null() {
-            // SAFETY: non-null pointer to a live storage value; entries are never
-            // written after creation, so this copy is consistent.
-            let e: CacheEntry = unsafe { *entry };
-            if e.valid == 1
-                && e.ctime_sec == stamp.ctime_sec
-                && e.ctime_nsec == stamp.ctime_nsec
-                && e.size == stamp.size
-                && e.version == stamp.version
+    let node = facts.inode as *mut inode;
+    let stamp = if cacheable { facts.stamp } else { None };
+    let mut stale = false;
+    // SAFETY: `node` is a BTF `struct inode *` loaded from `file`.
+    let entry = unsafe { maps::DIGEST_CACHE.get_ptr_mut(node) };
+    if !entry.is_null() {
+        // SAFETY: non-null pointer to a live storage value; entries are never
+        // written after creation, so this copy is consistent.
+        let e: CacheEntry = unsafe { *entry };
+        if let Some(s) = stamp {
+            if e.flags == cache_flags::DIGEST
+                && e.ctime_sec == s.ctime_sec
+                && e.ctime_nsec == s.ctime_nsec
+                && e.size == s.size
+                && e.version == s.version
             {
                 *out = e.digest;
                 maps::count(counter::CACHE_HITS);
@@ -65,32 +91,72 @@ pub unsafe fn file_sha256_cached(
                     cached: true,
                 });
             }
-            // SAFETY: as above.
-            let _ = unsafe { maps::DIGEST_CACHE.delete(inode as *mut inode) };
         }
+        stale = e.flags & cache_flags::IMA_STALE != 0;
+        if !stale {
+            // SAFETY: as above.
+            let _ = unsafe { maps::DIGEST_CACHE.delete(node) };
+        }
+    }
+    if stale {
+        // bpf_ima_inode_hash answers from IMA's cache only: success means
+        // bpf_ima_file_hash would return that (possibly pre-truncate) value.
+        // SAFETY: BTF inode pointer; `out` is DIGEST_LEN writable bytes.
+        let ima = unsafe { bpf_ima_inode_hash(node, out.as_mut_ptr().cast(), DIGEST_LEN as u32) };
+        *out = [0; DIGEST_LEN];
+        if ima >= 0 {
+            return Err(DigestError::Stale);
+        }
+        // IMA forgot it: the next hash is fresh, the marker can go.
+        // SAFETY: as above.
+        let _ = unsafe { maps::DIGEST_CACHE.delete(node) };
+    }
+    if stamp.is_some() {
         maps::count(counter::CACHE_MISSES);
     }
     // SAFETY: as for `file_sha256`.
     let status = unsafe { file_sha256(file, out) }?;
-    if let Some((inode, stamp)) = candidate {
+    if let Some(s) = stamp {
         let mut fresh = CacheEntry {
             digest: *out,
-            ctime_sec: stamp.ctime_sec,
-            size: stamp.size,
-            version: stamp.version,
-            ctime_nsec: stamp.ctime_nsec,
-            valid: 1,
+            ctime_sec: s.ctime_sec,
+            size: s.size,
+            version: s.version,
+            ctime_nsec: s.ctime_nsec,
+            flags: cache_flags::DIGEST,
         };
         // SAFETY: BTF inode pointer; `fresh` initialises the new entry. If another
         // exec created one first, that one stays (it is equally consistent).
-        let _ = unsafe {
-            maps::DIGEST_CACHE.get_or_insert_ptr_mut(inode as *mut inode, Some(&mut fresh))
-        };
+        let _ = unsafe { maps::DIGEST_CACHE.get_or_insert_ptr_mut(node, Some(&mut fresh)) };
     }
     Ok(Hashed {
         status,
         cached: false,
     })
+}
+
+/// Forgets what is cached about `node` after its size changed without a
+/// writer; when IMA holds a measurement of it (which IMA does not drop on a
+/// truncate), leaves a marker so that no exec trusts that measurement.
+///
+/// # Safety
+/// `node` must be a BTF-typed `struct inode *` (the `inode_setattr` hook's
+/// `dentry->d_inode`), in a sleepable program.
+#[inline(always)]
+pub unsafe fn forget_resized(node: *mut inode) {
+    // SAFETY: per the contract.
+    let _ = unsafe { maps::DIGEST_CACHE.delete(node) };
+    let mut scratch: Digest = [0; DIGEST_LEN];
+    // SAFETY: BTF inode pointer; `scratch` is DIGEST_LEN writable bytes.
+    let ima = unsafe { bpf_ima_inode_hash(node, scratch.as_mut_ptr().cast(), DIGEST_LEN as u32) };
+    if ima >= 0 {
+        let mut marker = CacheEntry {
+            flags: cache_flags::IMA_STALE,
+            ..CacheEntry::default()
+        };
+        // SAFETY: as above; `marker` initialises the new entry.
+        let _ = unsafe { maps::DIGEST_CACHE.get_or_insert_ptr_mut(node, Some(&mut marker)) };
+    }
 }
 
 /// Computes the SHA-256 of `file` into `out` with IMA.

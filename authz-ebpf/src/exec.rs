@@ -1,7 +1,7 @@
 //! The exec decision: digest, permit lookup, verdict, event, counters.
 use authz_common::{
-    counter, decision, event_flags, mode, reason, scope, Digest, ExecEvent, PermitKey,
-    ARTIFACT_ID_LEN, DIGEST_LEN, MAX_CGROUP_DEPTH,
+    counter, decision, event_flags, fs_flags, mode, reason, role, sample, scope, Digest, ExecEvent,
+    PermitKey, ARTIFACT_ID_LEN, DIGEST_LEN, MAX_CGROUP_DEPTH,
 };
 use aya_ebpf::{
     helpers::{
@@ -18,6 +18,8 @@ use crate::{digest, kernel, maps};
 
 /// `EPERM` from include/uapi/asm-generic/errno-base.h; LSM hooks return `-EPERM`.
 const EPERM: i32 = 1;
+/// The artifact id of "no permit".
+const NO_PERMIT_ID: [u8; ARTIFACT_ID_LEN] = [0; ARTIFACT_ID_LEN];
 
 /// What the lookup found.
 #[derive(Clone, Copy)]
@@ -60,62 +62,95 @@ impl Verdict {
 }
 
 /// Decides one exec. Returns 0 to allow, `-EPERM` to refuse.
+///
+/// Every allow below has a reason it cannot be reached by mistake:
+/// - an earlier LSM's refusal is kept, never overridden;
+/// - probation: this copy was loaded next to an attached copy that decides,
+///   and only the agent, before its self-test, sets it (a map nobody wrote
+///   reads as active);
+/// - mode `off`: only an explicit value written by the agent (0, unset, means
+///   enforce);
+/// - out of scope: only when the kernel read the caller's cgroup path and the
+///   scope trie has no enforced prefix of it (any failure to read counts as
+///   in scope);
+/// - a permit: a live (digest, cgroup) entry, where the digest is of content
+///   that can no longer change, on a filesystem trusted for exec.
 #[inline(always)]
 pub fn check(ctx: &LsmContext) -> i32 {
     let bprm: *const c_void = ctx.arg(0);
     // The hook's extra argument: what earlier BPF LSM programs on this hook returned.
     let previous: i32 = ctx.arg(1);
-    if previous != 0 {
-        return previous;
-    }
 
     let config = maps::config();
     // SAFETY: helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let selftest = config.selftest_cgroup_id != 0 && config.selftest_cgroup_id == cgroup_id;
 
+    // The self-test's probe is decided by every copy (and always refused), so
+    // that a new copy on probation proves itself even behind an older one.
     if !selftest {
-        if config.mode == mode::OFF {
+        if previous != 0 {
+            return previous;
+        }
+        if maps::role() == role::PROBATION {
             return 0;
         }
-        if config.scope == scope::SUBTREES && !in_enforced_subtree(cgroup_id) {
-            maps::count(counter::OUT_OF_SCOPE);
+        let undecided = config.mode == mode::OFF
+            || (config.scope == scope::SUBTREES
+                && kernel::current_cgroup_enforced() == Some(false));
+        if undecided {
+            if config.mode != mode::OFF {
+                maps::count(counter::OUT_OF_SCOPE);
+            }
+            // The new image runs under no permit.
+            // SAFETY: `bprm` is the hook's argument.
+            if unsafe { kernel::is_first_pass(bprm) } {
+                crate::lineage::set_pending(NO_PERMIT_ID, true);
+            }
             return 0;
         }
     }
 
     let mut digest: Digest = [0; DIGEST_LEN];
+    let mut hash_status: i32 = 0;
+    let mut flags: u32 = 0;
     // SAFETY: `bprm` is the hook's `struct linux_binprm *`.
     let file = unsafe { kernel::binprm_file(bprm) };
     // SAFETY: `file` is `bprm->file`, loaded directly so it keeps its BTF type.
-    let hashed = unsafe { digest::file_sha256_cached(file, &mut digest) };
-    let (hash_status, flags) = match hashed {
-        Ok(digest::Hashed {
-            status,
-            cached: false,
-        }) => (status as i32, event_flags::DIGEST_VALID),
-        Ok(digest::Hashed {
-            status,
-            cached: true,
-        }) => (
-            status as i32,
-            event_flags::DIGEST_VALID | event_flags::DIGEST_CACHED,
-        ),
-        Err(digest::DigestError::NoFile) => (0, 0),
-        Err(digest::DigestError::Hash(status)) => (status as i32, 0),
-    };
-
-    let verdict = if selftest {
-        Verdict::refused(reason::SELFTEST)
-    } else if flags & event_flags::DIGEST_VALID == 0 {
-        maps::count(counter::DIGEST_ERRORS);
-        if hash_status == 0 {
-            Verdict::refused(reason::INTERNAL)
-        } else {
-            Verdict::refused(reason::DIGEST_FAILED)
+    let verdict = match unsafe { kernel::file_facts(file) } {
+        None => Verdict::refused(reason::INTERNAL),
+        Some(facts) => {
+            let fs = maps::fs_flags(facts.magic);
+            if fs & fs_flags::EXEC == 0 {
+                Verdict::refused(reason::UNTRUSTED_FS)
+            } else if !facts.final_content {
+                Verdict::refused(reason::MUTABLE_CONTENT)
+            } else {
+                let cacheable = fs & fs_flags::CACHE != 0 && facts.linked_no_writer;
+                // SAFETY: `file` as above; `facts` are its facts.
+                match unsafe { digest::file_sha256_cached(file, &facts, cacheable, &mut digest) } {
+                    Ok(hashed) => {
+                        hash_status = hashed.status as i32;
+                        flags = event_flags::DIGEST_VALID;
+                        if hashed.cached {
+                            flags |= event_flags::DIGEST_CACHED;
+                        }
+                        if selftest {
+                            Verdict::refused(reason::SELFTEST)
+                        } else {
+                            lookup(&digest, cgroup_id)
+                        }
+                    }
+                    Err(digest::DigestError::NoFile) => Verdict::refused(reason::INTERNAL),
+                    Err(digest::DigestError::Hash(status)) => {
+                        maps::count(counter::DIGEST_ERRORS);
+                        hash_status = status as i32;
+                        Verdict::refused(reason::DIGEST_FAILED)
+                    }
+                    Err(digest::DigestError::Stale) => Verdict::refused(reason::DIGEST_STALE),
+                }
+            }
         }
-    } else {
-        lookup(&digest, cgroup_id)
     };
     if flags & event_flags::DIGEST_VALID == 0 {
         digest = [0; DIGEST_LEN];
@@ -135,6 +170,9 @@ pub fn check(ctx: &LsmContext) -> i32 {
             reason::WRONG_CGROUP => counter::DENIED_WRONG_CGROUP,
             reason::DIGEST_FAILED => counter::DENIED_DIGEST_FAILED,
             reason::SELFTEST => counter::DENIED_SELFTEST,
+            reason::MUTABLE_CONTENT => counter::DENIED_MUTABLE,
+            reason::UNTRUSTED_FS => counter::DENIED_UNTRUSTED_FS,
+            reason::DIGEST_STALE => counter::DENIED_DIGEST_STALE,
             _ => counter::DENIED_INTERNAL,
         });
         decision::DENY
@@ -144,6 +182,9 @@ pub fn check(ctx: &LsmContext) -> i32 {
     // SAFETY: `bprm` is the hook's argument.
     if unsafe { kernel::is_first_pass(bprm) } {
         crate::lineage::set_pending(verdict.artifact_id, outcome != decision::DENY);
+    }
+    if outcome == decision::ALLOW && !sampled(config.allowed_sample) {
+        return if previous != 0 { previous } else { 0 };
     }
     emit(
         bprm,
@@ -159,8 +200,25 @@ pub fn check(ctx: &LsmContext) -> i32 {
 
     if outcome == decision::DENY {
         -EPERM
+    } else if previous != 0 {
+        // The self-test's probe after an earlier refusal: keep it.
+        previous
     } else {
         0
+    }
+}
+
+/// Whether this allowed exec sends an event: every one, none, or one in N
+/// (by this CPU's count of allowed execs, just incremented).
+#[inline(always)]
+fn sampled(every: u32) -> bool {
+    match every {
+        0 | sample::ALL => true,
+        sample::NONE => false,
+        n => match maps::COUNTERS.get(counter::ALLOWED) {
+            Some(count) => *count % u64::from(n) == 1,
+            None => true,
+        },
     }
 }
 
@@ -236,30 +294,6 @@ fn lookup(digest: &Digest, cgroup_id: u64) -> Verdict {
     }
 }
 
-/// Whether `cgroup_id` is, or is below, an enforced cgroup.
-#[inline(always)]
-fn in_enforced_subtree(cgroup_id: u64) -> bool {
-    // SAFETY: presence test only.
-    if unsafe { maps::ENFORCED_CGROUPS.get(&cgroup_id) }.is_some() {
-        return true;
-    }
-    let mut level: u32 = 0;
-    while level < MAX_CGROUP_DEPTH {
-        // SAFETY: helper taking a plain integer.
-        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-        if ancestor == 0 || ancestor == cgroup_id {
-            return false;
-        }
-        // SAFETY: presence test only.
-        if unsafe { maps::ENFORCED_CGROUPS.get(&ancestor) }.is_some() {
-            return true;
-        }
-        level += 1;
-    }
-    // Deeper than we walk: treat as enforced (fail closed).
-    true
-}
-
 /// Sends the decision to the agent. Never blocks: a full ring buffer drops the
 /// event and counts the drop.
 #[inline(always)]
@@ -289,6 +323,8 @@ fn emit(
         (*event).cgroup_id = cgroup_id;
         (*event).permit_cgroup_id = verdict.permit_cgroup_id;
         (*event).permit_expires_boot_ns = verdict.expires_boot_ns;
+        (*event).seq = maps::next_seq();
+        (*event).instance = kernel::instance();
         (*event).pid = pid_tgid as u32;
         (*event).tgid = (pid_tgid >> 32) as u32;
         (*event).ppid = kernel::parent_tgid();

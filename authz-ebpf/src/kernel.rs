@@ -6,8 +6,11 @@
 //! verification, so the verifier sees each offset as a constant and still types
 //! the result of a load through a BTF pointer (`bprm->file` stays a `struct file *`
 //! it trusts for `bpf_ima_file_hash`).
-use authz_common::{KernelOffsets, CACHEABLE_FS_MAGIC, FILENAME_LEN, FMODE_WRITE};
-use aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes;
+use authz_common::{
+    offset_known, scope_flags, seals, KernelOffsets, ScopeKey, ATTR_SIZE, FILENAME_LEN, FMODE_WRITE,
+    MAX_CGROUP_DEPTH, SCOPE_NAME_LEN, SCOPE_ROOT, TMPFS_MAGIC,
+};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
 use core::ffi::c_void;
 
 /// Filled by the agent from /sys/kernel/btf/vmlinux before load; zero = unknown.
@@ -28,7 +31,30 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     inode_ctime_sec: 0,
     inode_ctime_nsec: 0,
     sb_magic: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_level: 0,
+    cgroup_ancestors: 0,
+    cgroup_kn: 0,
+    kernfs_node_name: 0,
+    dentry_inode: 0,
+    iattr_valid: 0,
+    shmem_seals_delta: 0,
+    known: 0,
+    setattr_dentry_arg: 0,
 };
+
+/// Random id of this loaded copy, set by the agent at load (0: unset).
+#[unsafe(no_mangle)]
+static INSTANCE: u64 = 0;
+
+/// This copy's instance id (see `authz_common::ExecEvent::instance`).
+#[inline(always)]
+pub fn instance() -> u64 {
+    // SAFETY: a valid, aligned static, read volatile for the same reason as
+    // `OFFSETS`.
+    unsafe { core::ptr::read_volatile(&INSTANCE) }
+}
 
 /// The offsets the agent supplied.
 #[inline(always)]
@@ -173,16 +199,39 @@ pub struct InodeStamp {
     pub version: u64,
 }
 
-/// The inode of `file` and its stamp, when its digest may be cached: every
-/// offset known, a filesystem on the local allowlist, still linked (not a memfd
-/// or an unlinked/O_TMPFILE file), and nobody holds it open for writing.
+/// What the exec check needs to know about the file being executed.
+#[derive(Clone, Copy)]
+pub struct FileFacts {
+    /// `file->f_inode` (a BTF pointer).
+    pub inode: *const c_void,
+    /// Superblock magic of its filesystem.
+    pub magic: u64,
+    /// Its content cannot change any more once this check is done: linked and
+    /// nobody holds it open for writing, or a memfd sealed against every write.
+    pub final_content: bool,
+    /// Linked, no writer: its digest may be cached.
+    pub linked_no_writer: bool,
+    /// The cache stamp, when every stamp offset is known.
+    pub stamp: Option<InodeStamp>,
+}
+
+/// Reads a `T` at kernel address `addr`; `None` when the read faults.
+#[inline(always)]
+fn read<T: Copy>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel copies from any kernel address and fails
+    // cleanly (no fault) when it is not mapped.
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
+}
+
+/// The facts about `file`, or `None` when a needed offset is unknown or a
+/// read fails (the caller refuses: fail closed).
 ///
 /// # Safety
 /// `file` must be a BTF-typed `struct file *` (`bprm->file`).
 #[inline(always)]
-pub unsafe fn cache_candidate(file: *const c_void) -> Option<(*const c_void, InodeStamp)> {
+pub unsafe fn file_facts(file: *const c_void) -> Option<FileFacts> {
     let o = offsets();
-    if file.is_null() || !o.cache_usable() {
+    if file.is_null() || !o.content_usable() {
         return None;
     }
     // SAFETY: `file` is a BTF pointer; every offset below came from BTF.
@@ -196,30 +245,57 @@ pub unsafe fn cache_candidate(file: *const c_void) -> Option<(*const c_void, Ino
             return None;
         }
         let magic = member_u64(sb, o.sb_magic);
-        let mut local = false;
-        let mut i = 0;
-        while i < CACHEABLE_FS_MAGIC.len() {
-            if CACHEABLE_FS_MAGIC[i] == magic {
-                local = true;
-            }
-            i += 1;
-        }
-        if !local || member_u32(inode, o.inode_nlink) == 0 {
-            return None;
-        }
-        // i_writecount > 0: open for writing somewhere (negative: denied to writers).
-        if (member_u32(inode, o.inode_writecount) as i32) > 0 {
-            return None;
-        }
-        let stamp = InodeStamp {
-            ctime_sec: member_u64(inode, o.inode_ctime_sec),
-            ctime_nsec: member_u32(inode, o.inode_ctime_nsec),
-            size: member_u64(inode, o.inode_size),
-            // Bit 0 is I_VERSION_QUERIED, which IMA sets when it hashes: compare
-            // the counter only.
-            version: member_u64(inode, o.inode_version) >> I_VERSION_QUERIED_SHIFT,
+        let linked = member_u32(inode, o.inode_nlink) != 0;
+        // i_writecount > 0: open for writing somewhere (negative: denied to
+        // writers, as exec does while it runs).
+        let writer = (member_u32(inode, o.inode_writecount) as i32) > 0;
+        let final_content = if writer {
+            false
+        } else if linked {
+            true
+        } else {
+            // Unlinked: an O_TMPFILE or deleted file (refused: it can be
+            // reopened for writing through /proc), or a memfd, whose own
+            // descriptor writes without ever taking write access. A memfd is
+            // final only when sealed against writes, shrinking and growth;
+            // F_SEAL_WRITE cannot be set while a shared writable mapping
+            // exists and stops writes through every descriptor.
+            magic == TMPFS_MAGIC && memfd_sealed(inode, &o)
         };
-        Some((inode, stamp))
+        let stamp = if o.cache_usable() {
+            Some(InodeStamp {
+                ctime_sec: member_u64(inode, o.inode_ctime_sec),
+                ctime_nsec: member_u32(inode, o.inode_ctime_nsec),
+                size: member_u64(inode, o.inode_size),
+                // Bit 0 is I_VERSION_QUERIED, which IMA sets when it hashes:
+                // compare the counter only.
+                version: member_u64(inode, o.inode_version) >> I_VERSION_QUERIED_SHIFT,
+            })
+        } else {
+            None
+        };
+        Some(FileFacts {
+            inode,
+            magic,
+            final_content,
+            linked_no_writer: linked && !writer,
+            stamp,
+        })
+    }
+}
+
+/// Whether the tmpfs inode at `inode` carries every seal that makes its
+/// content final. Reads `SHMEM_I(inode)->seals` (every inode of a tmpfs
+/// superblock is embedded in a `struct shmem_inode_info`).
+#[inline(always)]
+fn memfd_sealed(inode: *const c_void, o: &KernelOffsets) -> bool {
+    if o.known & offset_known::SHMEM_SEALS == 0 {
+        return false;
+    }
+    let addr = (inode as u64).wrapping_add(o.shmem_seals_delta as i64 as u64);
+    match read::<u32>(addr) {
+        Some(s) => s & seals::IMMUTABLE == seals::IMMUTABLE,
+        None => false,
     }
 }
 
@@ -240,4 +316,77 @@ pub unsafe fn inode_if_writing(file: *const c_void) -> *const c_void {
         }
         member_ptr(file, o.file_inode)
     }
+}
+
+/// `dentry->d_inode` when `attr` changes the file's size, else null.
+///
+/// # Safety
+/// `dentry` and `attr` must be the `inode_setattr` hook's BTF arguments.
+#[inline(always)]
+pub unsafe fn inode_if_resized(dentry: *const c_void, attr: *const c_void) -> *const c_void {
+    let o = offsets();
+    if dentry.is_null()
+        || attr.is_null()
+        || o.dentry_inode == 0
+        || o.known & offset_known::IATTR_VALID == 0
+    {
+        return core::ptr::null();
+    }
+    // SAFETY: BTF pointers, offsets from BTF.
+    unsafe {
+        if member_u32(attr, o.iattr_valid) & ATTR_SIZE == 0 {
+            return core::ptr::null();
+        }
+        member_ptr(dentry, o.dentry_inode)
+    }
+}
+
+/// Whether the current task's cgroup *path* is, or is below, an enforced
+/// subtree in the scope trie. Reads the path at every call (`task->cgroups->
+/// dfl_cgrp->ancestors[level]->kn->name`), so it needs no agent to follow
+/// cgroups that are removed and created again. `None` when it cannot tell
+/// (an offset unknown, a read failed, deeper than the walk): the caller
+/// enforces.
+#[inline(always)]
+pub fn current_cgroup_enforced() -> Option<bool> {
+    let o = offsets();
+    if !o.scope_usable() {
+        return None;
+    }
+    // SAFETY: helper without arguments; the current task, never null.
+    let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task_btf() } as u64;
+    let css: u64 = read(task + u64::from(o.task_cgroups))?;
+    let cgroup: u64 = read(css + u64::from(o.css_set_dfl_cgrp))?;
+    let level: i32 = read(cgroup + u64::from(o.cgroup_level))?;
+    if level < 0 || level as u32 > MAX_CGROUP_DEPTH {
+        return None;
+    }
+    let mut key = ScopeKey {
+        parent: SCOPE_ROOT,
+        _reserved: 0,
+        name: [0; SCOPE_NAME_LEN],
+    };
+    // Level 0 is the root; `ancestors[k]` is the ancestor at level k, the
+    // cgroup itself at its own level.
+    let mut k: u32 = 1;
+    while k <= MAX_CGROUP_DEPTH {
+        if k > level as u32 {
+            return Some(false);
+        }
+        let slot = cgroup + u64::from(o.cgroup_ancestors) + 8 * u64::from(k);
+        let ancestor: u64 = read(slot)?;
+        let kn: u64 = read(ancestor + u64::from(o.cgroup_kn))?;
+        let name: u64 = read(kn + u64::from(o.kernfs_node_name))?;
+        key.name = [0; SCOPE_NAME_LEN];
+        // SAFETY: copies at most SCOPE_NAME_LEN bytes, NUL-terminated.
+        unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut key.name) }.ok()?;
+        // SAFETY: the value is copied out at once.
+        match unsafe { crate::maps::SCOPE.get(&key) }.copied() {
+            None => return Some(false),
+            Some(node) if node.flags & scope_flags::ENFORCED != 0 => return Some(true),
+            Some(node) => key.parent = node.token,
+        }
+        k += 1;
+    }
+    None
 }

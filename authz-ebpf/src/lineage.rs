@@ -25,7 +25,10 @@ pub fn current_permit() -> [u8; ARTIFACT_ID_LEN] {
     unsafe { (*label).permit_id }
 }
 
-/// Records the permit the exec in progress runs under (made current on commit).
+/// Records the permit the exec in progress runs under (made current on
+/// commit). Called at the first check of every exec that reaches the
+/// program, decided or not, so a stale pending value never survives into
+/// another exec.
 #[inline(always)]
 pub fn set_pending(permit_id: [u8; ARTIFACT_ID_LEN], allowed: bool) {
     let mut init = TaskLabel::default();
@@ -37,11 +40,13 @@ pub fn set_pending(permit_id: [u8; ARTIFACT_ID_LEN], allowed: bool) {
     // SAFETY: this task's own storage; only this task writes it during its exec.
     unsafe {
         (*label).pending_id = if allowed { permit_id } else { NONE };
-        (*label).pending = u32::from(allowed);
+        (*label).pending = 1;
     }
 }
 
-/// `bprm_committed_creds`: the exec went through; its permit becomes current.
+/// `bprm_committed_creds`: the exec went through; the permit recorded at its
+/// check becomes current. Idempotent (the pending value is left in place), so
+/// two attached copies of the programs (a restart's overlap) agree.
 #[inline(always)]
 pub fn commit() {
     // SAFETY: trusted task pointer, lookup only.
@@ -51,13 +56,11 @@ pub fn commit() {
     }
     // SAFETY: this task's own storage value.
     unsafe {
-        if (*label).pending == 1 {
-            (*label).permit_id = (*label).pending_id;
+        (*label).permit_id = if (*label).pending == 1 {
+            (*label).pending_id
         } else {
-            // An exec nobody decided (mode off, out of scope): no permit.
-            (*label).permit_id = NONE;
-        }
-        (*label).pending = 0;
+            NONE
+        };
     }
 }
 

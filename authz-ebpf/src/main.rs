@@ -10,6 +10,8 @@
 //! (`cargo clippy --workspace`, `cargo build --workspace`) sees a stub binary.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The atomic fetch-and-add for event sequence numbers (see `maps::next_seq`).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(target_arch = "bpf")]
 mod digest;
@@ -44,6 +46,32 @@ pub fn file_open(ctx: aya_ebpf::programs::LsmContext) -> i32 {
     }
     // Keep what earlier BPF LSM programs decided.
     ctx.arg(1)
+}
+
+/// `int security_inode_setattr(struct dentry *dentry, struct iattr *attr)`: a
+/// size change without a writer (truncate(2) by path) changes content without
+/// any open for writing: drop the file's cached digest (and mark it when IMA
+/// holds a measurement IMA will not drop). Sleepable, for
+/// `bpf_ima_inode_hash`. Never refuses.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "inode_setattr", sleepable)]
+pub fn inode_setattr(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    // The argument positions depend on the kernel (an `idmap` argument came
+    // first from 6.3); the offset is a load-time constant, so the verifier
+    // only ever sees one branch.
+    let (dentry, attr, previous): (*const core::ffi::c_void, *const core::ffi::c_void, i32) =
+        if kernel::offsets().setattr_dentry_arg == 0 {
+            (ctx.arg(0), ctx.arg(1), ctx.arg(2))
+        } else {
+            (ctx.arg(1), ctx.arg(2), ctx.arg(3))
+        };
+    // SAFETY: the hook's BTF arguments.
+    let inode = unsafe { kernel::inode_if_resized(dentry, attr) };
+    if !inode.is_null() {
+        // SAFETY: `inode` is `dentry->d_inode`, a BTF pointer; sleepable program.
+        unsafe { digest::forget_resized(inode as *mut aya_ebpf::bindings::inode) };
+    }
+    previous
 }
 
 /// `int security_task_alloc(struct task_struct *task, unsigned long clone_flags)`:

@@ -1,6 +1,11 @@
-//! State shared with the agent. The agent writes permits, configuration and
-//! scope; the program writes events and counters.
-use authz_common::{counter, CacheEntry, Config, Digest, Permit, PermitKey, TaskLabel};
+//! State shared with the agent. The agent writes permits, configuration,
+//! scope and filesystem policy; the program writes events, counters, the
+//! digest cache and lineage labels. Every map is named `authz_*` (the kernel
+//! keeps 15 characters), so `bpftool map show` says whose it is.
+use authz_common::{
+    counter, seq, CacheEntry, Config, Digest, Permit, PermitKey, ScopeKey, ScopeNode, TaskLabel,
+    MAX_FILESYSTEMS, MAX_SCOPE_NODES,
+};
 use aya_ebpf::bindings::{
     bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, task_struct, BPF_F_NO_PREALLOC,
     BPF_LOCAL_STORAGE_GET_F_CREATE,
@@ -13,37 +18,52 @@ use aya_ebpf::{
 };
 
 /// Default capacity of the permit map; the agent may resize it before load.
-pub const MAX_PERMITS: u32 = 131_072;
+pub const MAX_PERMITS: u32 = authz_common::DEFAULT_MAX_PERMITS;
 
 /// Permits by (digest, cgroup id).
-#[map(name = "PERMITS")]
+#[map(name = "authz_permits")]
 pub static PERMITS: HashMap<PermitKey, Permit> = HashMap::with_max_entries(MAX_PERMITS, 0);
 
 /// Digests that hold at least one permit in some cgroup (value: how many), so a
 /// refusal can say "wrong cgroup" rather than "no permit".
-#[map(name = "DIGESTS")]
+#[map(name = "authz_digests")]
 pub static DIGESTS: HashMap<Digest, u32> = HashMap::with_max_entries(MAX_PERMITS, 0);
 
-/// cgroup ids of the enforced subtrees when the scope is `SUBTREES`.
-#[map(name = "ENFORCED_CGROUPS")]
-pub static ENFORCED_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+/// The enforced subtrees as a trie of cgroup directory names, when the scope
+/// is `SUBTREES` (see `authz_common::ScopeKey`).
+#[map(name = "authz_scope")]
+pub static SCOPE: HashMap<ScopeKey, ScopeNode> = HashMap::with_max_entries(MAX_SCOPE_NODES, 0);
+
+/// What each filesystem (by superblock magic) may do: `authz_common::fs_flags`.
+/// A magic that is not here may do nothing.
+#[map(name = "authz_fs")]
+pub static FILESYSTEMS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_FILESYSTEMS, 0);
 
 /// Element 0: the runtime [`Config`].
-#[map(name = "CONFIG")]
+#[map(name = "authz_config")]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
+/// Element 0: this copy's `authz_common::role`. Never pinned: each load has
+/// its own, so a new copy can be proven before it takes over.
+#[map(name = "authz_role")]
+pub static ROLE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Event sequence numbers and their epoch (`authz_common::seq`).
+#[map(name = "authz_seq")]
+pub static SEQ: Array<u64> = Array::with_max_entries(seq::SLOTS, 0);
+
 /// Per-CPU decision counters, indexed by `authz_common::counter`.
-#[map(name = "COUNTERS")]
+#[map(name = "authz_counters")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
 /// Decision events for the agent. Enforcement never waits on it: when it is
 /// full the event is dropped and `EVENTS_DROPPED` counts it.
-#[map(name = "EVENTS")]
+#[map(name = "authz_events")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(authz_common::EVENT_RING_BYTES, 0);
 
 /// Digest of each executed file, kept with the inode itself (freed with it),
 /// so a binary is hashed once rather than at every exec.
-#[btf_map]
+#[btf_map(name = "authz_cache")]
 pub static DIGEST_CACHE: InodeStorage<CacheEntry> = InodeStorage::new();
 
 /// BTF definition of a task storage map (aya-ebpf 0.2 has none): the layout
@@ -95,7 +115,7 @@ impl<T> TaskStorage<T> {
 }
 
 /// Lineage: the permit each task's image was started under.
-#[btf_map]
+#[btf_map(name = "authz_labels")]
 pub static TASK_LABELS: TaskStorage<TaskLabel> = TaskStorage::new();
 
 /// Adds one to a counter.
@@ -117,5 +137,53 @@ pub fn config() -> Config {
     match CONFIG.get(0) {
         Some(config) => *config,
         None => Config::default(),
+    }
+}
+
+/// This copy's role; [`role::ACTIVE`](authz_common::role::ACTIVE) unless the
+/// agent put it on probation.
+#[inline(always)]
+pub fn role() -> u32 {
+    match ROLE.get(0) {
+        Some(role) => *role,
+        None => authz_common::role::ACTIVE,
+    }
+}
+
+/// What the filesystem with superblock magic `magic` may do (0: nothing).
+#[inline(always)]
+pub fn fs_flags(magic: u64) -> u32 {
+    // SAFETY: the value is copied out at once.
+    match unsafe { FILESYSTEMS.get(&magic) } {
+        Some(flags) => *flags,
+        None => 0,
+    }
+}
+
+/// Takes the next event sequence number (atomically: several CPUs decide at
+/// once). 0 when the map cannot be read, which the agent treats as "unknown".
+#[inline(always)]
+pub fn next_seq() -> u64 {
+    match SEQ.get_ptr_mut(seq::NEXT) {
+        Some(ptr) => {
+            let mut value: u64 = 1;
+            // `AtomicU64::fetch_add` is not offered on the BPF target (no
+            // compare-and-swap), and LLVM emits BPF's atomic fetch-and-add
+            // (kernel 5.12+) only for CPU v3, which aya-build's fixed flags do
+            // not select: so the one instruction is written out.
+            // SAFETY: `ptr` points at a live, 8-byte aligned u64 map value that
+            // only atomic operations touch; the instruction adds `value` to it
+            // and leaves the previous value in `value`.
+            unsafe {
+                core::arch::asm!(
+                    "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+                    p = in(reg) ptr,
+                    v = inout(reg) value,
+                    options(nostack),
+                );
+            }
+            value + 1
+        }
+        None => 0,
     }
 }

@@ -69,6 +69,11 @@ impl TestCgroups {
         }
     }
 
+    /// The cgroup path of `base/rel` (as `enforce_cgroups` names it).
+    pub fn path(&self, rel: &str) -> String {
+        format!("{}/{}", self.base, rel)
+    }
+
     /// Creates `base/rel`; returns (its directory, its id).
     pub fn create(&mut self, rel: &str) -> (PathBuf, u64) {
         let path = format!("{}/{}", self.base, rel);

@@ -19,7 +19,7 @@ fn jail(
     let (dir, id) = cgroups.create("jail");
     let enforcer = enforcer_with(LoadOptions {
         mode: Mode::Enforce,
-        enforced_cgroups: vec![id],
+        enforced_paths: vec![cgroups.path("jail")],
         ..LoadOptions::default()
     });
     (enforcer, cgroups, dir, id)

@@ -119,7 +119,7 @@ fn limited_scope_enforces_only_the_listed_subtrees() {
     let (free, _) = cgroups.create("free");
     let mut enforcer = enforcer_with(LoadOptions {
         mode: Mode::Enforce,
-        enforced_cgroups: vec![enforced_id],
+        enforced_paths: vec![cgroups.path("jobs")],
         ..LoadOptions::default()
     });
     let scratch = Scratch::new("scope");

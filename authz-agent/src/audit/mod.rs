@@ -27,7 +27,7 @@ pub mod writer;
 
 pub use record::{hash_line, Record, GENESIS};
 pub use verify::{verify_files, Broken, VerifyReport};
-pub use writer::{AuditConfig, AuditLog, Sampling};
+pub use writer::{kernel_seen, AuditConfig, AuditLog, KernelSeen, Sampling};
 
 /// Domain separation for checkpoint signatures.
 pub const CHECKPOINT_DOMAIN: &str = "authz-audit-checkpoint v1";

@@ -13,13 +13,27 @@ use serde_json::{json, Map, Value};
 use super::{checkpoint_message, hash_line, record::rfc3339_nanos, Record, GENESIS};
 use crate::trust::KeyId;
 
-/// Which allowed execs are logged (refusals always are).
+/// Which allowed execs are logged (refusals always are). The kernel decides,
+/// so an allowed exec that is not logged costs no ring space and no copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sampling {
     All,
     None,
     /// One in N.
     OneIn(u64),
+}
+
+impl Sampling {
+    /// The kernel's encoding (`authz_common::sample`).
+    pub fn kernel_value(self) -> u32 {
+        match self {
+            Sampling::All => authz_common::sample::ALL,
+            Sampling::None => authz_common::sample::NONE,
+            Sampling::OneIn(n) => u32::try_from(n)
+                .unwrap_or(authz_common::sample::NONE - 1)
+                .clamp(1, authz_common::sample::NONE - 1),
+        }
+    }
 }
 
 impl std::str::FromStr for Sampling {
@@ -41,7 +55,6 @@ impl std::str::FromStr for Sampling {
 #[derive(Clone, Debug)]
 pub struct AuditConfig {
     pub path: PathBuf,
-    pub allowed: Sampling,
     /// Rotate when the file grows past this many bytes.
     pub rotate_bytes: u64,
     /// Sign a checkpoint at least this often while records are written.
@@ -70,8 +83,9 @@ pub struct AuditLog {
     key_id: KeyId,
     since_checkpoint: u64,
     last_checkpoint: Instant,
-    allowed_seen: u64,
-    allowed_skipped: u64,
+    /// What checkpoints say about the kernel's event numbering (set by the
+    /// agent): every number of that epoch below `low` is accounted for.
+    kernel_events: Option<(u64, u64)>,
     /// Set when the file ended in a torn record that was cut off on open.
     pub recovered_bytes: u64,
 }
@@ -129,8 +143,7 @@ impl AuditLog {
             key_id,
             since_checkpoint,
             last_checkpoint: Instant::now(),
-            allowed_seen: 0,
-            allowed_skipped: 0,
+            kernel_events: None,
             recovered_bytes,
         })
     }
@@ -177,27 +190,22 @@ impl AuditLog {
         Ok(record.seq)
     }
 
-    /// Logs an exec decision, subject to sampling when it was allowed. Returns
-    /// the seq, or `None` when sampled out.
-    pub fn exec(
-        &mut self,
-        allowed: bool,
-        time: SystemTime,
-        body: Map<String, Value>,
-    ) -> io::Result<Option<u64>> {
-        if allowed {
-            self.allowed_seen += 1;
-            let keep = match self.cfg.allowed {
-                Sampling::All => true,
-                Sampling::None => false,
-                Sampling::OneIn(n) => self.allowed_seen % n == 1 || n == 1,
-            };
-            if !keep {
-                self.allowed_skipped += 1;
-                return Ok(None);
-            }
-        }
-        self.append("exec", time, body).map(Some)
+    /// Logs an exec decision (the kernel already sampled allowed ones).
+    pub fn exec(&mut self, time: SystemTime, body: Map<String, Value>) -> io::Result<u64> {
+        self.append("exec", time, body)
+    }
+
+    /// Tells checkpoints how far the kernel's numbering of `epoch` is
+    /// accounted for.
+    pub fn set_kernel_events(&mut self, epoch: u64, low: u64) {
+        self.kernel_events = Some((epoch, low));
+    }
+
+    /// Writes buffered records to the file and forces them to stable storage
+    /// (refusals are made durable at once, not at the next checkpoint).
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_data()
     }
 
     /// Signs the current chain head.
@@ -206,7 +214,12 @@ impl AuditLog {
         body.insert("reason".into(), json!(why));
         body.insert("key_id".into(), json!(self.key_id.to_string()));
         body.insert("records_since_last".into(), json!(self.since_checkpoint));
-        body.insert("allowed_not_logged".into(), json!(self.allowed_skipped));
+        if let Some((epoch, low)) = self.kernel_events {
+            body.insert(
+                "kernel_events".into(),
+                json!({ "epoch": format!("{epoch:016x}"), "low": low }),
+            );
+        }
         let time = SystemTime::now();
         let unsigned = Record {
             seq: self.next_seq,
@@ -253,6 +266,70 @@ impl AuditLog {
         self.size = 0;
         tracing::info!(rotated = %rotated.display(), "decision log rotated");
         Ok(())
+    }
+}
+
+/// What the log says about the kernel's event numbers of one epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelSeen {
+    /// A decision record with this number.
+    Logged(u64),
+    /// An `events-missing` record.
+    Missing { from: u64, to: u64 },
+    /// A checkpoint: every number below `low` was accounted for.
+    Checkpoint { low: u64 },
+}
+
+/// Everything the newest rotated file and the active file of the log at
+/// `path` say about the kernel's numbering in `epoch`, oldest first.
+pub fn kernel_seen(path: &Path, epoch: u64) -> io::Result<Vec<KernelSeen>> {
+    let epoch = format!("{epoch:016x}");
+    let mut files: Vec<PathBuf> = rotated_files(path)?.into_iter().rev().take(1).collect();
+    files.push(path.to_owned());
+    let mut out = Vec::new();
+    for file in files {
+        let text = match fs::read(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for line in text.split(|&b| b == b'\n') {
+            // Cheap filter: only records that can mention the numbering.
+            let mentions = |needle: &[u8]| line.windows(needle.len()).any(|w| w == needle);
+            if !(mentions(b"\"kseq\"") || mentions(b"kernel_events") || mentions(b"events-missing")) {
+                continue;
+            }
+            let Ok(record) = serde_json::from_slice::<Record>(line) else {
+                continue;
+            };
+            if let Some(seen) = seen_in(&record, &epoch) {
+                out.push(seen);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn seen_in(record: &Record, epoch: &str) -> Option<KernelSeen> {
+    let b = &record.body;
+    match record.kind.as_str() {
+        "exec" if b.get("kepoch")?.as_str()? == epoch => {
+            Some(KernelSeen::Logged(b.get("kseq")?.as_u64()?))
+        }
+        "checkpoint" => {
+            let k = b.get("kernel_events")?;
+            (k.get("epoch")?.as_str()? == epoch).then_some(KernelSeen::Checkpoint {
+                low: k.get("low")?.as_u64()?,
+            })
+        }
+        "admin" if b.get("event")?.as_str()? == "events-missing" => {
+            let d = b.get("detail")?;
+            (d.get("epoch")?.as_str()? == epoch).then_some(KernelSeen::Missing {
+                from: d.get("from_seq")?.as_u64()?,
+                to: d.get("to_seq")?.as_u64()?,
+            })
+        }
+        _ => None,
     }
 }
 
@@ -381,7 +458,6 @@ pub(crate) mod tests {
     pub fn config(dir: &Path) -> AuditConfig {
         AuditConfig {
             path: dir.join("decisions.jsonl"),
-            allowed: Sampling::All,
             rotate_bytes: 1 << 30,
             checkpoint_every: Duration::from_secs(3600),
             host: "test-host".into(),
@@ -431,27 +507,40 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn allowed_execs_are_sampled_refusals_never() {
-        let dir = temp_dir("sampling");
-        let mut cfg = config(&dir);
-        cfg.allowed = Sampling::OneIn(10);
-        let mut log = AuditLog::open(cfg, crate::trust::keys::generate()).unwrap();
-        let logged_allowed = (0..100)
-            .filter(|_| {
-                log.exec(true, SystemTime::now(), Map::new())
-                    .unwrap()
-                    .is_some()
-            })
-            .count();
-        let logged_denied = (0..100)
-            .filter(|_| {
-                log.exec(false, SystemTime::now(), Map::new())
-                    .unwrap()
-                    .is_some()
-            })
-            .count();
-        assert_eq!(logged_allowed, 10);
-        assert_eq!(logged_denied, 100);
+    fn checkpoints_carry_the_kernel_numbering_and_it_reads_back() {
+        let dir = temp_dir("kseq");
+        let path = dir.join("decisions.jsonl");
+        let mut log = AuditLog::open(config(&dir), crate::trust::keys::generate()).unwrap();
+        let exec = |n: u64, epoch: &str| {
+            let mut m = Map::new();
+            m.insert("kseq".into(), json!(n));
+            m.insert("kepoch".into(), json!(epoch));
+            m
+        };
+        log.exec(SystemTime::now(), exec(1, "000000000000000a")).unwrap();
+        log.set_kernel_events(10, 2);
+        log.checkpoint("test").unwrap();
+        log.exec(SystemTime::now(), exec(2, "000000000000000a")).unwrap();
+        log.exec(SystemTime::now(), exec(9, "00000000000000ff")).unwrap();
+        let mut gap = Map::new();
+        gap.insert("event".into(), json!("events-missing"));
+        gap.insert(
+            "detail".into(),
+            json!({ "epoch": "000000000000000a", "from_seq": 3, "to_seq": 4 }),
+        );
+        log.append("admin", SystemTime::now(), gap).unwrap();
+        log.flush().unwrap();
+        let seen = kernel_seen(&path, 10).unwrap();
+        use crate::audit::KernelSeen::*;
+        assert_eq!(
+            seen,
+            vec![
+                Logged(1),
+                Checkpoint { low: 2 },
+                Logged(2),
+                Missing { from: 3, to: 4 }
+            ]
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 

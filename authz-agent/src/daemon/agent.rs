@@ -19,7 +19,7 @@ use authz_common::{Permit, PermitKey};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::report::WouldDeny;
+use super::{report::WouldDeny, sequence::Admit};
 use crate::{
     artifact::{time::Timestamp, Artifact, ArtifactId},
     audit::AuditLog,
@@ -113,6 +113,10 @@ pub struct Agent {
     cgroup_names_refreshed: Option<Instant>,
     dropped_logged: u64,
     dropped_ledger: Option<super::dropped::Ledger>,
+    /// Which kernel event numbers the log holds (set once the epoch is known).
+    sequence: Option<super::sequence::Sequence>,
+    /// A refusal was written since the log was last made durable.
+    sync_due: bool,
 }
 
 impl Agent {
@@ -133,6 +137,8 @@ impl Agent {
             cgroup_names_refreshed: None,
             dropped_logged: 0,
             dropped_ledger: None,
+            sequence: None,
+            sync_due: false,
             enforcer,
             store,
             verifier,
@@ -618,16 +624,58 @@ impl Agent {
         self.report.to_json(&self.hierarchy)
     }
 
-    /// A kernel decision arrived: logged (allowed ones subject to sampling),
-    /// aggregated for the report.
+    /// Starts accounting for the kernel's event numbers of the current epoch,
+    /// from what the log already holds.
+    pub fn start_sequence(&mut self) {
+        let epoch = self.enforcer.epoch();
+        let seen = crate::audit::kernel_seen(self.audit.path(), epoch).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read back the log's event numbers");
+            Vec::new()
+        });
+        let sequence =
+            super::sequence::Sequence::recover(epoch, !self.enforcer.adopted(), &seen);
+        if let Some(low) = sequence.low() {
+            self.audit.set_kernel_events(epoch, low);
+        }
+        self.sequence = Some(sequence);
+    }
+
+    /// A kernel decision arrived: logged (the kernel already sampled allowed
+    /// ones), aggregated for the report. One the log already holds (read again
+    /// after a restart) is skipped.
     pub fn on_event(&mut self, ev: DecisionEvent) {
+        if let Some(sequence) = self.sequence.as_mut() {
+            let unknown_start = sequence.low().is_none() && ev.seq != 0;
+            if sequence.admit(ev.seq, ev.boot_ns, Instant::now()) == Admit::Duplicate {
+                return;
+            }
+            if unknown_start {
+                let epoch = sequence.epoch();
+                self.admin(
+                    "event-numbering",
+                    json!({
+                        "epoch": format!("{epoch:016x}"),
+                        "first_seq": ev.seq,
+                        "note": "the log holds no earlier event numbers of this epoch: decisions numbered below first_seq cannot be accounted for",
+                    }),
+                );
+            }
+        }
         self.events += 1;
-        let allowed = ev.decision == Decision::Allow;
+        let refusal = ev.decision != Decision::Allow;
         let time = wall_time_of(ev.boot_ns);
-        let body = self.exec_record(&ev);
-        if let Err(e) = self.audit.exec(allowed, time, body) {
+        let mut body = self.exec_record(&ev);
+        if ev.seq != 0 {
+            body.insert("kseq".into(), json!(ev.seq));
+            body.insert(
+                "kepoch".into(),
+                json!(format!("{:016x}", self.enforcer.epoch())),
+            );
+        }
+        if let Err(e) = self.audit.exec(time, body) {
             tracing::error!(error = %e, "cannot write the decision log");
         }
+        self.sync_due |= refusal;
         match ev.decision {
             Decision::Deny | Decision::AuditDeny => {
                 tracing::info!(
@@ -638,6 +686,58 @@ impl Agent {
                 self.report.record(&ev);
             }
             _ => tracing::debug!(path = %ev.path, reason = %ev.reason, "exec allowed"),
+        }
+    }
+
+    /// A batch of events was taken off the ring: write the records to the
+    /// file, and force them to stable storage when the batch held a refusal.
+    pub fn events_written(&mut self) {
+        let result = if std::mem::take(&mut self.sync_due) {
+            self.audit.sync()
+        } else {
+            self.audit.flush()
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot write the decision log");
+        }
+    }
+
+    /// Reports event numbers that never reached the log (a crash between
+    /// taking them off the ring and writing them), and tells checkpoints how
+    /// far the numbering is accounted for.
+    fn account_sequence(&mut self) {
+        let Some(sequence) = self.sequence.as_mut() else {
+            return;
+        };
+        let epoch = sequence.epoch();
+        let mut gaps = Vec::new();
+        while let Some(gap) = sequence.overdue(Instant::now(), super::sequence::GAP_GRACE) {
+            gaps.push(gap);
+        }
+        let low = sequence.low();
+        for gap in gaps {
+            tracing::warn!(
+                missing = gap.count(),
+                from = gap.from,
+                to = gap.to,
+                "kernel decisions never reached the decision log"
+            );
+            let when = |ns: u64| crate::audit::record::rfc3339_nanos(wall_time_of(ns));
+            self.admin(
+                "events-missing",
+                json!({
+                    "epoch": format!("{epoch:016x}"),
+                    "from_seq": gap.from,
+                    "to_seq": gap.to,
+                    "missing": gap.count(),
+                    "after": gap.after_boot_ns.map(when),
+                    "before": when(gap.before_boot_ns),
+                    "why": "the kernel queued these decisions, but no record of them reached the log (the agent stopped after taking them off the ring and before writing them)",
+                }),
+            );
+        }
+        if let Some(low) = low {
+            self.audit.set_kernel_events(epoch, low);
         }
     }
 
@@ -714,8 +814,10 @@ impl Agent {
         }
     }
 
-    /// Periodic: flush and checkpoint the log; record events the kernel dropped.
+    /// Periodic: flush and checkpoint the log; record events the kernel
+    /// dropped and numbers that never reached the log.
     pub fn audit_tick(&mut self) {
+        self.account_sequence();
         let total = self.dropped_total();
         self.report_dropped(total, "while running");
         if let Err(e) = self.audit.tick() {

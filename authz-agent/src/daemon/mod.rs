@@ -14,6 +14,7 @@
 mod agent;
 mod dropped;
 mod report;
+pub mod sequence;
 
 use std::{path::Path, time::SystemTime};
 
@@ -56,19 +57,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .revocations()
         .context("refusing to start without a readable revocation list")?;
     let hierarchy = Hierarchy::open(&a.cgroup_root)?;
-    let mut enforced = Vec::new();
     for cg in &a.enforce_cgroups {
-        enforced.push(
-            hierarchy
-                .id(cg)
-                .with_context(|| format!("agent.enforce_cgroups names {cg}, which must exist"))?,
-        );
+        if hierarchy.id(cg).is_err() {
+            tracing::info!(cgroup = %cg, "enforced cgroup does not exist yet; the kernel enforces it as soon as it does");
+        }
     }
     let opts = LoadOptions {
         mode: store.mode()?.unwrap_or(a.mode),
         cgroup_root: a.cgroup_root.clone(),
         max_permits: a.max_permits,
-        enforced_cgroups: enforced,
+        enforced_paths: a.enforce_cgroups.clone(),
+        trusted_filesystems: a.trusted_filesystems.clone(),
+        allowed_sample: config.audit.allowed.kernel_value(),
         pin_dir: Some(a.pin_dir.clone()),
         ..LoadOptions::default()
     };
@@ -84,7 +84,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let audit = crate::audit::AuditLog::open(
         crate::audit::AuditConfig {
             path: au.log.clone(),
-            allowed: au.allowed,
             rotate_bytes: au.rotate_bytes,
             checkpoint_every: au.checkpoint_interval,
             host: au.host.clone().unwrap_or_else(hostname),
@@ -123,6 +122,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     agent.account_dropped_while_down(ledger);
+    agent.start_sequence();
 
     let listener = server::bind(&a.socket, &access).await?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
@@ -133,6 +133,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for ev in agent.enforcer.drain_events() {
         agent.on_event(ev);
     }
+    agent.events_written();
     let ring = agent
         .enforcer
         .take_event_ring()
@@ -171,6 +172,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                         agent.on_event(ev);
                     }
                 }
+                agent.events_written();
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("event ring")?;
@@ -180,6 +182,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     }
                 }
                 guard.clear_ready();
+                agent.events_written();
             }
             _ = poll.tick() => agent.poll_cgroups(SystemTime::now()),
             _ = sweep.tick() => agent.sweep(SystemTime::now()),
@@ -190,6 +193,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for ev in agent.enforcer.drain_events() {
         agent.on_event(ev);
     }
+    agent.events_written();
+    agent.audit_tick();
     agent.admin(
         "stop",
         serde_json::json!({ "mode": agent.enforcer.mode(), "enforcement": "continues (pinned)" }),

@@ -5,7 +5,7 @@
 //! the program as a read-only global.
 use std::path::Path;
 
-use authz_common::KernelOffsets;
+use authz_common::{offset_known, KernelOffsets};
 use btf_rs::{Btf, Type};
 
 /// Where the kernel exposes its own BTF.
@@ -33,6 +33,8 @@ pub enum BtfError {
     },
     #[error("kernel BTF is malformed")]
     Malformed(#[source] btf_rs::Error),
+    #[error("kernel BTF lacks fields authz cannot enforce without: {0}")]
+    Required(&'static str),
 }
 
 /// Reads every offset the kernel program needs from `path` (normally
@@ -86,12 +88,70 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
             ],
         ),
         sb_magic: optional("super_block", &[&["s_magic"]]),
+        task_cgroups: optional("task_struct", &[&["cgroups"]]),
+        css_set_dfl_cgrp: optional("css_set", &[&["dfl_cgrp"]]),
+        cgroup_level: optional("cgroup", &[&["level"]]),
+        cgroup_ancestors: optional("cgroup", &[&["ancestors"]]),
+        cgroup_kn: optional("cgroup", &[&["kn"]]),
+        kernfs_node_name: optional("kernfs_node", &[&["name"]]),
+        dentry_inode: optional("dentry", &[&["d_inode"]]),
+        iattr_valid: 0,
+        shmem_seals_delta: 0,
+        known: 0,
+        setattr_dentry_arg: hook_argument(&btf, "inode_setattr", "dentry").unwrap_or(0),
     };
+    let mut offsets = offsets;
+    match member_offset(&btf, "iattr", "ia_valid") {
+        Ok(offset) => {
+            offsets.iattr_valid = offset;
+            offsets.known |= offset_known::IATTR_VALID;
+        }
+        Err(e) => tracing::warn!(error = %e, "size changes cannot be seen: the digest cache is off"),
+    }
+    match (
+        member_offset(&btf, "shmem_inode_info", "seals"),
+        member_offset(&btf, "shmem_inode_info", "vfs_inode"),
+    ) {
+        (Ok(seals), Ok(vfs_inode)) => {
+            offsets.shmem_seals_delta = seals as i32 - vfs_inode as i32;
+            offsets.known |= offset_known::SHMEM_SEALS;
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "memfd seals cannot be read: every exec of a memfd will be refused")
+        }
+    }
+    if !offsets.content_usable() {
+        return Err(BtfError::Required(
+            "the file checks (struct file f_inode, inode i_sb/i_nlink/i_writecount, super_block s_magic)",
+        ));
+    }
+    if !offsets.scope_usable() {
+        tracing::warn!("cgroup paths cannot be read: enforce_cgroups will enforce every cgroup");
+    }
     if !offsets.cache_usable() {
         tracing::warn!("the per-inode digest cache is off: every exec will be hashed");
     }
     tracing::debug!(?offsets, "kernel offsets from BTF");
     Ok(offsets)
+}
+
+/// Position of the argument called `name` of the LSM hook `hook` (from the
+/// BTF of its `bpf_lsm_<hook>` attach point), or `None` when it is not found.
+pub fn hook_argument(btf: &Btf, hook: &str, name: &str) -> Option<u32> {
+    let func = format!("bpf_lsm_{hook}");
+    let types = btf.resolve_types_by_name(&func).ok()?;
+    let proto = types.into_iter().find_map(|ty| match ty {
+        Type::Func(f) => match btf.resolve_chained_type(&f).ok()? {
+            Type::FuncProto(p) => Some(p),
+            _ => None,
+        },
+        _ => None,
+    })?;
+    proto
+        .parameters
+        .iter()
+        .position(|p| btf.resolve_name(p).is_ok_and(|n| n == name))
+        .map(|i| i as u32)
 }
 
 /// Byte offset of `member` in `struct strukt`, looking through anonymous
@@ -221,6 +281,23 @@ mod tests {
         // The digest cache needs every inode stamp field; this kernel has them.
         assert!(offsets.cache_usable(), "{offsets:?}");
         assert_ne!(offsets.inode_ctime_sec, offsets.inode_ctime_nsec);
+        // The scope check reads the cgroup path; the content check reads seals.
+        assert!(offsets.scope_usable(), "{offsets:?}");
+        assert!(offsets.content_usable(), "{offsets:?}");
+        assert_ne!(offsets.known & offset_known::SHMEM_SEALS, 0, "{offsets:?}");
+        assert!(offsets.shmem_seals_delta < 0, "vfs_inode is embedded after seals");
+        assert_ne!(offsets.known & offset_known::IATTR_VALID, 0, "{offsets:?}");
+        assert!(offsets.dentry_inode > 0);
+    }
+
+    #[test]
+    fn hook_arguments_are_found_by_name() {
+        let btf = Btf::from_file(VMLINUX_BTF).expect("btf");
+        let dentry = hook_argument(&btf, "inode_setattr", "dentry").expect("inode_setattr");
+        // 6.1-6.2: (dentry, attr); from 6.3: (idmap, dentry, attr).
+        assert!(dentry <= 1, "{dentry}");
+        assert_eq!(hook_argument(&btf, "file_open", "file"), Some(0));
+        assert_eq!(hook_argument(&btf, "no_such_hook_authz", "x"), None);
     }
 
     #[test]

@@ -6,6 +6,11 @@ use authz_common::{decision, event_flags, mode, reason, ExecEvent, HASH_ALGO_SHA
 pub struct DecisionEvent {
     /// `CLOCK_BOOTTIME` nanoseconds at the decision.
     pub boot_ns: u64,
+    /// Position among the events the kernel queued in this epoch (from 1; 0:
+    /// unknown).
+    pub seq: u64,
+    /// The loaded copy of the programs that decided.
+    pub instance: u64,
     pub pid: u32,
     pub tgid: u32,
     pub ppid: u32,
@@ -56,6 +61,9 @@ pub enum Reason {
     DigestFailed,
     Selftest,
     Internal,
+    MutableContent,
+    UntrustedFilesystem,
+    DigestStale,
     Unknown(u32),
 }
 
@@ -72,6 +80,9 @@ impl Reason {
             Reason::DigestFailed => reason::name(reason::DIGEST_FAILED),
             Reason::Selftest => reason::name(reason::SELFTEST),
             Reason::Internal => reason::name(reason::INTERNAL),
+            Reason::MutableContent => reason::name(reason::MUTABLE_CONTENT),
+            Reason::UntrustedFilesystem => reason::name(reason::UNTRUSTED_FS),
+            Reason::DigestStale => reason::name(reason::DIGEST_STALE),
         }
     }
 }
@@ -118,6 +129,8 @@ impl DecisionEvent {
         let found_permit = raw.permit_id != [0; authz_common::ARTIFACT_ID_LEN];
         Self {
             boot_ns: raw.boot_ns,
+            seq: raw.seq,
+            instance: raw.instance,
             pid: raw.pid,
             tgid: raw.tgid,
             ppid: raw.ppid,
@@ -143,6 +156,9 @@ impl DecisionEvent {
                 reason::DIGEST_FAILED => Reason::DigestFailed,
                 reason::SELFTEST => Reason::Selftest,
                 reason::INTERNAL => Reason::Internal,
+                reason::MUTABLE_CONTENT => Reason::MutableContent,
+                reason::UNTRUSTED_FS => Reason::UntrustedFilesystem,
+                reason::DIGEST_STALE => Reason::DigestStale,
                 other => Reason::Unknown(other),
             },
             mode: mode::name(raw.mode),

@@ -7,6 +7,7 @@ pub mod btf;
 pub mod event;
 pub mod pin;
 pub mod preflight;
+pub mod scope;
 pub mod selftest;
 
 use std::{
@@ -16,7 +17,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use authz_common::{counter, mode, scope, Config, Digest, Permit, PermitKey};
+use authz_common::{
+    counter, mode, role, scope as scope_kind, seq, Config, Digest, Permit, PermitKey, ScopeKey,
+    ScopeNode,
+};
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{Lsm, ProgramError},
@@ -30,18 +34,36 @@ pub use preflight::{KernelSupport, PreflightError};
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/authz"));
 
 /// The LSM programs in the object, each named for its hook, in attach order:
-/// the cache invalidation (`file_open`) and lineage bookkeeping are in place
-/// before the first decision.
-pub(crate) const PROGRAMS: [&str; 4] = [
+/// the cache invalidation (`file_open`, `inode_setattr`) and lineage
+/// bookkeeping are in place before the first decision.
+pub(crate) const PROGRAMS: [&str; 5] = [
     "file_open",
+    "inode_setattr",
     "task_alloc",
     "bprm_committed_creds",
     "bprm_check_security",
 ];
+
+/// The object's maps, by the name the kernel shows (`bpftool map show`).
+pub mod maps {
+    pub const CONFIG: &str = "authz_config";
+    pub const PERMITS: &str = "authz_permits";
+    pub const DIGESTS: &str = "authz_digests";
+    pub const SCOPE: &str = "authz_scope";
+    pub const FILESYSTEMS: &str = "authz_fs";
+    pub const SEQ: &str = "authz_seq";
+    pub const ROLE: &str = "authz_role";
+    pub const COUNTERS: &str = "authz_counters";
+    pub const EVENTS: &str = "authz_events";
+    pub const DIGEST_CACHE: &str = "authz_cache";
+    pub const TASK_LABELS: &str = "authz_labels";
+}
 const HOOK: &str = "bprm_check_security";
 
 /// Size of the event ring buffer unless configured (as in authz-ebpf's maps.rs).
-pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
+pub const DEFAULT_RING_BYTES: u32 = authz_common::EVENT_RING_BYTES;
+/// Ring of the throw-away copy `probe` loads (one page: the smallest allowed).
+const PROBE_RING_BYTES: u32 = 4096;
 
 /// `EPERM`, as the kernel returns it from `BPF_PROG_LOAD`.
 const EPERM: i32 = libc::EPERM;
@@ -83,6 +105,10 @@ pub enum EnforcerError {
     SelfTest(#[from] selftest::SelfTestError),
     #[error("cannot pin the enforcement state")]
     Pin(#[from] pin::PinError),
+    #[error("enforce_cgroups")]
+    Scope(#[from] scope::ScopeError),
+    #[error("the new programs failed their self-test; the programs that were enforcing before keep enforcing")]
+    NewProgramsFailed(#[source] Box<EnforcerError>),
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> EnforcerError {
@@ -153,9 +179,15 @@ pub struct LoadOptions {
     pub cgroup_root: std::path::PathBuf,
     /// Capacity of the permit map.
     pub max_permits: u32,
-    /// cgroup ids of the subtrees to enforce; empty = the whole host. Applied
-    /// before the program is attached, so no exec outside them is ever decided.
-    pub enforced_cgroups: Vec<u64>,
+    /// cgroup paths of the subtrees to enforce (`/jobs.slice`); empty = the
+    /// whole host. The kernel matches them by path at every exec, so they need
+    /// not exist. Applied before the program is attached.
+    pub enforced_paths: Vec<String>,
+    /// Superblock magics trusted for exec beyond the built-in local
+    /// filesystems (`trusted_filesystems` in the config).
+    pub trusted_filesystems: Vec<u64>,
+    /// Which allowed execs send an event (`authz_common::sample`).
+    pub allowed_sample: u32,
     /// Size of the decision event ring buffer in bytes (a power of two, at
     /// least a page); `None` keeps the built-in 1 MiB.
     pub event_ring_bytes: Option<u32>,
@@ -171,8 +203,10 @@ impl Default for LoadOptions {
             mode: Mode::Audit,
             selftest: true,
             cgroup_root: crate::cgroup::CGROUP_ROOT.into(),
-            max_permits: 131_072,
-            enforced_cgroups: Vec::new(),
+            max_permits: authz_common::DEFAULT_MAX_PERMITS,
+            enforced_paths: Vec::new(),
+            trusted_filesystems: Vec::new(),
+            allowed_sample: authz_common::sample::ALL,
             event_ring_bytes: None,
             pin_dir: None,
         }
@@ -188,7 +222,14 @@ pub struct Enforcer {
     config_map: Array<MapData, Config>,
     permits: HashMap<MapData, PermitKey, Permit>,
     digests: HashMap<MapData, Digest, u32>,
-    enforced: HashMap<MapData, u64, u32>,
+    scope: HashMap<MapData, ScopeKey, ScopeNode>,
+    filesystems: HashMap<MapData, u64, u32>,
+    seq: Array<MapData, u64>,
+    role: Array<MapData, u32>,
+    /// This copy's id, in every event it sends.
+    instance: u64,
+    /// Epoch of the sequence numbers in the (possibly adopted) maps.
+    epoch: u64,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     pending: VecDeque<DecisionEvent>,
@@ -231,21 +272,23 @@ impl Enforcer {
         let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
         let ring_bytes = opts.event_ring_bytes.unwrap_or(DEFAULT_RING_BYTES);
         let layout = pin::Layout::new(opts.max_permits, ring_bytes);
+        let instance = u64::from_ne_bytes(selftest::rand_bytes());
         let mut loader = EbpfLoader::new();
         loader
-            // TASK_LABELS (task storage) has no typed wrapper in aya 0.14; the
-            // kernel program is its only user.
+            // The task storage map has no typed wrapper in aya 0.14; the kernel
+            // program is its only user.
             .allow_unsupported_maps()
             .override_global("OFFSETS", &offsets, true)
-            .map_max_entries("PERMITS", opts.max_permits)
-            .map_max_entries("DIGESTS", opts.max_permits)
-            .map_max_entries("EVENTS", ring_bytes);
+            .override_global("INSTANCE", &instance, true)
+            .map_max_entries(maps::PERMITS, opts.max_permits)
+            .map_max_entries(maps::DIGESTS, opts.max_permits)
+            .map_max_entries(maps::EVENTS, ring_bytes);
         let mut adopted = false;
         let pin_paths: Vec<(&'static str, std::path::PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
                 preflight::ensure_bpffs().map_err(pin::PinError::Bpffs)?;
                 let maps_dir = layout.maps_dir(dir);
-                adopted = maps_dir.join("CONFIG").exists();
+                adopted = maps_dir.join(maps::CONFIG).exists();
                 std::fs::create_dir_all(&maps_dir)
                     .map_err(|e| pin::PinError::Io(maps_dir.clone(), e))?;
                 pin::MAPS
@@ -263,16 +306,21 @@ impl Enforcer {
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(EnforcerError::MissingMap(name));
         let config_map: Array<MapData, Config> =
-            Array::try_from(take("CONFIG")?).map_err(map_err("CONFIG"))?;
-        let permits = HashMap::try_from(take("PERMITS")?).map_err(map_err("PERMITS"))?;
-        let digests = HashMap::try_from(take("DIGESTS")?).map_err(map_err("DIGESTS"))?;
-        let enforced =
-            HashMap::try_from(take("ENFORCED_CGROUPS")?).map_err(map_err("ENFORCED_CGROUPS"))?;
-        let counters = PerCpuArray::try_from(take("COUNTERS")?).map_err(map_err("COUNTERS"))?;
-        let events = RingBuf::try_from(take("EVENTS")?).map_err(map_err("EVENTS"))?;
+            Array::try_from(take(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
+        let permits = HashMap::try_from(take(maps::PERMITS)?).map_err(map_err(maps::PERMITS))?;
+        let digests = HashMap::try_from(take(maps::DIGESTS)?).map_err(map_err(maps::DIGESTS))?;
+        let scope_map = HashMap::try_from(take(maps::SCOPE)?).map_err(map_err(maps::SCOPE))?;
+        let filesystems =
+            HashMap::try_from(take(maps::FILESYSTEMS)?).map_err(map_err(maps::FILESYSTEMS))?;
+        let seq_map: Array<MapData, u64> =
+            Array::try_from(take(maps::SEQ)?).map_err(map_err(maps::SEQ))?;
+        let role_map = Array::try_from(take(maps::ROLE)?).map_err(map_err(maps::ROLE))?;
+        let counters =
+            PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+        let events = RingBuf::try_from(take(maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
 
         let config = if adopted {
-            let mut c = config_map.get(&0, 0).map_err(map_err("CONFIG"))?;
+            let mut c = config_map.get(&0, 0).map_err(map_err(maps::CONFIG))?;
             c.selftest_cgroup_id = 0;
             tracing::info!(
                 mode = mode::name(c.mode),
@@ -282,16 +330,25 @@ impl Enforcer {
         } else {
             Config {
                 mode: opts.mode.raw(),
-                scope: scope::HOST,
-                selftest_cgroup_id: 0,
+                scope: scope_kind::HOST,
+                ..Config::default()
             }
+        };
+        let config = Config {
+            allowed_sample: opts.allowed_sample,
+            ..config
         };
         let mut enforcer = Self {
             ebpf,
             config_map,
             permits,
             digests,
-            enforced,
+            scope: scope_map,
+            filesystems,
+            seq: seq_map,
+            role: role_map,
+            instance,
+            epoch: 0,
             counters,
             events: Some(events),
             pending: VecDeque::new(),
@@ -302,9 +359,35 @@ impl Enforcer {
             layout,
             adopted,
         };
+        enforcer.epoch = enforcer.ensure_epoch()?;
         // The configuration is in place before the hook can fire.
-        enforcer.set_scope(&opts.enforced_cgroups)?;
+        enforcer.set_filesystems(&opts.trusted_filesystems)?;
+        enforcer.set_scope(&opts.enforced_paths)?;
         Ok(enforcer)
+    }
+
+    /// The epoch of the event sequence numbers: kept from adopted maps,
+    /// chosen now for fresh ones.
+    fn ensure_epoch(&mut self) -> Result<u64, EnforcerError> {
+        let current = self.seq.get(&seq::EPOCH, 0).map_err(map_err(maps::SEQ))?;
+        if current != 0 {
+            return Ok(current);
+        }
+        let epoch = u64::from_ne_bytes(selftest::rand_bytes()).max(1);
+        self.seq
+            .set(seq::EPOCH, epoch, 0)
+            .map_err(map_err(maps::SEQ))?;
+        Ok(epoch)
+    }
+
+    /// Random id of this loaded copy (in every event it sends).
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// Epoch of the event sequence numbers (new with fresh maps).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Can this kernel run authz? Loads the object and every program (the
@@ -316,7 +399,7 @@ impl Enforcer {
             mode: Mode::Off,
             selftest: false,
             max_permits: 16,
-            event_ring_bytes: Some(4096),
+            event_ring_bytes: Some(PROBE_RING_BYTES),
             ..LoadOptions::default()
         })?;
         probe.load_programs()?;
@@ -349,37 +432,74 @@ impl Enforcer {
         self.adopted
     }
 
-    /// Loads every program into the kernel (the verifier runs here), then
-    /// attaches each, pins the links when a pin directory is set (atomically replacing the
-    /// previous run's links, so at every instant at least one program enforces),
-    /// then runs the self-test unless `opts.selftest` is false.
+    /// Loads every program into the kernel (the verifier runs here), attaches
+    /// each next to whatever copy is attached already (on probation: the new
+    /// copy decides nothing but the self-test's probe), proves it with the
+    /// self-test unless `opts.selftest` is false, and only then makes it
+    /// decide and, when a pin directory is set, swaps the link pins
+    /// (atomically replacing the previous run's, so at every instant at least
+    /// one proven copy enforces).
+    ///
+    /// If the self-test fails, the new copy is detached and the previous one
+    /// (pinned) keeps enforcing: [`EnforcerError::NewProgramsFailed`].
     pub fn attach(&mut self, opts: &LoadOptions) -> Result<(), EnforcerError> {
         self.load_programs()?;
-        let pin_dir = self.pin_dir.clone();
+        if opts.selftest {
+            self.set_role(role::PROBATION)?;
+        }
+        let mut links = Vec::with_capacity(PROGRAMS.len());
         for name in PROGRAMS {
             let program = self.lsm(name)?;
             let link_id = program
                 .attach()
                 .map_err(|e| EnforcerError::Attach(name, e))?;
-            if let Some(dir) = &pin_dir {
-                let link = program
-                    .take_link(link_id)
-                    .map_err(|e| EnforcerError::Attach(name, e))?;
-                pin::pin_link(dir, name, aya::programs::links::FdLink::from(link))?;
-            }
-        }
-        if let Some(dir) = &self.pin_dir {
-            pin::remove_stale_maps(dir, &self.layout);
+            links.push((name, link_id));
         }
         tracing::info!(
             hook = HOOK,
-            pinned = self.pin_dir.is_some(),
-            "BPF LSM program attached"
+            probation = opts.selftest,
+            "BPF LSM programs attached"
         );
         if opts.selftest {
-            selftest::run(self, &opts.cgroup_root)?;
+            if let Err(e) = selftest::run(self, &opts.cgroup_root) {
+                for (name, link_id) in links {
+                    if let Ok(program) = self.lsm(name) {
+                        let _ = program.detach(link_id);
+                    }
+                }
+                if let (Some(dir), false) = (&self.pin_dir, self.adopted) {
+                    // Maps made for this copy alone: nothing else uses them.
+                    let _ = std::fs::remove_dir_all(self.layout.maps_dir(dir));
+                }
+                let kept = self.pin_dir.as_deref().is_some_and(pin::is_pinned);
+                tracing::error!(
+                    error = %crate::error_chain(&e),
+                    previous_copy_enforcing = kept,
+                    "the new programs failed their self-test and were detached"
+                );
+                return Err(if kept {
+                    EnforcerError::NewProgramsFailed(Box::new(e))
+                } else {
+                    e
+                });
+            }
+            self.set_role(role::ACTIVE)?;
+        }
+        if let Some(dir) = self.pin_dir.clone() {
+            for (name, link_id) in links {
+                let program = self.lsm(name)?;
+                let link = program
+                    .take_link(link_id)
+                    .map_err(|e| EnforcerError::Attach(name, e))?;
+                pin::pin_link(&dir, name, aya::programs::links::FdLink::from(link))?;
+            }
+            pin::remove_stale_maps(&dir, &self.layout);
         }
         Ok(())
+    }
+
+    fn set_role(&mut self, value: u32) -> Result<(), EnforcerError> {
+        self.role.set(0, value, 0).map_err(map_err(maps::ROLE))
     }
 
     /// The configuration the kernel enforces now.
@@ -408,31 +528,57 @@ impl Enforcer {
         self.write_config()
     }
 
-    /// Limits enforcement to the given cgroup subtrees (by id); an empty list
-    /// means the whole host.
+    /// Limits enforcement to the cgroup subtrees at `paths` (`/jobs.slice`),
+    /// matched by path in the kernel; an empty list (or `/`) means the whole
+    /// host. Changes never leave a moment with less enforcement than either
+    /// the old or the new scope: wider scope is written before narrower scope
+    /// is removed.
     #[tracing::instrument(skip(self))]
-    pub fn set_scope(&mut self, subtrees: &[u64]) -> Result<(), EnforcerError> {
-        let existing: Vec<u64> = self.enforced.keys().filter_map(Result::ok).collect();
-        for id in subtrees {
-            self.enforced
-                .insert(id, 1, 0)
-                .map_err(map_err("ENFORCED_CGROUPS"))?;
+    pub fn set_scope(&mut self, paths: &[String]) -> Result<(), EnforcerError> {
+        let trie = scope::Trie::build(paths)?;
+        let existing: Vec<ScopeKey> = self.scope.keys().filter_map(Result::ok).collect();
+        if trie.is_host() {
+            self.config.scope = scope_kind::HOST;
+            self.write_config()?;
+            for key in &existing {
+                let _ = self.scope.remove(key);
+            }
+            return Ok(());
         }
-        for id in existing.iter().filter(|id| !subtrees.contains(id)) {
-            let _ = self.enforced.remove(id);
+        for (key, node) in trie.nodes() {
+            self.scope
+                .insert(key, node, 0)
+                .map_err(map_err(maps::SCOPE))?;
         }
-        self.config.scope = if subtrees.is_empty() {
-            scope::HOST
-        } else {
-            scope::SUBTREES
-        };
-        self.write_config()
+        self.config.scope = scope_kind::SUBTREES;
+        self.write_config()?;
+        for key in existing.iter().filter(|k| !trie.contains(k)) {
+            let _ = self.scope.remove(key);
+        }
+        Ok(())
+    }
+
+    /// Which filesystems execs may come from (and which may use the digest
+    /// cache): authz's built-in table plus `trusted` magics.
+    #[tracing::instrument(skip(self))]
+    pub fn set_filesystems(&mut self, trusted: &[u64]) -> Result<(), EnforcerError> {
+        let wanted = scope::filesystem_policy(trusted);
+        let existing: Vec<u64> = self.filesystems.keys().filter_map(Result::ok).collect();
+        for (magic, flags) in &wanted {
+            self.filesystems
+                .insert(magic, flags, 0)
+                .map_err(map_err(maps::FILESYSTEMS))?;
+        }
+        for magic in existing.iter().filter(|m| !wanted.contains_key(m)) {
+            let _ = self.filesystems.remove(magic);
+        }
+        Ok(())
     }
 
     fn write_config(&mut self) -> Result<(), EnforcerError> {
         self.config_map
             .set(0, self.config, 0)
-            .map_err(map_err("CONFIG"))
+            .map_err(map_err(maps::CONFIG))
     }
 
     /// Installs (or replaces) a permit.
@@ -443,7 +589,7 @@ impl Enforcer {
             let count = self.digests.get(&key.digest, 0).unwrap_or(0);
             self.digests
                 .insert(key.digest, count + 1, 0)
-                .map_err(map_err("DIGESTS"))?;
+                .map_err(map_err(maps::DIGESTS))?;
         }
         match self.permits.insert(key, permit, 0) {
             Ok(()) => Ok(()),
@@ -454,7 +600,7 @@ impl Enforcer {
                 if is_full(&e) {
                     Err(EnforcerError::PermitsFull(self.max_permits))
                 } else {
-                    Err(map_err("PERMITS")(e))
+                    Err(map_err(maps::PERMITS)(e))
                 }
             }
         }
@@ -469,7 +615,7 @@ impl Enforcer {
                 Ok(true)
             }
             Err(MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(map_err("PERMITS")(e)),
+            Err(e) => Err(map_err(maps::PERMITS)(e)),
         }
     }
 
@@ -509,7 +655,7 @@ impl Enforcer {
             let values = self
                 .counters
                 .get(&(index as u32), 0)
-                .map_err(map_err("COUNTERS"))?;
+                .map_err(map_err(maps::COUNTERS))?;
             out.insert(*name, values.iter().sum());
         }
         Ok(out)
@@ -520,7 +666,7 @@ impl Enforcer {
         let values = self
             .counters
             .get(&counter::EVENTS_DROPPED, 0)
-            .map_err(map_err("COUNTERS"))?;
+            .map_err(map_err(maps::COUNTERS))?;
         Ok(values.iter().sum())
     }
 

@@ -19,20 +19,28 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use authz_common::{CacheEntry, Config, Digest, ExecEvent, Permit, PermitKey};
+use authz_common::{
+    CacheEntry, Config, Digest, ExecEvent, Permit, PermitKey, ScopeKey, ScopeNode,
+    MAX_FILESYSTEMS, MAX_SCOPE_NODES,
+};
+
+use super::maps;
 use aya::programs::links::FdLink;
 use sha2::{Digest as _, Sha256};
 
-/// Every map of the object, by name.
-pub const MAPS: [&str; 8] = [
-    "CONFIG",
-    "PERMITS",
-    "DIGESTS",
-    "ENFORCED_CGROUPS",
-    "COUNTERS",
-    "EVENTS",
-    "DIGEST_CACHE",
-    "TASK_LABELS",
+/// Every map of the object that outlives a run, by name. (`authz_role` is
+/// not here: each loaded copy has its own, see `authz_common::role`.)
+pub const MAPS: [&str; 10] = [
+    maps::CONFIG,
+    maps::PERMITS,
+    maps::DIGESTS,
+    maps::SCOPE,
+    maps::FILESYSTEMS,
+    maps::SEQ,
+    maps::COUNTERS,
+    maps::EVENTS,
+    maps::DIGEST_CACHE,
+    maps::TASK_LABELS,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -54,15 +62,29 @@ impl Layout {
     pub fn new(max_permits: u32, ring_bytes: u32) -> Self {
         use std::mem::size_of;
         let description = format!(
-            "v1 CONFIG:4:{}:1 PERMITS:{}:{}:{max_permits} DIGESTS:{}:4:{max_permits} \
-             ENFORCED_CGROUPS:8:4:1024 COUNTERS:4:8:{} EVENTS:{ring_bytes}:{} DIGEST_CACHE:{} TASK_LABELS:{}",
+            "v2 {}:4:{}:1 {}:{}:{}:{max_permits} {}:{}:4:{max_permits} \
+             {}:{}:{}:{MAX_SCOPE_NODES} {}:8:4:{MAX_FILESYSTEMS} {}:4:8:{} {}:4:8:{} \
+             {}:{ring_bytes}:{} {}:{} {}:{}",
+            maps::CONFIG,
             size_of::<Config>(),
+            maps::PERMITS,
             size_of::<PermitKey>(),
             size_of::<Permit>(),
+            maps::DIGESTS,
             size_of::<Digest>(),
+            maps::SCOPE,
+            size_of::<ScopeKey>(),
+            size_of::<ScopeNode>(),
+            maps::FILESYSTEMS,
+            maps::SEQ,
+            authz_common::seq::SLOTS,
+            maps::COUNTERS,
             authz_common::counter::COUNT,
+            maps::EVENTS,
             size_of::<ExecEvent>(),
+            maps::DIGEST_CACHE,
             size_of::<CacheEntry>(),
+            maps::TASK_LABELS,
             size_of::<authz_common::TaskLabel>(),
         );
         let digest = Sha256::digest(description.as_bytes());

@@ -37,6 +37,47 @@ pub enum PreflightError {
 pub struct KernelSupport {
     pub release: String,
     pub active_lsms: Vec<String>,
+    /// Whether IMA runs a measurement policy (it then caches file hashes,
+    /// which authz accounts for: see `authz_common::cache_flags::IMA_STALE`).
+    pub ima: ImaPolicy,
+}
+
+/// What IMA does on this host.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ImaPolicy {
+    /// A policy measures files (and IMA keeps their hashes cached).
+    pub active: bool,
+    /// The `ima_policy=`/`ima_tcb` boot parameters, if any.
+    pub boot_policy: Option<String>,
+    /// Entries in IMA's measurement list (1 is the boot aggregate alone).
+    pub measurements: Option<u64>,
+}
+
+/// Where IMA says how many measurements it holds.
+const IMA_COUNT: &str = "/sys/kernel/security/ima/runtime_measurements_count";
+
+impl ImaPolicy {
+    /// Reads the boot parameters and IMA's measurement count.
+    pub fn detect() -> Self {
+        let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let measurements = fs::read_to_string(IMA_COUNT)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        Self::from_parts(&cmdline, measurements)
+    }
+
+    fn from_parts(cmdline: &str, measurements: Option<u64>) -> Self {
+        let boot: Vec<&str> = cmdline
+            .split_whitespace()
+            .filter(|w| w.starts_with("ima_policy=") || *w == "ima_tcb")
+            .collect();
+        let boot_policy = (!boot.is_empty()).then(|| boot.join(" "));
+        Self {
+            active: boot_policy.is_some() || measurements.is_some_and(|n| n > 1),
+            boot_policy,
+            measurements,
+        }
+    }
 }
 
 /// Checks everything that can be checked without loading a program.
@@ -70,6 +111,7 @@ pub fn check() -> Result<KernelSupport, PreflightError> {
     Ok(KernelSupport {
         release,
         active_lsms,
+        ima: ImaPolicy::detect(),
     })
 }
 
@@ -142,6 +184,17 @@ mod tests {
         assert_eq!(parse_release("garbage"), None);
         assert!(parse_release("5.17.1").unwrap() < MIN_KERNEL);
         assert!(parse_release("5.18.0").unwrap() >= MIN_KERNEL);
+    }
+
+    #[test]
+    fn ima_policy_from_the_command_line_or_the_measurement_count() {
+        let none = ImaPolicy::from_parts("console=ttyS0 quiet", Some(1));
+        assert!(!none.active);
+        let tcb = ImaPolicy::from_parts("console=ttyS0 ima_policy=tcb", Some(1));
+        assert!(tcb.active);
+        assert_eq!(tcb.boot_policy.as_deref(), Some("ima_policy=tcb"));
+        assert!(ImaPolicy::from_parts("", Some(57)).active, "a loaded policy measured files");
+        assert!(!ImaPolicy::from_parts("", None).active);
     }
 
     #[test]

@@ -4,8 +4,14 @@
 //! kernel that accepts but ignores it) would otherwise look exactly like a
 //! working one. So after attaching, the agent execs a probe from a private
 //! cgroup the program is told to always refuse, and checks three things: the
-//! exec failed with EPERM, the kernel reported the decision, and the digest it
-//! computed equals the probe's SHA-256 computed here.
+//! exec failed with EPERM, the kernel reported the decision *from the copy
+//! just attached* (its instance id: on a restart the previous copy is still
+//! attached and refuses the probe too), and the digest it computed equals the
+//! probe's SHA-256 computed here.
+//!
+//! The probe is a memfd sealed against writes, shrinking and growth: the
+//! kernel refuses to run content that can still change after the check
+//! (`mutable-content`), and a sealed memfd is exactly content that cannot.
 use std::{
     ffi::CString,
     io::{self, Write as _},
@@ -42,6 +48,8 @@ pub enum SelfTestError {
     EventsDropped(u32),
     #[error("cannot read the kernel's dropped-event counter")]
     Counters(#[source] Box<EnforcerError>),
+    #[error("the probe exec was refused for another reason than the self-test ({0}); the program cannot be trusted to decide")]
+    WrongReason(String),
     #[error("the kernel could not compute the probe's SHA-256 (bpf_ima_file_hash returned {0}); every exec would be refused")]
     NoDigest(i32),
     #[error("the kernel's SHA-256 of the probe ({kernel}) differs from userspace's ({user})")]
@@ -87,11 +95,15 @@ fn probe(
     let user_digest = hex::encode(Sha256::digest(content.as_bytes()));
 
     let name = CString::new("authz-selftest").expect("no NUL");
-    let fd = nix::sys::memfd::memfd_create(name.as_c_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| SelfTestError::Probe(e.into()))?;
+    let fd = nix::sys::memfd::memfd_create(
+        name.as_c_str(),
+        nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(|e| SelfTestError::Probe(e.into()))?;
     let mut file = std::fs::File::from(fd);
     file.write_all(content.as_bytes())
         .map_err(SelfTestError::Probe)?;
+    seal(&file).map_err(SelfTestError::Probe)?;
     let probe_path = format!("/proc/self/fd/{}", file.as_raw_fd());
 
     let mut attempt = 1;
@@ -102,8 +114,9 @@ fn probe(
         enforcer.absorb_events();
         let dropped = events_dropped(enforcer)?;
         exec_probe(hierarchy, cgroup, &probe_path)?;
+        let instance = enforcer.instance();
         let found = enforcer.wait_event(EVENT_TIMEOUT, |ev| {
-            ev.reason == Reason::Selftest && ev.cgroup_id == cgroup_id
+            ev.cgroup_id == cgroup_id && ev.instance == instance
         });
         if let Some(event) = found {
             break event;
@@ -121,6 +134,9 @@ fn probe(
         );
         attempt += 1;
     };
+    if event.reason != Reason::Selftest {
+        return Err(SelfTestError::WrongReason(event.reason.to_string()));
+    }
     let kernel_digest = event
         .digest
         .ok_or(SelfTestError::NoDigest(event.hash_status))?;
@@ -181,8 +197,20 @@ fn exec_probe(hierarchy: &Hierarchy, cgroup: &str, probe_path: &str) -> Result<(
     Ok(())
 }
 
+/// Seals the probe's content: no write (through any descriptor), no shrink,
+/// no growth, no further seals.
+fn seal(file: &std::fs::File) -> io::Result<()> {
+    let seals = authz_common::seals::IMMUTABLE | authz_common::seals::SEAL;
+    // SAFETY: fcntl(2) on a descriptor we own, with an integer argument.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals as libc::c_int) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Random bytes from the kernel.
-fn rand_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn rand_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
     let mut filled = 0;
     while filled < N {

@@ -250,7 +250,7 @@ pub fn map_memory() {
         .expect("enable the memory controller");
     let cgroups = TestCgroups::new("bench-mem");
     let dir = cgroups.hierarchy.dir(&cgroups.base).expect("dir");
-    let id = cgroups.hierarchy.id(&cgroups.base).expect("id");
+    let path = cgroups.base.clone();
     let _in = InCgroup::enter(&dir);
     let current = || -> i64 {
         fs::read_to_string(dir.join("memory.current"))
@@ -285,7 +285,7 @@ pub fn map_memory() {
                     mode: Mode::Off,
                     selftest: false,
                     max_permits,
-                    enforced_cgroups: vec![id],
+                    enforced_paths: vec![path.clone()],
                     ..LoadOptions::default()
                 })
                 .expect("load the enforcer");
