@@ -404,9 +404,6 @@ pub struct KernelOffsets {
     pub shmem_seals_delta: i32,
     /// [`offset_known`]: fields whose value may legitimately be 0 or negative.
     pub known: u32,
-    /// Index of the `dentry` argument of the `inode_setattr` LSM hook: 0 up to
-    /// 6.2, 1 once the hook gained a leading `idmap` argument.
-    pub setattr_dentry_arg: u32,
 }
 
 impl KernelOffsets {
@@ -669,7 +666,7 @@ impl ExecEvent {
 const _: () = assert!(core::mem::size_of::<Config>() == 4 + 4 + 8 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<PermitKey>() == DIGEST_LEN + 8);
 const _: () = assert!(core::mem::size_of::<Permit>() == 2 * 8 + 2 * ARTIFACT_ID_LEN);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 26 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 25 * 4);
 const _: () = assert!(core::mem::size_of::<ScopeKey>() == 2 * 4 + SCOPE_NAME_LEN);
 const _: () = assert!(core::mem::size_of::<ScopeNode>() == 2 * 4);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == DIGEST_LEN + 3 * 8 + 2 * 4);

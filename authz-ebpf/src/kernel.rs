@@ -41,7 +41,6 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     iattr_valid: 0,
     shmem_seals_delta: 0,
     known: 0,
-    setattr_dentry_arg: 0,
 };
 
 /// Random id of this loaded copy, set by the agent at load (0: unset).

@@ -48,30 +48,37 @@ pub fn file_open(ctx: aya_ebpf::programs::LsmContext) -> i32 {
     ctx.arg(1)
 }
 
-/// `int security_inode_setattr(struct dentry *dentry, struct iattr *attr)`: a
-/// size change without a writer (truncate(2) by path) changes content without
-/// any open for writing: drop the file's cached digest (and mark it when IMA
-/// holds a measurement IMA will not drop). Sleepable, for
-/// `bpf_ima_inode_hash`. Never refuses.
+/// `int security_inode_setattr(struct dentry *dentry, struct iattr *attr)`
+/// (up to 6.2): a size change without a writer (truncate(2) by path) changes
+/// content without any open for writing: drop the file's cached digest (and
+/// mark it when IMA holds a measurement IMA will not drop). Sleepable, for
+/// `bpf_ima_inode_hash`. Never refuses. The agent attaches this one or
+/// [`inode_setattr_idmap`], whichever matches the running kernel's hook.
 #[cfg(target_arch = "bpf")]
 #[aya_ebpf::macros::lsm(hook = "inode_setattr", sleepable)]
 pub fn inode_setattr(ctx: aya_ebpf::programs::LsmContext) -> i32 {
-    // The argument positions depend on the kernel (an `idmap` argument came
-    // first from 6.3); the offset is a load-time constant, so the verifier
-    // only ever sees one branch.
-    let (dentry, attr, previous): (*const core::ffi::c_void, *const core::ffi::c_void, i32) =
-        if kernel::offsets().setattr_dentry_arg == 0 {
-            (ctx.arg(0), ctx.arg(1), ctx.arg(2))
-        } else {
-            (ctx.arg(1), ctx.arg(2), ctx.arg(3))
-        };
+    resized(ctx.arg(0), ctx.arg(1));
+    ctx.arg(2)
+}
+
+/// `int security_inode_setattr(struct mnt_idmap *idmap, struct dentry *dentry,
+/// struct iattr *attr)` (6.3 on): as [`inode_setattr`].
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "inode_setattr", sleepable)]
+pub fn inode_setattr_idmap(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    resized(ctx.arg(1), ctx.arg(2));
+    ctx.arg(3)
+}
+
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+fn resized(dentry: *const core::ffi::c_void, attr: *const core::ffi::c_void) {
     // SAFETY: the hook's BTF arguments.
     let inode = unsafe { kernel::inode_if_resized(dentry, attr) };
     if !inode.is_null() {
         // SAFETY: `inode` is `dentry->d_inode`, a BTF pointer; sleepable program.
         unsafe { digest::forget_resized(inode as *mut aya_ebpf::bindings::inode) };
     }
-    previous
 }
 
 /// `int security_task_alloc(struct task_struct *task, unsigned long clone_flags)`:

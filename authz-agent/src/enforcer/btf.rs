@@ -43,10 +43,32 @@ pub enum BtfError {
 /// no digest cache), which never weakens a decision.
 #[tracing::instrument(level = "debug", skip_all, fields(path = %path.display()))]
 pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
+    kernel_layout(path).map(|l| l.offsets)
+}
+
+/// What the kernel program needs to know about the running kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelLayout {
+    pub offsets: KernelOffsets,
+    /// The `inode_setattr` hook takes a leading `idmap` argument (6.3 on).
+    pub setattr_idmap: bool,
+}
+
+/// Offsets and hook signatures from the BTF at `path`.
+pub fn kernel_layout(path: &Path) -> Result<KernelLayout, BtfError> {
     let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
         path: path.display().to_string(),
         source,
     })?;
+    let setattr_idmap = hook_argument(&btf, "inode_setattr", "dentry") == Some(1);
+    Ok(KernelLayout {
+        offsets: offsets_from(&btf)?,
+        setattr_idmap,
+    })
+}
+
+fn offsets_from(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+    let btf = btf;
     let optional = |strukt: &'static str, candidates: &[&[&'static str]]| -> u32 {
         for members in candidates {
             match member_path_offset(&btf, strukt, members) {
@@ -98,7 +120,6 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         iattr_valid: 0,
         shmem_seals_delta: 0,
         known: 0,
-        setattr_dentry_arg: hook_argument(&btf, "inode_setattr", "dentry").unwrap_or(0),
     };
     let mut offsets = offsets;
     match member_offset(&btf, "iattr", "ia_valid") {

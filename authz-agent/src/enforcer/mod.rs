@@ -33,12 +33,26 @@ pub use preflight::{KernelSupport, PreflightError};
 /// The BPF object built from `authz-ebpf` by build.rs.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/authz"));
 
-/// The LSM programs in the object, each named for its hook, in attach order:
-/// the cache invalidation (`file_open`, `inode_setattr`) and lineage
-/// bookkeeping are in place before the first decision.
+/// The LSM programs attached, each named for its hook, in attach order: the
+/// cache invalidation (`file_open`, `inode_setattr`) and lineage bookkeeping
+/// are in place before the first decision. `inode_setattr` is replaced by
+/// `inode_setattr_idmap` on kernels whose hook has a leading `idmap`.
 pub(crate) const PROGRAMS: [&str; 5] = [
     "file_open",
-    "inode_setattr",
+    SETATTR,
+    "task_alloc",
+    "bprm_committed_creds",
+    "bprm_check_security",
+];
+const SETATTR: &str = "inode_setattr";
+const SETATTR_IDMAP: &str = "inode_setattr_idmap";
+
+/// Every program the object has (both `inode_setattr` variants), for
+/// finding and removing pins.
+pub(crate) const ALL_PROGRAMS: [&str; 6] = [
+    "file_open",
+    SETATTR,
+    SETATTR_IDMAP,
     "task_alloc",
     "bprm_committed_creds",
     "bprm_check_security",
@@ -230,6 +244,8 @@ pub struct Enforcer {
     instance: u64,
     /// Epoch of the sequence numbers in the (possibly adopted) maps.
     epoch: u64,
+    /// The programs this kernel gets, in attach order.
+    programs: [&'static str; 5],
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     pending: VecDeque<DecisionEvent>,
@@ -269,7 +285,12 @@ impl Enforcer {
     #[tracing::instrument(name = "enforcer_open", skip_all, fields(mode = %opts.mode))]
     pub fn open(opts: &LoadOptions) -> Result<Self, EnforcerError> {
         let support = preflight::check()?;
-        let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
+        let layout_facts = btf::kernel_layout(Path::new(btf::VMLINUX_BTF))?;
+        let offsets = layout_facts.offsets;
+        let mut programs = PROGRAMS;
+        if layout_facts.setattr_idmap {
+            programs[1] = SETATTR_IDMAP;
+        }
         let ring_bytes = opts.event_ring_bytes.unwrap_or(DEFAULT_RING_BYTES);
         let layout = pin::Layout::new(opts.max_permits, ring_bytes);
         let instance = u64::from_ne_bytes(selftest::rand_bytes());
@@ -349,6 +370,7 @@ impl Enforcer {
             role: role_map,
             instance,
             epoch: 0,
+            programs,
             counters,
             events: Some(events),
             pending: VecDeque::new(),
@@ -411,9 +433,10 @@ impl Enforcer {
     fn load_programs(&mut self) -> Result<(), EnforcerError> {
         let kernel_btf = aya::Btf::from_sys_fs()
             .map_err(|e| EnforcerError::Object(aya::EbpfError::BtfError(e)))?;
-        for name in PROGRAMS {
+        for name in self.programs {
+            let hook = if name == SETATTR_IDMAP { SETATTR } else { name };
             self.lsm(name)?
-                .load(name, &kernel_btf)
+                .load(hook, &kernel_btf)
                 .map_err(classify_load_error)?;
         }
         Ok(())
@@ -447,8 +470,8 @@ impl Enforcer {
         if opts.selftest {
             self.set_role(role::PROBATION)?;
         }
-        let mut links = Vec::with_capacity(PROGRAMS.len());
-        for name in PROGRAMS {
+        let mut links = Vec::with_capacity(self.programs.len());
+        for name in self.programs {
             let program = self.lsm(name)?;
             let link_id = program
                 .attach()

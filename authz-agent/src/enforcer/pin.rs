@@ -142,7 +142,7 @@ pub fn remove_stale_maps(pin_dir: &Path, current: &Layout) {
 
 /// Whether pinned enforcement exists under `pin_dir`.
 pub fn is_pinned(pin_dir: &Path) -> bool {
-    super::PROGRAMS
+    super::ALL_PROGRAMS
         .iter()
         .any(|p| link_path(pin_dir, p).exists())
 }
@@ -151,7 +151,7 @@ pub fn is_pinned(pin_dir: &Path) -> bool {
 /// Returns whether anything was pinned.
 pub fn unload(pin_dir: &Path) -> Result<bool, PinError> {
     let mut found = false;
-    for program in super::PROGRAMS {
+    for program in super::ALL_PROGRAMS {
         let path = link_path(pin_dir, program);
         match fs::remove_file(&path) {
             Ok(()) => found = true,
