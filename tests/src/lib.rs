@@ -10,6 +10,7 @@ use std::{
 };
 
 pub mod daemon;
+pub mod fuse;
 
 use authz_agent::{
     cgroup::{Hierarchy, CGROUP_ROOT},
@@ -35,6 +36,38 @@ pub fn enforcer_with(opts: LoadOptions) -> Enforcer {
     require_environment();
     Enforcer::load(&opts)
         .unwrap_or_else(|e| panic!("cannot load the enforcer: {}", error_chain(&e)))
+}
+
+/// An enforcer that enforces only the cgroup `<test>/jail` (by path), so the
+/// test's own helper execs run unchecked: (enforcer, cgroups, jail directory,
+/// jail id).
+pub fn jail(name: &str) -> (Enforcer, TestCgroups, PathBuf, u64) {
+    let mut cgroups = TestCgroups::new(name);
+    let (dir, id) = cgroups.create("jail");
+    let enforcer = enforcer_with(LoadOptions {
+        mode: Mode::Enforce,
+        enforced_paths: vec![cgroups.path("jail")],
+        ..LoadOptions::default()
+    });
+    (enforcer, cgroups, dir, id)
+}
+
+/// Runs `cmd` (a helper: mkfs, mount...) and panics with its output unless
+/// it succeeds.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// Whether a test permit covers descendant cgroups.
@@ -146,6 +179,21 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A fresh busybox copy to authorize, in a world-readable directory.
+pub fn job(scratch: &Scratch, name: &str) -> Program {
+    fs::set_permissions(
+        &scratch.dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let p = scratch.program(name);
+    // Unique content per job: a permit for one never covers another.
+    let mut f = fs::OpenOptions::new().append(true).open(&p.path).unwrap();
+    std::io::Write::write_all(&mut f, name.as_bytes()).unwrap();
+    drop(f);
+    Program::at(p.path.clone())
 }
 
 /// An executable file and its SHA-256.

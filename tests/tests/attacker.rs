@@ -3,28 +3,10 @@
 //! says otherwise; the enforced subtree is the test's own cgroup.
 use std::{fs, os::unix::fs::PermissionsExt as _, process::Command};
 
-use authz_agent::enforcer::{Decision, LoadOptions, Mode, Reason};
+use authz_agent::enforcer::{Decision, Reason};
 use authz_tests::*;
 
 /// An enforcer limited to a fresh `jail` cgroup, and that cgroup.
-fn jail(
-    name: &str,
-) -> (
-    authz_agent::enforcer::Enforcer,
-    TestCgroups,
-    std::path::PathBuf,
-    u64,
-) {
-    let mut cgroups = TestCgroups::new(name);
-    let (dir, id) = cgroups.create("jail");
-    let enforcer = enforcer_with(LoadOptions {
-        mode: Mode::Enforce,
-        enforced_paths: vec![cgroups.path("jail")],
-        ..LoadOptions::default()
-    });
-    (enforcer, cgroups, dir, id)
-}
-
 /// A world-readable scratch dir, so that `nobody` can run what is in it.
 fn public_scratch(name: &str) -> Scratch {
     let s = Scratch::new(name);

@@ -15,21 +15,6 @@ use std::{
 
 use authz_tests::{daemon::Daemon, *};
 
-/// A fresh busybox copy to authorize, in a world-readable directory.
-fn job(scratch: &Scratch, name: &str) -> Program {
-    fs::set_permissions(
-        &scratch.dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let p = scratch.program(name);
-    // Unique content per job: a permit for one never covers another.
-    let mut f = fs::OpenOptions::new().append(true).open(&p.path).unwrap();
-    f.write_all(name.as_bytes()).unwrap();
-    drop(f);
-    Program::at(p.path.clone())
-}
-
 #[test]
 fn submit_allows_and_revoke_refuses_within_the_second() {
     let d = Daemon::start("submit", "enforce");

@@ -144,7 +144,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         bail!("the host part of the benchmark failed ({status})");
     }
 
-    let mut initramfs = Initramfs::new("bench", &agent)?;
+    let mut initramfs = Initramfs::new("bench", &agent, &setup)?;
     initramfs.add_binary(&bench, BENCH_IN_VM)?;
     let cmd = format!(
         "AUTHZ_AGENT_BIN={} RUST_BACKTRACE=1 {BENCH_IN_VM} vm {}\n",
@@ -158,6 +158,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         memory: args.memory,
         cpus: VM_CPUS,
         timeout: Some(Duration::from_secs(args.timeout)),
+        cmdline: String::new(),
     };
     eprintln!(
         "bench: booting {} under QEMU TCG (software emulation){}",

@@ -18,7 +18,18 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
     ("busybox-static", "/bin/busybox"),
     ("cpio", "/usr/bin/cpio"),
+    // mkfs for the filesystems whose digest cache the VM tests prove.
+    ("e2fsprogs", "/usr/sbin/mke2fs"),
+    ("xfsprogs", "/usr/sbin/mkfs.xfs"),
+    ("btrfs-progs", "/usr/sbin/mkfs.btrfs"),
+    // modinfo, to resolve the dependencies of the kernel modules the VM loads.
+    ("kmod", "/usr/sbin/modinfo"),
 ];
+/// Kernel modules the VM loads (with their dependencies): the filesystems
+/// the digest cache is proven on, loop devices to mount them, FUSE (refused
+/// by default: tests prove it), and the crc32c implementation their
+/// checksums need.
+pub const VM_MODULES: &[&str] = &["crc32c_generic", "loop", "ext4", "xfs", "btrfs", "fuse"];
 /// Meta-package whose dependency names the current Debian kernel.
 const KERNEL_META_PACKAGE: &str = "linux-image-amd64";
 
@@ -29,6 +40,9 @@ pub struct Setup {
     pub kernel: PathBuf,
     /// The Debian package it came from (names the kernel in reports).
     pub kernel_package: String,
+    /// The kernel modules the VM loads ([`VM_MODULES`] and their
+    /// dependencies), with an `order` file listing them dependencies first.
+    pub modules: PathBuf,
 }
 
 /// Runs every step.
@@ -254,7 +268,8 @@ fn kernel() -> Result<Setup> {
             if let Ok(pkg) = fs::read_to_string(kernel_dir().join("current")) {
                 let pkg = pkg.trim().to_owned();
                 let image = kernel_dir().join(&pkg).join("vmlinuz");
-                if image.exists() {
+                let modules = kernel_dir().join(&pkg).join("modules");
+                if image.exists() && modules.join("order").exists() {
                     step(
                         "kernel",
                         &format!("cannot resolve through apt ({e:#}); using cached {pkg}"),
@@ -262,6 +277,7 @@ fn kernel() -> Result<Setup> {
                     return Ok(Setup {
                         kernel: image,
                         kernel_package: pkg,
+                        modules,
                     });
                 }
             }
@@ -270,11 +286,13 @@ fn kernel() -> Result<Setup> {
     };
     let dir = kernel_dir().join(&pkg);
     let image = dir.join("vmlinuz");
-    if image.exists() {
+    let modules = dir.join("modules");
+    if image.exists() && modules.join("order").exists() {
         fs::write(kernel_dir().join("current"), &pkg)?;
         return Ok(Setup {
             kernel: image,
             kernel_package: pkg,
+            modules,
         });
     }
     step("kernel", &format!("downloading {pkg}"));
@@ -302,15 +320,20 @@ fn kernel() -> Result<Setup> {
     let unpack = downloads.join("unpack");
     let _ = fs::remove_dir_all(&unpack);
     fs::create_dir_all(&unpack)?;
-    // Only ./boot is needed; the modules (hundreds of MB) are not.
+    // ./boot and the module directories VM_MODULES come from; not the rest
+    // of the modules (hundreds of MB).
     util::run(
         Command::new("sh")
             .arg("-c")
-            .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" --wildcards './boot/*'")
+            .arg(
+                "dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" --wildcards './boot/*' \
+                 './lib/modules/*/kernel/fs/*' './lib/modules/*/kernel/lib/*' \
+                 './lib/modules/*/kernel/crypto/*' './lib/modules/*/kernel/drivers/block/*'",
+            )
             .arg("sh")
             .arg(&deb)
             .arg(&unpack),
-        &format!("unpacking /boot from {}", deb.display()),
+        &format!("unpacking /boot and modules from {}", deb.display()),
     )?;
     let boot = unpack.join("boot");
     let mut found_image = None;
@@ -336,6 +359,7 @@ fn kernel() -> Result<Setup> {
         fs::copy(&config, dir.join("config"))?;
     }
     fs::copy(&found_image, &image)?;
+    collect_modules(&unpack.join("lib/modules"), &modules)?;
     fs::write(kernel_dir().join("current"), &pkg)?;
     let _ = fs::remove_dir_all(&unpack);
     let _ = fs::remove_file(&deb);
@@ -343,7 +367,76 @@ fn kernel() -> Result<Setup> {
     Ok(Setup {
         kernel: image,
         kernel_package: pkg,
+        modules,
     })
+}
+
+/// Copies [`VM_MODULES`] and everything they depend on from the unpacked
+/// module tree into `out`, with `out/order` listing them dependencies first.
+fn collect_modules(tree: &Path, out: &Path) -> Result<()> {
+    let mut files = std::collections::BTreeMap::new();
+    for entry in walk(tree)? {
+        if let Some(name) = entry.file_name().and_then(|n| n.to_str()) {
+            if let Some(module) = name.strip_suffix(".ko") {
+                files.insert(module.replace('-', "_"), entry.clone());
+            }
+        }
+    }
+    let mut order: Vec<String> = Vec::new();
+    fn visit(
+        module: &str,
+        files: &std::collections::BTreeMap<String, PathBuf>,
+        order: &mut Vec<String>,
+        depth: usize,
+    ) -> Result<()> {
+        let module = module.replace('-', "_");
+        if order.contains(&module) {
+            return Ok(());
+        }
+        if depth > 32 {
+            bail!("kernel module dependencies loop at {module}");
+        }
+        let file = files
+            .get(&module)
+            .ok_or_else(|| anyhow!("the kernel package has no module {module}"))?;
+        let deps = stdout(
+            Command::new("modinfo").args(["-F", "depends"]).arg(file),
+            &format!("reading the dependencies of {}", file.display()),
+        )?;
+        for dep in deps.trim().split(',').filter(|d| !d.is_empty()) {
+            visit(dep, files, order, depth + 1)?;
+        }
+        order.push(module);
+        Ok(())
+    }
+    for module in VM_MODULES {
+        visit(module, &files, &mut order, 0)?;
+    }
+    let _ = fs::remove_dir_all(out);
+    fs::create_dir_all(out)?;
+    for module in &order {
+        fs::copy(&files[module], out.join(format!("{module}.ko")))?;
+    }
+    fs::write(out.join("order"), order.join("\n") + "\n")?;
+    step("kernel", &format!("modules for the VM: {}", order.join(" ")));
+    Ok(())
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The package `linux-image-amd64` depends on, preferring its `-unsigned`

@@ -197,7 +197,8 @@ fn host_can_enforce(agent: &Path) -> Result<()> {
 
 fn host_integration_tests(built: &build::Built, filter: &str, tally: &mut Tally) -> Result<()> {
     let mut ran = 0;
-    for (name, bin) in &built.tests {
+    // The `ima` tests need a kernel booted with an IMA policy: the VM's job.
+    for (name, bin) in built.tests.iter().filter(|(name, _)| name != "ima") {
         for test in list_tests(bin)? {
             if !format!("{name}::{test}").contains(filter) {
                 continue;
@@ -244,6 +245,33 @@ done
 echo AUTHZ-TESTS-DONE
 "#;
 
+/// One VM boot of the integration tests: which test binaries run in it and
+/// with which kernel command line. Tests that need no particular kernel setup
+/// share the first boot.
+struct VmBoot {
+    /// Prefix of the test names this boot reports (empty for the first).
+    label: &'static str,
+    cmdline: &'static str,
+    /// Test binaries (`tests/tests/<name>.rs`) that run in this boot.
+    runs: fn(&str) -> bool,
+}
+
+/// The boots, in order. The second proves the content checks and the digest
+/// cache under an IMA policy that measures (and caches hashes of) executed
+/// files; the `ima` binary's tests need that policy and run only there.
+const BOOTS: &[VmBoot] = &[
+    VmBoot {
+        label: "",
+        cmdline: "",
+        runs: |bin| bin != "ima",
+    },
+    VmBoot {
+        label: "ima_policy=tcb/",
+        cmdline: "ima_policy=tcb",
+        runs: |bin| matches!(bin, "ima" | "digest_cache" | "content"),
+    },
+];
+
 fn vm_integration_tests(
     setup: &setup::Setup,
     built: &build::Built,
@@ -251,22 +279,56 @@ fn vm_integration_tests(
     timeout: u64,
     tally: &mut Tally,
 ) -> Result<()> {
-    let mut expected = 0;
-    let mut initramfs = Initramfs::new("test", &built.agent)?;
-    for (name, bin) in &built.tests {
-        expected += list_tests(bin)?
+    let mut any = false;
+    for boot in BOOTS {
+        let tests: Vec<(String, std::path::PathBuf, usize)> = built
+            .tests
             .iter()
-            .filter(|t| format!("{name}::{t}").contains(filter))
-            .count();
-        initramfs.add_binary(bin, &format!("/authz/tests/{name}"))?;
+            .filter(|(name, _)| (boot.runs)(name))
+            .map(|(name, bin)| {
+                let n = list_tests(bin)?
+                    .iter()
+                    .filter(|t| format!("{}{name}::{t}", boot.label).contains(filter))
+                    .count();
+                Ok((name.clone(), bin.clone(), n))
+            })
+            .collect::<Result<_>>()?;
+        let expected: usize = tests.iter().map(|(_, _, n)| n).sum();
+        if expected == 0 {
+            continue;
+        }
+        any = true;
+        vm_boot_tests(setup, &built.agent, boot, &tests, filter, expected, timeout, tally)?;
     }
-    if expected == 0 {
+    if !any {
         bail!("no integration test matched the filter {filter:?}");
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vm_boot_tests(
+    setup: &setup::Setup,
+    agent: &Path,
+    boot: &VmBoot,
+    tests: &[(String, std::path::PathBuf, usize)],
+    filter: &str,
+    expected: usize,
+    timeout: u64,
+    tally: &mut Tally,
+) -> Result<()> {
+    let mut initramfs = Initramfs::new("test", agent, setup)?;
+    for (name, bin, n) in tests {
+        if *n > 0 {
+            initramfs.add_binary(bin, &format!("/authz/tests/{name}"))?;
+        }
+    }
     initramfs.add_file("/authz/run-tests.sh", RUNNER.as_bytes(), 0o755)?;
+    // The runner matches `binary::test`: this boot's label is not part of it.
+    let inner = filter.strip_prefix(boot.label).unwrap_or(filter);
     let cmd = format!(
         "sh /authz/run-tests.sh {}\n",
-        crate::util::shell_quote(filter)
+        crate::util::shell_quote(inner)
     );
     initramfs.add_file("/authz/cmd", cmd.as_bytes(), 0o644)?;
     let boot_cfg = Boot {
@@ -275,10 +337,16 @@ fn vm_integration_tests(
         memory: 2048,
         cpus: 2,
         timeout: Some(Duration::from_secs(timeout)),
+        cmdline: boot.cmdline.to_owned(),
     };
     eprintln!(
-        "test: booting {} for {expected} integration tests",
-        setup.kernel_package
+        "test: booting {}{} for {expected} integration tests",
+        setup.kernel_package,
+        if boot.cmdline.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", boot.cmdline)
+        }
     );
 
     let mut results = 0;
@@ -293,7 +361,11 @@ fn vm_integration_tests(
         if let Some(rest) = line.strip_prefix("AUTHZ-TEST-RESULT ") {
             let mut parts = rest.rsplitn(2, ' ');
             let rc = parts.next().unwrap_or_default();
-            let name = parts.next().unwrap_or_default().replacen(' ', "::", 1);
+            let name = format!(
+                "{}{}",
+                boot.label,
+                parts.next().unwrap_or_default().replacen(' ', "::", 1)
+            );
             let ok = rc == "0";
             results += 1;
             tally.record(&name, ok);

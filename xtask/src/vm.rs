@@ -61,7 +61,13 @@ pub struct Boot {
     pub memory: u32,
     pub cpus: u32,
     pub timeout: Option<Duration>,
+    /// Extra kernel command line parameters (e.g. `ima_policy=tcb`).
+    pub cmdline: String,
 }
+
+/// Host programs copied into every VM (with their libraries): mkfs for the
+/// filesystems the digest cache tests mount on loop devices.
+const VM_TOOLS: &[&str] = &["/usr/sbin/mke2fs", "/usr/sbin/mkfs.xfs", "/usr/sbin/mkfs.btrfs"];
 
 /// What a non-interactive boot reported.
 #[derive(Debug, Default)]
@@ -111,8 +117,9 @@ pub struct Initramfs {
 }
 
 impl Initramfs {
-    /// A fresh staging tree with busybox, /init and the agent.
-    pub fn new(name: &str, agent: &Path) -> Result<Self> {
+    /// A fresh staging tree with busybox, /init, the agent, the kernel
+    /// modules setup collected (loaded by /init) and [`VM_TOOLS`].
+    pub fn new(name: &str, agent: &Path, setup: &setup::Setup) -> Result<Self> {
         let root = target_dir().join("vm").join(name).join("root");
         if root.exists() {
             fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;
@@ -147,6 +154,20 @@ impl Initramfs {
         )?;
         initramfs.add_file("/etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)?;
         initramfs.add_binary(agent, AGENT_IN_VM)?;
+        let order = fs::read_to_string(setup.modules.join("order"))
+            .with_context(|| format!("reading {}/order", setup.modules.display()))?;
+        for module in order.lines().filter(|l| !l.is_empty()) {
+            let file = format!("{module}.ko");
+            initramfs.copy_file(
+                &setup.modules.join(&file),
+                &format!("/lib/modules/authz/{file}"),
+                0o644,
+            )?;
+        }
+        initramfs.add_file("/lib/modules/authz/order", order.as_bytes(), 0o644)?;
+        for tool in VM_TOOLS {
+            initramfs.add_binary(Path::new(tool), tool)?;
+        }
         Ok(initramfs)
     }
 
@@ -261,6 +282,9 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
+for m in $(cat /lib/modules/authz/order); do
+    insmod /lib/modules/authz/$m.ko || echo "authz VM: cannot load module $m"
+done
 hostname authz-vm
 echo "AUTHZ-VM-READY kernel=$(uname -r) lsm=$(cat /sys/kernel/security/lsm)"
 if [ -f /authz/cmd ]; then
@@ -362,7 +386,12 @@ fn qemu(boot: &Boot, interactive: bool) -> Command {
         .arg(&boot.kernel)
         .arg("-initrd")
         .arg(&boot.initrd)
-        .args(["-append", "console=ttyS0 quiet loglevel=1 panic=-1"]);
+        .args([
+            "-append",
+            &format!("console=ttyS0 quiet loglevel=1 panic=-1 {}", boot.cmdline)
+                .trim_end()
+                .to_owned(),
+        ]);
     if interactive {
         cmd.arg("-nographic");
     } else {
@@ -375,13 +404,13 @@ fn qemu(boot: &Boot, interactive: bool) -> Command {
 pub fn run(args: &VmArgs) -> Result<std::process::ExitCode> {
     let setup = setup::run()?;
     let built = build::build(args.release)?;
-    let mut initramfs = Initramfs::new("shell", &built.agent)?;
+    let mut initramfs = Initramfs::new("shell", &built.agent, &setup)?;
     if !args.cmd.is_empty() {
         initramfs.add_file("/authz/cmd", command_script(&args.cmd).as_bytes(), 0o644)?;
     }
     let initrd = initramfs.pack()?;
     let boot_cfg = Boot {
-        kernel: setup.kernel,
+        kernel: setup.kernel.clone(),
         initrd,
         memory: args.memory,
         cpus: args.cpus,
@@ -391,6 +420,7 @@ pub fn run(args: &VmArgs) -> Result<std::process::ExitCode> {
             (None, true) => None,
             (None, false) => Some(Duration::from_secs(900)),
         },
+        cmdline: String::new(),
     };
     if args.cmd.is_empty() {
         eprintln!(
@@ -445,17 +475,18 @@ pub fn command_script(cmd: &[String]) -> String {
 pub fn demo(args: &DemoArgs) -> Result<std::process::ExitCode> {
     let setup = setup::run()?;
     let built = build::build(args.release)?;
-    let mut initramfs = Initramfs::new("demo", &built.agent)?;
+    let mut initramfs = Initramfs::new("demo", &built.agent, &setup)?;
     let script =
         fs::read(workspace_root().join("xtask/demo.sh")).context("reading xtask/demo.sh")?;
     initramfs.add_file("/authz/demo.sh", &script, 0o755)?;
     initramfs.add_file("/authz/cmd", b"sh /authz/demo.sh\n", 0o644)?;
     let boot_cfg = Boot {
-        kernel: setup.kernel,
+        kernel: setup.kernel.clone(),
         initrd: initramfs.pack()?,
         memory: 2048,
         cpus: 2,
         timeout: Some(Duration::from_secs(600)),
+        cmdline: String::new(),
     };
     eprintln!(
         "demo: booting {} (software emulation: expect about a minute)",

@@ -602,6 +602,7 @@ impl Agent {
         json!({
             "mode": self.enforcer.mode(),
             "scope": if config.scope == authz_common::scope::SUBTREES { "subtrees" } else { "host" },
+            "enforced_cgroups": self.enforcer.scope_paths(),
             "permits": states,
             "kernel_permit_entries": self.keys.len(),
             "revoked": self.revoked.len(),

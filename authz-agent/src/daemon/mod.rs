@@ -73,6 +73,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ..LoadOptions::default()
     };
     let mut enforcer = Enforcer::open(&opts).context("cannot start enforcement")?;
+    let ima = &enforcer.kernel().ima;
+    if ima.active {
+        tracing::info!(
+            boot_policy = ima.boot_policy.as_deref().unwrap_or("-"),
+            measurements = ima.measurements,
+            "IMA measures files and caches their hashes: an exec of a file whose size changed \
+             without a writer while IMA held a measurement of it is refused (digest-stale)"
+        );
+    }
     if let Some(mode) = store.mode()? {
         if enforcer.mode() != mode {
             enforcer.set_mode(mode)?;
@@ -117,6 +126,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "mode": agent.enforcer.mode(),
             "kernel": agent.enforcer.kernel().release,
             "adopted_pinned_state": agent.enforcer.adopted(),
+            "enforced_cgroups": agent.enforcer.scope_paths(),
+            "ima": agent.enforcer.kernel().ima,
+            "event_epoch": format!("{:016x}", agent.enforcer.epoch()),
             "config": config.path,
         }),
     );

@@ -246,6 +246,8 @@ pub struct Enforcer {
     epoch: u64,
     /// The programs this kernel gets, in attach order.
     programs: [&'static str; 5],
+    /// The enforced subtrees last written (empty: the whole host).
+    scope_paths: Vec<String>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     pending: VecDeque<DecisionEvent>,
@@ -371,6 +373,7 @@ impl Enforcer {
             instance,
             epoch: 0,
             programs,
+            scope_paths: Vec::new(),
             counters,
             events: Some(events),
             pending: VecDeque::new(),
@@ -560,6 +563,11 @@ impl Enforcer {
     pub fn set_scope(&mut self, paths: &[String]) -> Result<(), EnforcerError> {
         let trie = scope::Trie::build(paths)?;
         let existing: Vec<ScopeKey> = self.scope.keys().filter_map(Result::ok).collect();
+        self.scope_paths = if trie.is_host() {
+            Vec::new()
+        } else {
+            paths.to_vec()
+        };
         if trie.is_host() {
             self.config.scope = scope_kind::HOST;
             self.write_config()?;
@@ -579,6 +587,11 @@ impl Enforcer {
             let _ = self.scope.remove(key);
         }
         Ok(())
+    }
+
+    /// The enforced subtrees (empty: the whole host).
+    pub fn scope_paths(&self) -> &[String] {
+        &self.scope_paths
     }
 
     /// Which filesystems execs may come from (and which may use the digest
