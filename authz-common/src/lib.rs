@@ -458,6 +458,9 @@ pub const FMODE_WRITE: u32 = 0x2;
 
 /// `ATTR_SIZE` (include/linux/fs.h): a setattr that changes the file's size.
 pub const ATTR_SIZE: u32 = 1 << 3;
+/// `ATTR_FILE` (include/linux/fs.h): the setattr comes through an open file
+/// (ftruncate, `O_TRUNC`); without it, a path (truncate(2)).
+pub const ATTR_FILE: u32 = 1 << 13;
 
 /// memfd seals (include/uapi/linux/fcntl.h).
 pub mod seals {
@@ -570,8 +573,9 @@ pub struct CacheEntry {
 pub mod cache_flags {
     /// The entry holds a digest.
     pub const DIGEST: u32 = 1 << 0;
-    /// The file's size changed without a writer: IMA's own measurement of it,
-    /// if it has one, may predate the change.
+    /// The file's size changed by path (no open file, so IMA, which forgets
+    /// a measurement only when a writer closes the file, keeps it): `digest`
+    /// holds the measurement IMA had then, which no exec may trust.
     pub const IMA_STALE: u32 = 1 << 1;
 }
 

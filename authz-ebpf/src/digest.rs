@@ -31,8 +31,8 @@ pub enum DigestError {
     NoFile,
     /// `bpf_ima_file_hash` failed (negative errno) or used another algorithm.
     Hash(i64),
-    /// The file's size changed without a writer and IMA still holds a
-    /// measurement that may predate it (IMA would answer with that).
+    /// The file's size changed by path while IMA held a measurement of it,
+    /// and IMA still answers with that measurement.
     Stale,
 }
 
@@ -70,7 +70,8 @@ pub unsafe fn file_sha256_cached(
     }
     let node = facts.inode as *mut inode;
     let stamp = if cacheable { facts.stamp } else { None };
-    let mut stale = false;
+    // The measurement IMA held when the file was resized by path, if any.
+    let mut stale: Option<Digest> = None;
     // SAFETY: `node` is a BTF `struct inode *` loaded from `file`.
     let entry = unsafe { maps::DIGEST_CACHE.get_ptr_mut(node) };
     if !entry.is_null() {
@@ -92,30 +93,31 @@ pub unsafe fn file_sha256_cached(
                 });
             }
         }
-        stale = e.flags & cache_flags::IMA_STALE != 0;
-        if !stale {
+        if e.flags & cache_flags::IMA_STALE != 0 {
+            stale = Some(e.digest);
+        } else {
             // SAFETY: as above.
             let _ = unsafe { maps::DIGEST_CACHE.delete(node) };
         }
-    }
-    if stale {
-        // bpf_ima_inode_hash answers from IMA's cache only: success means
-        // bpf_ima_file_hash would return that (possibly pre-truncate) value.
-        // SAFETY: BTF inode pointer; `out` is DIGEST_LEN writable bytes.
-        let ima = unsafe { bpf_ima_inode_hash(node, out.as_mut_ptr().cast(), DIGEST_LEN as u32) };
-        *out = [0; DIGEST_LEN];
-        if ima >= 0 {
-            return Err(DigestError::Stale);
-        }
-        // IMA forgot it: the next hash is fresh, the marker can go.
-        // SAFETY: as above.
-        let _ = unsafe { maps::DIGEST_CACHE.delete(node) };
     }
     if stamp.is_some() {
         maps::count(counter::CACHE_MISSES);
     }
     // SAFETY: as for `file_sha256`.
     let status = unsafe { file_sha256(file, out) }?;
+    if let Some(old) = stale {
+        // IMA answers from its cache while it holds a measurement: getting
+        // exactly the value it held at the resize means that is (or may be)
+        // what it answered with. Refuse, and keep the marker. Content that
+        // really is the same again is refused too (fail closed) until a
+        // writer rewrites it, which makes IMA measure afresh.
+        if *out == old {
+            *out = [0; DIGEST_LEN];
+            return Err(DigestError::Stale);
+        }
+        // SAFETY: as above.
+        let _ = unsafe { maps::DIGEST_CACHE.delete(node) };
+    }
     if let Some(s) = stamp {
         let mut fresh = CacheEntry {
             digest: *out,
@@ -135,25 +137,30 @@ pub unsafe fn file_sha256_cached(
     })
 }
 
-/// Forgets what is cached about `node` after its size changed without a
-/// writer; when IMA holds a measurement of it (which IMA does not drop on a
-/// truncate), leaves a marker so that no exec trusts that measurement.
+/// Forgets what is cached about `node` after its size changed. When the
+/// change came by path (no open file: IMA forgets a measurement only when a
+/// writer closes the file) and IMA holds a measurement, leaves a marker with
+/// that measurement, so that no exec trusts it.
 ///
 /// # Safety
 /// `node` must be a BTF-typed `struct inode *` (the `inode_setattr` hook's
 /// `dentry->d_inode`), in a sleepable program.
 #[inline(always)]
-pub unsafe fn forget_resized(node: *mut inode) {
+pub unsafe fn forget_resized(node: *mut inode, by_path: bool) {
     // SAFETY: per the contract.
     let _ = unsafe { maps::DIGEST_CACHE.delete(node) };
-    let mut scratch: Digest = [0; DIGEST_LEN];
-    // SAFETY: BTF inode pointer; `scratch` is DIGEST_LEN writable bytes.
-    let ima = unsafe { bpf_ima_inode_hash(node, scratch.as_mut_ptr().cast(), DIGEST_LEN as u32) };
-    if ima >= 0 {
-        let mut marker = CacheEntry {
-            flags: cache_flags::IMA_STALE,
-            ..CacheEntry::default()
-        };
+    if !by_path {
+        return;
+    }
+    let mut marker = CacheEntry {
+        flags: cache_flags::IMA_STALE,
+        ..CacheEntry::default()
+    };
+    // SAFETY: BTF inode pointer; `marker.digest` is DIGEST_LEN writable bytes.
+    let ima = unsafe {
+        bpf_ima_inode_hash(node, marker.digest.as_mut_ptr().cast(), DIGEST_LEN as u32)
+    };
+    if ima == HASH_ALGO_SHA256 {
         // SAFETY: as above; `marker` initialises the new entry.
         let _ = unsafe { maps::DIGEST_CACHE.get_or_insert_ptr_mut(node, Some(&mut marker)) };
     }

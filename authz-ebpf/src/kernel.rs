@@ -7,7 +7,8 @@
 //! the result of a load through a BTF pointer (`bprm->file` stays a `struct file *`
 //! it trusts for `bpf_ima_file_hash`).
 use authz_common::{
-    offset_known, scope_flags, seals, KernelOffsets, ScopeKey, ATTR_SIZE, FILENAME_LEN, FMODE_WRITE,
+    offset_known, scope_flags, seals, KernelOffsets, ScopeKey, ATTR_FILE, ATTR_SIZE, FILENAME_LEN,
+    FMODE_WRITE,
     MAX_CGROUP_DEPTH, SCOPE_NAME_LEN, SCOPE_ROOT, TMPFS_MAGIC,
 };
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
@@ -317,26 +318,43 @@ pub unsafe fn inode_if_writing(file: *const c_void) -> *const c_void {
     }
 }
 
-/// `dentry->d_inode` when `attr` changes the file's size, else null.
+/// A size change seen by `inode_setattr`.
+#[derive(Clone, Copy)]
+pub struct Resized {
+    /// `dentry->d_inode`.
+    pub inode: *const c_void,
+    /// Through a path (truncate(2)), not an open file.
+    pub by_path: bool,
+}
+
+/// The inode `attr` resizes, or `None` when it changes no size.
 ///
 /// # Safety
 /// `dentry` and `attr` must be the `inode_setattr` hook's BTF arguments.
 #[inline(always)]
-pub unsafe fn inode_if_resized(dentry: *const c_void, attr: *const c_void) -> *const c_void {
+pub unsafe fn resized(dentry: *const c_void, attr: *const c_void) -> Option<Resized> {
     let o = offsets();
     if dentry.is_null()
         || attr.is_null()
         || o.dentry_inode == 0
         || o.known & offset_known::IATTR_VALID == 0
     {
-        return core::ptr::null();
+        return None;
     }
     // SAFETY: BTF pointers, offsets from BTF.
     unsafe {
-        if member_u32(attr, o.iattr_valid) & ATTR_SIZE == 0 {
-            return core::ptr::null();
+        let valid = member_u32(attr, o.iattr_valid);
+        if valid & ATTR_SIZE == 0 {
+            return None;
         }
-        member_ptr(dentry, o.dentry_inode)
+        let inode = member_ptr(dentry, o.dentry_inode);
+        if inode.is_null() {
+            return None;
+        }
+        Some(Resized {
+            inode,
+            by_path: valid & ATTR_FILE == 0,
+        })
     }
 }
 

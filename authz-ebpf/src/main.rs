@@ -74,10 +74,9 @@ pub fn inode_setattr_idmap(ctx: aya_ebpf::programs::LsmContext) -> i32 {
 #[inline(always)]
 fn resized(dentry: *const core::ffi::c_void, attr: *const core::ffi::c_void) {
     // SAFETY: the hook's BTF arguments.
-    let inode = unsafe { kernel::inode_if_resized(dentry, attr) };
-    if !inode.is_null() {
-        // SAFETY: `inode` is `dentry->d_inode`, a BTF pointer; sleepable program.
-        unsafe { digest::forget_resized(inode as *mut aya_ebpf::bindings::inode) };
+    if let Some(r) = unsafe { kernel::resized(dentry, attr) } {
+        // SAFETY: `r.inode` is `dentry->d_inode`, a BTF pointer; sleepable program.
+        unsafe { digest::forget_resized(r.inode as *mut aya_ebpf::bindings::inode, r.by_path) };
     }
 }
 
