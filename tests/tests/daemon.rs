@@ -486,10 +486,17 @@ fn readiness_is_notified_to_systemd() {
     drop(d);
 }
 
-fn wait_until(mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+fn wait_until(f: impl FnMut() -> bool) {
+    wait_until_within(Duration::from_secs(20), f);
+}
+
+fn wait_until_within(limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !f() {
-        assert!(Instant::now() < deadline, "condition not reached in 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -542,4 +549,45 @@ fn the_sweeper_removes_expired_permits_from_the_kernel_map() {
     wait_until(|| d.json(&["status"])["kernel_permit_entries"] == 0);
     assert_eq!(d.json(&["list"])["permits"].as_array().unwrap().len(), 0);
     assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+}
+
+/// Issue 11 item 3. A permit is valid only where its window and every
+/// delegation link's window overlap: one issued "from now" under a delegation
+/// that starts later must wait for the delegation, in `list` and in the kernel.
+#[test]
+fn permit_under_a_delegation_not_yet_valid_is_scheduled_not_live() {
+    const DELEGATION_STARTS_IN: Duration = Duration::from_secs(20);
+    let d = Daemon::start("latedeleg", "enforce");
+    let scratch = Scratch::new("latedeleg-jobs");
+    let prog = job(&scratch, "job");
+    let starts = authz_agent::artifact::Timestamp::now()
+        .checked_add(DELEGATION_STARTS_IN.as_secs())
+        .unwrap();
+    let starts_text = starts.to_string();
+    let team = d.delegate(
+        "team",
+        &d.cgroup,
+        "1h",
+        "2h",
+        &["--not-before", &starts_text],
+    );
+    let permit = d.issue_as(&team, &prog.path, &d.cgroup, "1h", &[]);
+    let out = d.ok(&["submit", permit.to_str().unwrap()]);
+    assert!(out.contains("scheduled"), "{out}");
+
+    let entry = &d.json(&["list"])["permits"][0];
+    assert_eq!(entry["state"], "scheduled", "{entry}");
+    assert_eq!(entry["not_before"], starts_text.as_str(), "{entry}");
+    assert_eq!(d.json(&["status"])["kernel_permit_entries"], 0);
+    assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    assert!(
+        authz_agent::artifact::Timestamp::now() < starts,
+        "the test was too slow to check before the delegation started"
+    );
+
+    wait_until_within(DELEGATION_STARTS_IN + Duration::from_secs(20), || {
+        d.json(&["list"])["permits"][0]["state"] == "live"
+    });
+    assert!(authz_agent::artifact::Timestamp::now() >= starts);
+    assert_ran(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
 }

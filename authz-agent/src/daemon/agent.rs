@@ -26,7 +26,7 @@ use crate::{
     cgroup::Hierarchy,
     enforcer::{Decision, DecisionEvent, Enforcer, EnforcerError, Mode},
     store::{Revocation, Store},
-    trust::{Verified, Verifier, VerifyError},
+    trust::{effective_window, Verified, Verifier, VerifyError},
 };
 
 /// A refused request: a stable kind and one clear sentence.
@@ -417,6 +417,7 @@ impl Agent {
             "state": state,
             "cgroup": h.verified.cgroup,
             "cgroup_id": self.cgroups.get(&h.verified.cgroup).copied().flatten(),
+            "not_before": Timestamp::from_system_time(h.verified.not_before).to_string(),
             "expires": Timestamp::from_system_time(h.verified.expires).to_string(),
         }))
     }
@@ -565,6 +566,10 @@ impl Agent {
                     "descendants": v.descendants,
                     "not_before": Timestamp::from_system_time(v.not_before).to_string(),
                     "expires": Timestamp::from_system_time(v.expires).to_string(),
+                    "permit_validity": {
+                        "not_before": Timestamp::from_system_time(v.permit_not_before).to_string(),
+                        "expires": Timestamp::from_system_time(v.permit_expires).to_string(),
+                    },
                     "issuer": v.issuer.to_string(),
                     "chain": v.chain.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
                     "policy_version": v.policy_version,
@@ -877,7 +882,9 @@ fn verify_stored(
 }
 
 /// Verifies `artifact` at `now`; one valid only later is verified at the
-/// instant it becomes valid (so it can be accepted ahead of time).
+/// instant its effective window opens (the latest `not_before` of the permit
+/// and its links), so it can be accepted ahead of time and scheduled. One
+/// whose windows never overlap gets the reason it is not valid now.
 fn verify_ahead(
     verifier: &Verifier,
     revoked: &BTreeMap<ArtifactId, Revocation>,
@@ -885,17 +892,12 @@ fn verify_ahead(
     now: SystemTime,
 ) -> Result<Verified, VerifyError> {
     let is_revoked = |id: &ArtifactId| revoked.contains_key(id);
-    let mut at = now;
-    for _ in 0..4 {
-        match verifier.verify(artifact, &is_revoked, at) {
-            Err(VerifyError::NotYetValid { not_before, .. })
-                if not_before.to_system_time() > at =>
-            {
-                at = not_before.to_system_time();
-            }
-            other => return other,
-        }
-    }
+    let window = effective_window(artifact);
+    let at = if window.is_empty() {
+        now
+    } else {
+        now.max(window.not_before.to_system_time())
+    };
     verifier.verify(artifact, &is_revoked, at)
 }
 
@@ -955,4 +957,44 @@ fn clock_offset_ns() -> i128 {
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
     wall - crate::enforcer::boot_time_ns() as i128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::testkit::{Kit, HOUR};
+
+    fn verifier(kit: &Kit) -> Verifier {
+        Verifier::new(kit.policy.clone())
+    }
+
+    #[test]
+    fn a_permit_is_scheduled_until_its_delegation_starts() {
+        let kit = Kit::new();
+        let d = kit.delegation(|g| g.not_before = kit.at(60));
+        let a = kit.team_permit(&d, |_| {});
+        let v = verify_ahead(&verifier(&kit), &BTreeMap::new(), &a, kit.system_now()).unwrap();
+        assert_eq!(v.not_before, kit.at(60).to_system_time());
+        assert_eq!(v.permit_not_before, kit.system_now());
+        // What state_of compares: not live before the delegation starts.
+        assert!(kit.system_now() < v.not_before);
+    }
+
+    #[test]
+    fn a_permit_never_in_force_is_refused_with_the_reason_it_is_not_valid_now() {
+        let kit = Kit::new();
+        let d = kit.delegation(|g| g.not_before = kit.at(2 * HOUR as i64));
+        let a = kit.team_permit(&d, |_| {});
+        let e = verify_ahead(&verifier(&kit), &BTreeMap::new(), &a, kit.system_now()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                VerifyError::NotYetValid {
+                    part: crate::trust::Part::Delegation { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
 }
