@@ -446,10 +446,7 @@ impl Agent {
             .filter(|(aid, h)| **aid == id || h.verified.delegation_ids.contains(&id))
             .map(|(aid, _)| *aid)
             .collect();
-        let until = affected
-            .iter()
-            .filter_map(|a| self.held.get(a).map(|h| h.verified.expires))
-            .max();
+        let until = revocation_until(self.held.values().map(|h| &h.verified), &id);
         self.revoked.insert(
             id,
             Revocation {
@@ -901,6 +898,29 @@ fn verify_ahead(
     verifier.verify(artifact, &is_revoked, at)
 }
 
+/// Until when anything `id` names could still verify, as far as the held
+/// permits tell: a held permit's effective expiry, or the own `expires` of a
+/// delegation link in a held permit's chain, which bounds every permit ever
+/// issued under that link (not only the ones held now). None when no held
+/// permit knows `id`: then the revocation must last for good.
+fn revocation_until<'a>(
+    held: impl IntoIterator<Item = &'a Verified>,
+    id: &ArtifactId,
+) -> Option<SystemTime> {
+    held.into_iter()
+        .flat_map(|v| {
+            let permit = (v.id == *id).then_some(v.expires);
+            let links = v
+                .delegation_ids
+                .iter()
+                .zip(&v.delegation_expires)
+                .filter(|(link, _)| *link == id)
+                .map(|(_, expires)| *expires);
+            permit.into_iter().chain(links)
+        })
+        .max()
+}
+
 /// What a decision record says about a permit: its full provenance.
 pub fn permit_info(v: &Verified) -> Value {
     json!({
@@ -962,7 +982,7 @@ fn clock_offset_ns() -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trust::testkit::{Kit, HOUR};
+    use crate::trust::testkit::{Kit, DAY, HOUR};
 
     fn verifier(kit: &Kit) -> Verifier {
         Verifier::new(kit.policy.clone())
@@ -992,6 +1012,53 @@ mod tests {
                 VerifyError::NotYetValid {
                     part: crate::trust::Part::Delegation { .. },
                     ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn revoking_a_delegation_lasts_until_the_delegation_expires_not_its_permits() {
+        let kit = Kit::new();
+        let d = kit.delegation(|_| {});
+        let link = d.links()[0].grant().id;
+        let held = kit.verify(&kit.team_permit(&d, |_| {})).unwrap();
+        assert_eq!(held.expires, kit.at(HOUR as i64).to_system_time());
+        assert_eq!(
+            revocation_until([&held], &link),
+            Some(kit.at(30 * DAY as i64).to_system_time()),
+            "the delegation's own expiry, not its permit's"
+        );
+        assert_eq!(revocation_until([&held], &held.id), Some(held.expires));
+        assert_eq!(revocation_until([&held], &ArtifactId::random()), None);
+    }
+
+    #[test]
+    fn a_delegation_revoked_while_nothing_under_it_is_held_blocks_later_permits() {
+        let kit = Kit::new();
+        let d = kit.delegation(|_| {});
+        let link = d.links()[0].grant().id;
+        let until = revocation_until([], &link);
+        assert_eq!(until, None, "nothing held tells its expiry");
+        let mut revoked = BTreeMap::new();
+        revoked.insert(
+            link,
+            Revocation {
+                id: link.to_string(),
+                revoked_at: kit.now.to_string(),
+                until: None,
+                reason: None,
+            },
+        );
+        assert!(!revoked[&link].compactable(kit.at(10 * 365 * DAY as i64)));
+        let later = kit.team_permit(&d, |_| {});
+        let e = verify_ahead(&verifier(&kit), &revoked, &later, kit.system_now()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                VerifyError::Revoked {
+                    part: crate::trust::Part::Delegation { .. }
                 }
             ),
             "{e}"
