@@ -551,6 +551,56 @@ fn the_sweeper_removes_expired_permits_from_the_kernel_map() {
     assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
 }
 
+/// Issue 11 item 2. Revoking a delegation must outlast the permits the agent
+/// held under it when it was revoked: its key can mint new permits until the
+/// delegation itself expires. Nor may a wall-clock step forward past that
+/// expiry let the sweeper forget the revocation.
+#[test]
+fn revoked_delegation_stays_revoked_after_its_permits_expire_and_the_clock_steps() {
+    let mut d = Daemon::start("revdeleg", "enforce");
+    let scratch = Scratch::new("revdeleg-jobs");
+    let prog = job(&scratch, "job");
+    let team = d.delegate("team", &d.cgroup, "1h", "2h", &[]);
+    let short = d.issue_as(&team, &prog.path, &d.cgroup, "3s", &[]);
+    d.ok(&["submit", short.to_str().unwrap()]);
+    assert_ran(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+
+    let out = d.ok(&["revoke", &team.link_id, "--reason", "team key leaked"]);
+    assert!(out.contains("1 artifact(s) removed"), "{out}");
+    assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+
+    // The permit held under the delegation expires; several sweeps run.
+    std::thread::sleep(Duration::from_secs(7));
+    let refused_as_revoked = |d: &Daemon, why: &str| {
+        let fresh = d.issue_as(&team, &prog.path, &d.cgroup, "1h", &[]);
+        let out = d.cli(&["submit", fresh.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("[revoked]"),
+            "{why}: a new permit under the revoked delegation was not refused as revoked: {}{err}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+        assert_eq!(d.json(&["list"])["permits"].as_array().unwrap().len(), 0);
+    };
+    refused_as_revoked(&d, "after the held permit expired");
+
+    // The wall clock jumps a year ahead, past the delegation's expiry, the
+    // sweeper runs, then the clock comes back.
+    {
+        let _step = WallClockStep::by(366 * 24 * 3600);
+        std::thread::sleep(Duration::from_secs(4));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let revocations = fs::read_to_string(d.dir.join("state/revocations.toml")).unwrap();
+    assert!(revocations.contains(&team.link_id), "{revocations}");
+    refused_as_revoked(&d, "after a wall-clock step forward and back");
+
+    d.stop();
+    d.spawn();
+    refused_as_revoked(&d, "after a restart");
+}
+
 /// Issue 11 item 3. A permit is valid only where its window and every
 /// delegation link's window overlap: one issued "from now" under a delegation
 /// that starts later must wait for the delegation, in `list` and in the kernel.

@@ -12,7 +12,7 @@
 //! with it, so a crash between any two steps is repaired.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use authz_common::{Permit, PermitKey};
@@ -25,9 +25,14 @@ use crate::{
     audit::AuditLog,
     cgroup::Hierarchy,
     enforcer::{Decision, DecisionEvent, Enforcer, EnforcerError, Mode},
-    store::{Revocation, Store},
+    store::{ObservedClock, Revocation, Store},
     trust::{effective_window, Verified, Verifier, VerifyError},
 };
+
+/// How often the real time observed for the revocation list is written to
+/// disk when nothing else rewrites it (a crash loses at most this much, which
+/// only delays compaction).
+const OBSERVED_SAVE_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// A refused request: a stable kind and one clear sentence.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +104,10 @@ pub struct Agent {
     /// cgroup path -> id (None: does not exist now).
     cgroups: HashMap<String, Option<u64>>,
     revoked: BTreeMap<ArtifactId, Revocation>,
+    /// Real time passing, for the revocation list's compaction rule.
+    observed: ObservedClock,
+    /// When the revocation list was last written.
+    revocations_saved: Instant,
     report: WouldDeny,
     started: Instant,
     events: u64,
@@ -141,6 +150,8 @@ impl Agent {
             keys: HashMap::new(),
             cgroups: HashMap::new(),
             revoked,
+            observed: ObservedClock::starting_at(crate::enforcer::boot_time_ns()),
+            revocations_saved: Instant::now(),
             report: WouldDeny::default(),
             started: Instant::now(),
             events: 0,
@@ -447,19 +458,18 @@ impl Agent {
             .map(|(aid, _)| *aid)
             .collect();
         let until = revocation_until(self.held.values().map(|h| &h.verified), &id);
+        let stamp = Timestamp::from_system_time(now);
+        self.start_revoking();
         self.revoked.insert(
             id,
-            Revocation {
-                id: id.to_string(),
-                revoked_at: Timestamp::from_system_time(now).to_string(),
-                until: until.map(|t| Timestamp::from_system_time(t).to_string()),
-                reason: reason.clone(),
-            },
+            Revocation::new(
+                &id,
+                stamp,
+                until.map(Timestamp::from_system_time),
+                reason.clone(),
+            ),
         );
-        if let Err(e) = self
-            .store
-            .save_revocations(&self.revoked, Timestamp::from_system_time(now))
-        {
+        if let Err(e) = self.save_revocations(stamp) {
             self.revoked.remove(&id);
             return Err(Refusal::new(
                 "internal",
@@ -474,6 +484,45 @@ impl Agent {
         Ok(
             json!({ "id": id.to_string(), "removed": affected.len(), "known": !affected.is_empty() }),
         )
+    }
+
+    /// Credits every revocation with the real time observed since the last
+    /// reading of the boot clock.
+    fn observe_revocations(&mut self) {
+        let seconds = self
+            .observed
+            .elapsed_seconds(crate::enforcer::boot_time_ns());
+        if seconds > 0 {
+            for r in self.revoked.values_mut() {
+                r.observe(seconds);
+            }
+        }
+    }
+
+    /// Before adding revocations: the existing ones get the time observed so
+    /// far, and the new ones none of it.
+    fn start_revoking(&mut self) {
+        self.observe_revocations();
+        self.observed.drop_fraction();
+    }
+
+    /// Writes the revocation list (dropping what may be compacted at `now`).
+    fn save_revocations(&mut self, now: Timestamp) -> Result<(), crate::store::StoreError> {
+        self.store.save_revocations(&self.revoked, now)?;
+        self.revocations_saved = Instant::now();
+        Ok(())
+    }
+
+    /// Records the real time observed for the revocation list (on stop, and
+    /// from the sweep every [`OBSERVED_SAVE_INTERVAL`]).
+    pub fn save_observed_time(&mut self, now: SystemTime) {
+        self.observe_revocations();
+        if self.revoked.is_empty() {
+            return;
+        }
+        if let Err(e) = self.save_revocations(Timestamp::from_system_time(now)) {
+            tracing::warn!(error = %e, "cannot record the time observed for the revocation list");
+        }
     }
 
     /// Removes an artifact from the kernel, memory and store.
@@ -496,22 +545,14 @@ impl Agent {
         now: SystemTime,
     ) -> Result<Value, Refusal> {
         let ids: Vec<ArtifactId> = self.held.keys().copied().collect();
-        let stamp = Timestamp::from_system_time(now).to_string();
+        let stamp = Timestamp::from_system_time(now);
+        self.start_revoking();
         for id in &ids {
-            let until = self.held[id].verified.expires;
-            self.revoked.insert(
-                *id,
-                Revocation {
-                    id: id.to_string(),
-                    revoked_at: stamp.clone(),
-                    until: Some(Timestamp::from_system_time(until).to_string()),
-                    reason: reason.clone(),
-                },
-            );
+            let until = Timestamp::from_system_time(self.held[id].verified.expires);
+            self.revoked
+                .insert(*id, Revocation::new(id, stamp, Some(until), reason.clone()));
         }
-        let saved = self
-            .store
-            .save_revocations(&self.revoked, Timestamp::from_system_time(now));
+        let saved = self.save_revocations(stamp);
         // Flush the kernel first either way: incident response must not wait on a disk.
         let flushed = self
             .enforcer
@@ -802,7 +843,8 @@ impl Agent {
 
     /// Periodic: expired artifacts leave the kernel and the store; scheduled
     /// ones whose time came are installed; kernel expiries follow wall-clock
-    /// steps.
+    /// steps; revocations are credited with the real time observed and
+    /// compacted by the rule in [`crate::store`].
     pub fn sweep(&mut self, now: SystemTime) {
         let offset = clock_offset_ns();
         if (offset - self.clock_offset_ns).abs() > 1_000_000_000 {
@@ -826,12 +868,20 @@ impl Agent {
                 tracing::error!(%id, error = %crate::error_chain(&e), "sweep failed for a permit");
             }
         }
+        self.observe_revocations();
         let stamp = Timestamp::from_system_time(now);
         if self.revoked.values().any(|r| r.compactable(stamp)) {
+            let before = self.revoked.len();
             self.revoked.retain(|_, r| !r.compactable(stamp));
-            if let Err(e) = self.store.save_revocations(&self.revoked, stamp) {
+            tracing::info!(
+                dropped = before - self.revoked.len(),
+                "revocations past their end compacted"
+            );
+            if let Err(e) = self.save_revocations(stamp) {
                 tracing::warn!(error = %e, "cannot compact the revocation list");
             }
+        } else if self.revocations_saved.elapsed() >= OBSERVED_SAVE_INTERVAL {
+            self.save_observed_time(now);
         }
     }
 }
@@ -1045,10 +1095,8 @@ mod tests {
         revoked.insert(
             link,
             Revocation {
-                id: link.to_string(),
-                revoked_at: kit.now.to_string(),
-                until: None,
-                reason: None,
+                observed_seconds: Some(u64::MAX),
+                ..Revocation::new(&link, kit.now, until.map(Timestamp::from_system_time), None)
             },
         );
         assert!(!revoked[&link].compactable(kit.at(10 * 365 * DAY as i64)));
