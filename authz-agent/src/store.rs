@@ -11,12 +11,30 @@
 //! either the old or the new version, never a torn one, and nothing acknowledged
 //! to a client is lost.
 //!
-//! Compaction of the revocation list: an entry records until when the revoked
-//! artifact (or delegation) could have been valid. Past that instant the
-//! artifact fails verification as expired anyway, so a replay is refused even
-//! without the entry; the daemon drops such entries when it rewrites the list.
-//! Entries revoked without a known expiry (an id the store never held) are kept
-//! for good.
+//! Compaction of the revocation list. An entry may be dropped only once nothing
+//! it revokes could verify again, and only on evidence that a wall-clock step
+//! cannot fake. Each entry records:
+//!
+//! - `until`: the revoked object's own expiry: for a permit its effective
+//!   expiry (bounded by its chain), for a delegation link the link's own
+//!   `expires`, which bounds every permit ever issued under it. Absent when the
+//!   agent held nothing that told it (an id it never saw, a delegation no held
+//!   permit names): such an entry is kept for good.
+//! - `observed_seconds`: real time the agent has seen pass since the
+//!   revocation, counted on `CLOCK_BOOTTIME` between sweeps ([`ObservedClock`]).
+//!   Wall-clock steps do not move it; time while no agent runs is not counted,
+//!   and it is written to disk only every few minutes, so a crash loses some:
+//!   it only ever runs late.
+//!
+//! An entry is dropped when both hold: the wall clock is past `until`, and
+//! `observed_seconds` ≥ `until − revoked_at` (the time the wall clock said was
+//! left when the revocation was made), and at least [`MIN_OBSERVED_SECONDS`].
+//! So a clock stepped forward past `until` does not drop the entry (too little
+//! time observed), and the entry is still there when the clock is set back.
+//! The floor covers a clock that was already ahead when the revocation was
+//! made and is corrected within a day. Entries written before
+//! `observed_seconds` existed are kept for good: their `until` may come from an
+//! older rule that ended a delegation's revocation with its permits.
 use std::{
     collections::BTreeMap,
     fs,
@@ -47,15 +65,25 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |e| StoreError::Io(path.to_owned(), e)
 }
 
+/// Least real time a running agent must observe before it drops an entry of
+/// the revocation list, however soon what it revokes expires (module docs).
+pub const MIN_OBSERVED_SECONDS: u64 = 24 * 3600;
+
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
 /// One revoked id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Revocation {
     pub id: String,
     pub revoked_at: String,
-    /// The revoked artifact's expiry, when known: the entry may be dropped after it.
+    /// The revoked object's own expiry, when known (module docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// Real time observed since the revocation (module docs); absent in
+    /// entries written before it was counted, which are never dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -238,12 +266,86 @@ impl Store {
 }
 
 impl Revocation {
-    /// Whether the entry can be dropped at `now` (see the module docs).
+    /// A revocation of `id` made at `now`, of something that could verify
+    /// until `until` (None: unknown, kept for good).
+    pub fn new(
+        id: &ArtifactId,
+        now: Timestamp,
+        until: Option<Timestamp>,
+        reason: Option<String>,
+    ) -> Self {
+        Self {
+            id: id.to_string(),
+            revoked_at: now.to_string(),
+            until: until.map(|t| t.to_string()),
+            observed_seconds: Some(0),
+            reason,
+        }
+    }
+
+    /// Whether the entry can be dropped at wall-clock time `now`: past
+    /// `until`, and enough real time observed (see the module docs).
     pub fn compactable(&self, now: Timestamp) -> bool {
-        self.until
-            .as_deref()
-            .and_then(|u| u.parse::<Timestamp>().ok())
-            .is_some_and(|until| until < now)
+        let (Some(until), Some(observed)) = (
+            self.until
+                .as_deref()
+                .and_then(|u| u.parse::<Timestamp>().ok()),
+            self.observed_seconds,
+        ) else {
+            return false;
+        };
+        let Ok(revoked_at) = self.revoked_at.parse::<Timestamp>() else {
+            return false;
+        };
+        let needed = until
+            .seconds_since(revoked_at)
+            .unwrap_or(0)
+            .max(MIN_OBSERVED_SECONDS);
+        until < now && observed >= needed
+    }
+
+    /// Adds `seconds` of observed real time (entries from before it was
+    /// counted stay uncounted).
+    pub fn observe(&mut self, seconds: u64) {
+        if let Some(observed) = &mut self.observed_seconds {
+            *observed = observed.saturating_add(seconds);
+        }
+    }
+}
+
+/// Measures real time for the revocation list on `CLOCK_BOOTTIME`, which
+/// wall-clock steps do not move: whole seconds between two readings by a
+/// running agent, the fraction carried to the next reading.
+#[derive(Debug)]
+pub struct ObservedClock {
+    last_ns: u64,
+    carry_ns: u64,
+}
+
+impl ObservedClock {
+    /// Starts measuring at the boot-clock reading `boot_ns`: time before it
+    /// (downtime included) is never counted.
+    pub fn starting_at(boot_ns: u64) -> Self {
+        Self {
+            last_ns: boot_ns,
+            carry_ns: 0,
+        }
+    }
+
+    /// Whole seconds since the previous reading.
+    pub fn elapsed_seconds(&mut self, boot_ns: u64) -> u64 {
+        let total = boot_ns
+            .saturating_sub(self.last_ns)
+            .saturating_add(self.carry_ns);
+        self.last_ns = self.last_ns.max(boot_ns);
+        self.carry_ns = total % NANOS_PER_SECOND;
+        total / NANOS_PER_SECOND
+    }
+
+    /// Forgets the fraction of a second carried over, so that an entry added
+    /// now is not credited with time from before it existed.
+    pub fn drop_fraction(&mut self) {
+        self.carry_ns = 0;
     }
 }
 
@@ -334,47 +436,135 @@ mod tests {
         fs::remove_dir_all(dir).unwrap();
     }
 
+    const DAY: u64 = 24 * 3600;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// A revocation made at `revoked_at`, of something valid until `until`,
+    /// with `observed` seconds observed since.
+    fn entry(n: u8, revoked_at: &str, until: Option<&str>, observed: u64) -> Revocation {
+        Revocation {
+            observed_seconds: Some(observed),
+            ..Revocation::new(&ArtifactId([n; 16]), t(revoked_at), until.map(t), None)
+        }
+    }
+
     #[test]
-    fn revocations_persist_and_compact_after_their_expiry() {
+    fn revocations_persist_and_compact_once_expired_and_enough_time_was_observed() {
         let (store, dir) = temp_store();
-        let now: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        let now = t("2026-06-01T00:00:00Z");
+        let month = 31 * DAY;
         let mut list = BTreeMap::new();
-        list.insert(
-            ArtifactId([1; 16]),
+        for r in [
+            // Expired two weeks ago, a month observed: dropped.
+            entry(
+                1,
+                "2026-05-01T00:00:00Z",
+                Some("2026-05-15T00:00:00Z"),
+                month,
+            ),
+            // Not expired yet.
+            entry(
+                2,
+                "2026-05-01T00:00:00Z",
+                Some("2026-07-01T00:00:00Z"),
+                month,
+            ),
+            // Unknown expiry: kept for good.
+            entry(3, "2026-05-01T00:00:00Z", None, u64::MAX),
+            // Expired by the wall clock, but only a day observed of the
+            // fortnight it had left: kept.
+            entry(4, "2026-05-01T00:00:00Z", Some("2026-05-15T00:00:00Z"), DAY),
+            // Written before observed time was counted: kept for good.
             Revocation {
-                id: ArtifactId([1; 16]).to_string(),
-                revoked_at: "2026-05-01T00:00:00Z".into(),
-                until: Some("2026-05-15T00:00:00Z".into()),
-                reason: None,
+                observed_seconds: None,
+                ..entry(5, "2026-05-01T00:00:00Z", Some("2026-05-15T00:00:00Z"), 0)
             },
-        );
-        list.insert(
-            ArtifactId([2; 16]),
-            Revocation {
-                id: ArtifactId([2; 16]).to_string(),
-                revoked_at: "2026-05-01T00:00:00Z".into(),
-                until: Some("2026-07-01T00:00:00Z".into()),
-                reason: Some("leaked".into()),
-            },
-        );
-        list.insert(
-            ArtifactId([3; 16]),
-            Revocation {
-                id: ArtifactId([3; 16]).to_string(),
-                revoked_at: "2026-05-01T00:00:00Z".into(),
-                until: None,
-                reason: None,
-            },
-        );
+        ] {
+            list.insert(r.id.parse().unwrap(), r);
+        }
         store.save_revocations(&list, now).unwrap();
         let back = store.revocations().unwrap();
-        assert_eq!(back.len(), 2, "the entry past its expiry is compacted");
-        assert!(back.contains_key(&ArtifactId([2; 16])));
+        let kept: Vec<u8> = back.keys().map(|id| id.0[0]).collect();
+        assert_eq!(kept, vec![2, 3, 4, 5]);
+        assert_eq!(back[&ArtifactId([4; 16])], list[&ArtifactId([4; 16])]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_forward_clock_step_then_a_sweep_keeps_the_entry() {
+        let (store, dir) = temp_store();
+        let revoked_at = t("2026-06-01T00:00:00Z");
+        let until = revoked_at.checked_add(2 * 3600).unwrap();
+        let mut r = Revocation::new(&ArtifactId([9; 16]), revoked_at, Some(until), None);
+        // The sweeper runs for a few seconds of real time...
+        let mut clock = ObservedClock::starting_at(1_000);
+        r.observe(clock.elapsed_seconds(1_000 + 4 * NANOS_PER_SECOND));
+        // ...while the wall clock says a year went by.
+        let stepped = revoked_at.checked_add(366 * DAY).unwrap();
+        assert!(!r.compactable(stepped));
+        let list = BTreeMap::from([(ArtifactId([9; 16]), r.clone())]);
+        store.save_revocations(&list, stepped).unwrap();
+        // Set back, the revocation is still there.
+        assert_eq!(store.revocations().unwrap(), list);
+        // It goes once two hours (at least a day) were really observed.
+        r.observe(DAY);
+        assert!(r.compactable(stepped));
         assert!(
-            back.contains_key(&ArtifactId([3; 16])),
-            "unknown expiry: kept for good"
+            !r.compactable(until),
+            "not before the wall clock is past it"
         );
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn observed_time_counts_whole_seconds_and_carries_the_rest() {
+        let mut clock = ObservedClock::starting_at(5 * NANOS_PER_SECOND);
+        assert_eq!(clock.elapsed_seconds(5 * NANOS_PER_SECOND), 0);
+        assert_eq!(clock.elapsed_seconds(6_600_000_000), 1);
+        assert_eq!(
+            clock.elapsed_seconds(7_200_000_000),
+            1,
+            "0.6 s + 0.6 s carried: 1 s, 0.2 s carried on"
+        );
+        // An earlier reading (impossible on the boot clock) counts nothing.
+        assert_eq!(clock.elapsed_seconds(1), 0);
+        clock.drop_fraction();
+        assert_eq!(
+            clock.elapsed_seconds(8 * NANOS_PER_SECOND),
+            0,
+            "0.8 s: the 0.2 s carried is gone"
+        );
+    }
+
+    proptest::proptest! {
+        /// Compaction happens exactly when the wall clock is past `until`
+        /// and at least `until - revoked_at` (and the floor) was observed.
+        #[test]
+        fn never_compacted_before_both_conditions_hold(
+            revoked_at in 0u64..4_000_000_000,
+            left in -(400 * DAY as i64)..(400 * DAY as i64),
+            after_until in -(400 * DAY as i64)..(400 * DAY as i64),
+            observed in 0u64..(800 * DAY),
+        ) {
+            let at = Timestamp::from_unix(revoked_at).unwrap();
+            let until = Timestamp::from_unix(revoked_at.saturating_add_signed(left)).unwrap();
+            let now = Timestamp::from_unix(until.unix().saturating_add_signed(after_until)).unwrap();
+            let r = Revocation {
+                observed_seconds: Some(observed),
+                ..Revocation::new(&ArtifactId([1; 16]), at, Some(until), None)
+            };
+            let wall_past = until < now;
+            let enough = observed >= until.seconds_since(at).unwrap_or(0).max(MIN_OBSERVED_SECONDS);
+            proptest::prop_assert_eq!(r.compactable(now), wall_past && enough);
+            // Unknown expiry, or uncounted time: never.
+            let unknown = Revocation { until: None, ..r.clone() };
+            proptest::prop_assert!(!unknown.compactable(now));
+            let legacy = Revocation { observed_seconds: None, ..r };
+            proptest::prop_assert!(!legacy.compactable(now));
+        }
     }
 
     #[test]

@@ -368,6 +368,60 @@ fn issue_and_delegate_refuse_what_would_never_be_valid() {
 }
 
 #[test]
+fn a_permit_under_a_delegation_that_starts_later_is_in_force_only_from_then() {
+    let s = Scene::new("latestart");
+    let out = s.delegate(&["--not-before", "2999-01-01T00:00:00Z"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Issued "from now" under it: in force from the delegation's start.
+    let out = s.issue(
+        "later.permit",
+        &["--not-before", "2998-12-31T23:00:00Z", "--ttl", "2h"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("in force from 2999-01-01T00:00:00Z until 2999-01-01T01:00:00Z")
+            && said.contains("its own window, from 2998-12-31T23:00:00Z until 2999-01-01T01:00:00Z, narrowed by its delegation chain"),
+        "{said}"
+    );
+    let inspect = s.ok(&["artifact", "inspect", "later.permit"]);
+    assert!(
+        inspect.contains("in force:  2999-01-01T00:00:00Z until 2999-01-01T01:00:00Z"),
+        "{inspect}"
+    );
+    let err = s.verify_fails("later.permit", &["--at", "2998-12-31T23:30:00Z"]);
+    assert!(
+        err.contains("is not valid before 2999-01-01T00:00:00Z"),
+        "{err}"
+    );
+    let out = s.ok(&[
+        "artifact",
+        "verify",
+        "later.permit",
+        "--config",
+        "agent.toml",
+        "--at",
+        "2999-01-01T00:00:00Z",
+    ]);
+    assert!(
+        out.contains("in force:  2999-01-01T00:00:00Z until 2999-01-01T01:00:00Z"),
+        "{out}"
+    );
+
+    // Over before the delegation starts: refused, nothing written.
+    let err = stderr(&s.issue(
+        "never.permit",
+        &["--not-before", "2998-12-31T22:00:00Z", "--ttl", "1h"],
+    ));
+    assert!(
+        err.contains("the permit would never be valid: its own window, from 2998-12-31T22:00:00Z until 2998-12-31T23:00:00Z, does not overlap its delegation chain's (from 2999-01-01T00:00:00Z until"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!s.path("never.permit").exists());
+}
+
+#[test]
 fn help_teaches_with_examples() {
     let s = Scene::new("help");
     for cmd in [

@@ -20,6 +20,19 @@ pub fn agent_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/local/bin/authz-agent"))
 }
 
+/// Runs `cmd` (an `authz-agent` command line), which must succeed.
+#[track_caller]
+fn succeed(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run authz-agent {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A root key and the paths of its files.
 pub struct Keys {
     pub key: PathBuf,
@@ -29,15 +42,11 @@ pub struct Keys {
 /// Generates a key pair with the CLI in `dir`.
 pub fn generate_key(dir: &Path, name: &str) -> Keys {
     let base = dir.join(name);
-    let out = Command::new(agent_bin())
-        .args(["key", "generate", "--out"])
-        .arg(&base)
-        .output()
-        .expect("run authz-agent key generate");
-    assert!(
-        out.status.success(),
-        "key generate: {}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        Command::new(agent_bin())
+            .args(["key", "generate", "--out"])
+            .arg(&base),
+        "key generate",
     );
     let public =
         authz_agent::trust::PublicKey::read(&base.with_extension("pub")).expect("read .pub");
@@ -45,6 +54,15 @@ pub fn generate_key(dir: &Path, name: &str) -> Keys {
         key: base.with_extension("key"),
         public_hex: hex::encode(public.key.as_bytes()),
     }
+}
+
+/// A team key holding a one-link delegation from the root key.
+pub struct Team {
+    pub keys: Keys,
+    /// The delegation file.
+    pub delegation: PathBuf,
+    /// The id of its link: revoking it revokes everything the team issued.
+    pub link_id: String,
 }
 
 /// An isolated daemon under test.
@@ -226,6 +244,35 @@ max_ttl = "30d"
 
     /// Signs a permit for `binary` in `cgroup` with the root key.
     pub fn issue(&self, binary: &Path, cgroup: &str, ttl: &str, extra: &[&str]) -> PathBuf {
+        self.issue_with(&self.root.key, binary, cgroup, ttl, extra)
+    }
+
+    /// Signs a permit for `binary` in `cgroup` with `team`'s key, under its
+    /// delegation.
+    pub fn issue_as(
+        &self,
+        team: &Team,
+        binary: &Path,
+        cgroup: &str,
+        ttl: &str,
+        extra: &[&str],
+    ) -> PathBuf {
+        let delegation = team.delegation.to_str().expect("UTF-8 path");
+        let mut args = vec!["--delegation", delegation];
+        args.extend_from_slice(extra);
+        self.issue_with(&team.keys.key, binary, cgroup, ttl, &args)
+    }
+
+    /// Signs a permit for `binary` in `cgroup` with `key`, checked against
+    /// this daemon's config.
+    fn issue_with(
+        &self,
+        key: &Path,
+        binary: &Path,
+        cgroup: &str,
+        ttl: &str,
+        extra: &[&str],
+    ) -> PathBuf {
         let out_path = self.dir.join(format!(
             "{}-{}.permit.toml",
             binary.file_name().and_then(|n| n.to_str()).unwrap_or("bin"),
@@ -233,7 +280,7 @@ max_ttl = "30d"
         ));
         let mut cmd = Command::new(agent_bin());
         cmd.args(["artifact", "issue", "--key"])
-            .arg(&self.root.key)
+            .arg(key)
             .arg("--binary")
             .arg(binary)
             .args(["--cgroup", cgroup, "--ttl", ttl, "--requested-by", "test"])
@@ -242,13 +289,43 @@ max_ttl = "30d"
             .args(extra)
             .arg("--out")
             .arg(&out_path);
-        let out = cmd.output().expect("artifact issue");
-        assert!(
-            out.status.success(),
-            "artifact issue: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeed(&mut cmd, "artifact issue");
         out_path
+    }
+
+    /// Generates a key `name` and delegates `cgroup_prefix` to it with the
+    /// root key (`extra`: more `delegate` options, e.g. `--not-before`).
+    pub fn delegate(
+        &self,
+        name: &str,
+        cgroup_prefix: &str,
+        max_ttl: &str,
+        expires: &str,
+        extra: &[&str],
+    ) -> Team {
+        let keys = generate_key(&self.dir, name);
+        let delegation = self.dir.join(format!("{name}.delegation"));
+        succeed(
+            Command::new(agent_bin())
+                .args(["delegate", "--key"])
+                .arg(&self.root.key)
+                .arg("--to")
+                .arg(keys.key.with_extension("pub"))
+                .args(["--cgroup-prefix", cgroup_prefix, "--max-ttl", max_ttl])
+                .args(["--expires", expires])
+                .arg("--config")
+                .arg(&self.config)
+                .args(extra)
+                .arg("--out")
+                .arg(&delegation),
+            "delegate",
+        );
+        let d = authz_agent::trust::Delegation::read(&delegation).expect("read delegation");
+        Team {
+            keys,
+            link_id: d.last().grant().id.to_string(),
+            delegation,
+        }
     }
 
     /// Signs `n` distinct permits for `binary` in `cgroup` in-process (the

@@ -367,3 +367,44 @@ pub fn event_for(enforcer: &mut Enforcer, path: &Path) -> DecisionEvent {
         .wait_event(EVENT_TIMEOUT, |ev| ev.path == name)
         .unwrap_or_else(|| panic!("no kernel event for {name} within {EVENT_TIMEOUT:?}"))
 }
+
+/// The wall clock (`CLOCK_REALTIME`) stepped by a fixed amount, stepped back by
+/// the same amount on drop, so the time that really passed meanwhile is kept
+/// and a failing test still leaves the VM's clock right. Monotonic and boot
+/// clocks are not affected.
+pub struct WallClockStep {
+    seconds: i64,
+}
+
+impl WallClockStep {
+    /// Steps the wall clock by `seconds` (negative: back).
+    pub fn by(seconds: i64) -> Self {
+        step_wall_clock(seconds).expect("step the wall clock (root in the VM)");
+        Self { seconds }
+    }
+}
+
+impl Drop for WallClockStep {
+    fn drop(&mut self) {
+        if let Err(e) = step_wall_clock(-self.seconds) {
+            eprintln!("cannot step the wall clock back by {}s: {e}", self.seconds);
+        }
+    }
+}
+
+fn step_wall_clock(seconds: i64) -> io::Result<()> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    ts.tv_sec += seconds;
+    // SAFETY: clock_settime only reads the timespec we pass.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

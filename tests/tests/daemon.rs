@@ -471,10 +471,17 @@ fn readiness_is_notified_to_systemd() {
     drop(d);
 }
 
-fn wait_until(mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+fn wait_until(f: impl FnMut() -> bool) {
+    wait_until_within(Duration::from_secs(20), f);
+}
+
+fn wait_until_within(limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !f() {
-        assert!(Instant::now() < deadline, "condition not reached in 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -527,4 +534,95 @@ fn the_sweeper_removes_expired_permits_from_the_kernel_map() {
     wait_until(|| d.json(&["status"])["kernel_permit_entries"] == 0);
     assert_eq!(d.json(&["list"])["permits"].as_array().unwrap().len(), 0);
     assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+}
+
+/// Issue 11 item 2. Revoking a delegation must outlast the permits the agent
+/// held under it when it was revoked: its key can mint new permits until the
+/// delegation itself expires. Nor may a wall-clock step forward past that
+/// expiry let the sweeper forget the revocation.
+#[test]
+fn revoked_delegation_stays_revoked_after_its_permits_expire_and_the_clock_steps() {
+    let mut d = Daemon::start("revdeleg", "enforce");
+    let scratch = Scratch::new("revdeleg-jobs");
+    let prog = job(&scratch, "job");
+    let team = d.delegate("team", &d.cgroup, "1h", "2h", &[]);
+    let short = d.issue_as(&team, &prog.path, &d.cgroup, "3s", &[]);
+    d.ok(&["submit", short.to_str().unwrap()]);
+    assert_ran(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+
+    let out = d.ok(&["revoke", &team.link_id, "--reason", "team key leaked"]);
+    assert!(out.contains("1 artifact(s) removed"), "{out}");
+    assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+
+    // The permit held under the delegation expires; several sweeps run.
+    std::thread::sleep(Duration::from_secs(7));
+    let refused_as_revoked = |d: &Daemon, why: &str| {
+        let fresh = d.issue_as(&team, &prog.path, &d.cgroup, "1h", &[]);
+        let out = d.cli(&["submit", fresh.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("[revoked]"),
+            "{why}: a new permit under the revoked delegation was not refused as revoked: {}{err}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+        assert_eq!(d.json(&["list"])["permits"].as_array().unwrap().len(), 0);
+    };
+    refused_as_revoked(&d, "after the held permit expired");
+
+    // The wall clock jumps a year ahead, past the delegation's expiry, the
+    // sweeper runs, then the clock comes back.
+    {
+        let _step = WallClockStep::by(366 * 24 * 3600);
+        std::thread::sleep(Duration::from_secs(4));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let revocations = fs::read_to_string(d.dir.join("state/revocations.toml")).unwrap();
+    assert!(revocations.contains(&team.link_id), "{revocations}");
+    refused_as_revoked(&d, "after a wall-clock step forward and back");
+
+    d.stop();
+    d.spawn();
+    refused_as_revoked(&d, "after a restart");
+}
+
+/// Issue 11 item 3. A permit is valid only where its window and every
+/// delegation link's window overlap: one issued "from now" under a delegation
+/// that starts later must wait for the delegation, in `list` and in the kernel.
+#[test]
+fn permit_under_a_delegation_not_yet_valid_is_scheduled_not_live() {
+    const DELEGATION_STARTS_IN: Duration = Duration::from_secs(20);
+    let d = Daemon::start("latedeleg", "enforce");
+    let scratch = Scratch::new("latedeleg-jobs");
+    let prog = job(&scratch, "job");
+    let starts = authz_agent::artifact::Timestamp::now()
+        .checked_add(DELEGATION_STARTS_IN.as_secs())
+        .unwrap();
+    let starts_text = starts.to_string();
+    let team = d.delegate(
+        "team",
+        &d.cgroup,
+        "1h",
+        "2h",
+        &["--not-before", &starts_text],
+    );
+    let permit = d.issue_as(&team, &prog.path, &d.cgroup, "1h", &[]);
+    let out = d.ok(&["submit", permit.to_str().unwrap()]);
+    assert!(out.contains("scheduled"), "{out}");
+
+    let entry = &d.json(&["list"])["permits"][0];
+    assert_eq!(entry["state"], "scheduled", "{entry}");
+    assert_eq!(entry["not_before"], starts_text.as_str(), "{entry}");
+    assert_eq!(d.json(&["status"])["kernel_permit_entries"], 0);
+    assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    assert!(
+        authz_agent::artifact::Timestamp::now() < starts,
+        "the test was too slow to check before the delegation started"
+    );
+
+    wait_until_within(DELEGATION_STARTS_IN + Duration::from_secs(20), || {
+        d.json(&["list"])["permits"][0]["state"] == "live"
+    });
+    assert!(authz_agent::artifact::Timestamp::now() >= starts);
+    assert_ran(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
 }

@@ -1,7 +1,7 @@
 //! `authz-agent artifact issue | verify | inspect`.
 use std::{fmt::Write as _, path::PathBuf, process::ExitCode, time::SystemTime};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 
 use super::{parse_start, write_output, PolicySource, DEFAULT_CONFIG};
@@ -16,7 +16,7 @@ use crate::{
     trust::{
         delegation::Delegation,
         keys::{self, KeyId},
-        verify::Limits,
+        verify::{chain_window, effective_window, Limits, Window},
         TrustPolicy,
     },
 };
@@ -172,18 +172,32 @@ fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
         let n = d.links().len();
         Limits::link(n - 1, n, d.last()).check_permit(&artifact)?;
     }
+    let window = effective_window(&artifact);
+    if window.is_empty() {
+        let chain = chain_window(&artifact.chain).map_or_else(
+            || "never".to_owned(),
+            |c| format!("from {} until {}", c.not_before, c.expires),
+        );
+        bail!(
+            "the permit would never be valid: its own window, from {} until {}, does not overlap its delegation chain's ({chain})",
+            artifact.validity.not_before,
+            artifact.validity.expires
+        );
+    }
     if let Some(policy) = &policy {
-        let at = SystemTime::max(SystemTime::now(), not_before.to_system_time());
+        let at = SystemTime::max(SystemTime::now(), window.not_before.to_system_time());
         crate::trust::verify(&artifact, policy, &|_| false, at)
             .context("the new permit would not be valid under the given config")?;
     }
     write_output(&args.out, 0o644, &artifact.to_toml())?;
     eprintln!(
-        "issued permit {} for {} in {} until {}",
+        "issued permit {} for {} in {}, in force from {} until {}{}",
         artifact.id,
         hex::encode(artifact.subject.sha256),
         scope_text(&artifact),
-        artifact.validity.expires
+        window.not_before,
+        window.expires,
+        narrowed_note(&artifact, window)
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -268,6 +282,18 @@ fn signer_text(issuer: &KeyId, chain_len: usize) -> String {
     }
 }
 
+/// Says when a permit's effective window is narrower than its own.
+fn narrowed_note(a: &Artifact, window: Window) -> String {
+    if window.not_before == a.validity.not_before && window.expires == a.validity.expires {
+        String::new()
+    } else {
+        format!(
+            " (its own window, from {} until {}, narrowed by its delegation chain)",
+            a.validity.not_before, a.validity.expires
+        )
+    }
+}
+
 /// What a permit allows, for whom, until when.
 fn summary(a: &Artifact, now: Timestamp) -> String {
     let mut s = String::new();
@@ -297,6 +323,21 @@ fn summary(a: &Artifact, now: Timestamp) -> String {
         relative(a.validity.expires, now),
         format_duration(a.lifetime_seconds())
     );
+    if !a.chain.is_empty() {
+        let w = effective_window(a);
+        if w.is_empty() {
+            let _ = writeln!(
+                s,
+                "in force:  never (its window does not overlap its delegation chain's)"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "in force:  {} until {} (where its window and every delegation link's overlap)",
+                w.not_before, w.expires
+            );
+        }
+    }
     let _ = writeln!(s, "signed by: {}", signer_text(&a.issuer, a.chain.len()));
     for (i, link) in a.chain.iter().enumerate() {
         let g = link.grant();

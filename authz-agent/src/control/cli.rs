@@ -130,8 +130,13 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     ""
                 };
+                let from = if v["state"] == "scheduled" {
+                    format!(" from {}", s(&v["not_before"]))
+                } else {
+                    String::new()
+                };
                 println!(
-                    "accepted {}: {} in {} until {}{again}",
+                    "accepted {}: {} in {}{from} until {}{again}",
                     file.display(),
                     s(&v["state"]),
                     s(&v["cgroup"]),
@@ -162,9 +167,11 @@ pub fn list(args: QueryArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let permits = v["permits"].as_array().cloned().unwrap_or_default();
+    // FROM and EXPIRES: the effective window (the permit's own narrowed by
+    // its delegation chain); `--json` also gives the permit's own.
     println!(
-        "{:<32}  {:<18}  {:<24}  {:<20}  {:<16}  REQUESTED BY",
-        "ID", "STATE", "CGROUP", "EXPIRES", "DIGEST"
+        "{:<32}  {:<18}  {:<24}  {:<20}  {:<20}  {:<16}  REQUESTED BY",
+        "ID", "STATE", "CGROUP", "FROM", "EXPIRES", "DIGEST"
     );
     for p in &permits {
         let cgroup = format!(
@@ -177,10 +184,11 @@ pub fn list(args: QueryArgs) -> anyhow::Result<ExitCode> {
             }
         );
         println!(
-            "{:<32}  {:<18}  {:<24}  {:<20}  {:<16}  {}",
+            "{:<32}  {:<18}  {:<24}  {:<20}  {:<20}  {:<16}  {}",
             s(&p["id"]),
             s(&p["state"]),
             cgroup,
+            s(&p["not_before"]),
             s(&p["expires"]),
             s(&p["digest"]).chars().take(16).collect::<String>(),
             s(&p["requested_by"]),

@@ -12,7 +12,7 @@
 //! with it, so a crash between any two steps is repaired.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use authz_common::{Permit, PermitKey};
@@ -25,9 +25,14 @@ use crate::{
     audit::AuditLog,
     cgroup::Hierarchy,
     enforcer::{Decision, DecisionEvent, Enforcer, EnforcerError, Mode},
-    store::{Revocation, Store},
-    trust::{Verified, Verifier, VerifyError},
+    store::{ObservedClock, Revocation, Store},
+    trust::{effective_window, Verified, Verifier, VerifyError},
 };
+
+/// How often the real time observed for the revocation list is written to
+/// disk when nothing else rewrites it (a crash loses at most this much, which
+/// only delays compaction).
+const OBSERVED_SAVE_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 /// A refused request: a stable kind and one clear sentence.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +104,10 @@ pub struct Agent {
     /// cgroup path -> id (None: does not exist now).
     cgroups: HashMap<String, Option<u64>>,
     revoked: BTreeMap<ArtifactId, Revocation>,
+    /// Real time passing, for the revocation list's compaction rule.
+    observed: ObservedClock,
+    /// When the revocation list was last written.
+    revocations_saved: Instant,
     report: WouldDeny,
     started: Instant,
     events: u64,
@@ -147,6 +156,8 @@ impl Agent {
             keys: HashMap::new(),
             cgroups: HashMap::new(),
             revoked,
+            observed: ObservedClock::starting_at(crate::enforcer::boot_time_ns()),
+            revocations_saved: Instant::now(),
             report: WouldDeny::default(),
             started: Instant::now(),
             events: 0,
@@ -423,6 +434,7 @@ impl Agent {
             "state": state,
             "cgroup": h.verified.cgroup,
             "cgroup_id": self.cgroups.get(&h.verified.cgroup).copied().flatten(),
+            "not_before": Timestamp::from_system_time(h.verified.not_before).to_string(),
             "expires": Timestamp::from_system_time(h.verified.expires).to_string(),
         }))
     }
@@ -451,23 +463,19 @@ impl Agent {
             .filter(|(aid, h)| **aid == id || h.verified.delegation_ids.contains(&id))
             .map(|(aid, _)| *aid)
             .collect();
-        let until = affected
-            .iter()
-            .filter_map(|a| self.held.get(a).map(|h| h.verified.expires))
-            .max();
+        let until = revocation_until(self.held.values().map(|h| &h.verified), &id);
+        let stamp = Timestamp::from_system_time(now);
+        self.start_revoking();
         self.revoked.insert(
             id,
-            Revocation {
-                id: id.to_string(),
-                revoked_at: Timestamp::from_system_time(now).to_string(),
-                until: until.map(|t| Timestamp::from_system_time(t).to_string()),
-                reason: reason.clone(),
-            },
+            Revocation::new(
+                &id,
+                stamp,
+                until.map(Timestamp::from_system_time),
+                reason.clone(),
+            ),
         );
-        if let Err(e) = self
-            .store
-            .save_revocations(&self.revoked, Timestamp::from_system_time(now))
-        {
+        if let Err(e) = self.save_revocations(stamp) {
             self.revoked.remove(&id);
             return Err(Refusal::new(
                 "internal",
@@ -482,6 +490,45 @@ impl Agent {
         Ok(
             json!({ "id": id.to_string(), "removed": affected.len(), "known": !affected.is_empty() }),
         )
+    }
+
+    /// Credits every revocation with the real time observed since the last
+    /// reading of the boot clock.
+    fn observe_revocations(&mut self) {
+        let seconds = self
+            .observed
+            .elapsed_seconds(crate::enforcer::boot_time_ns());
+        if seconds > 0 {
+            for r in self.revoked.values_mut() {
+                r.observe(seconds);
+            }
+        }
+    }
+
+    /// Before adding revocations: the existing ones get the time observed so
+    /// far, and the new ones none of it.
+    fn start_revoking(&mut self) {
+        self.observe_revocations();
+        self.observed.drop_fraction();
+    }
+
+    /// Writes the revocation list (dropping what may be compacted at `now`).
+    fn save_revocations(&mut self, now: Timestamp) -> Result<(), crate::store::StoreError> {
+        self.store.save_revocations(&self.revoked, now)?;
+        self.revocations_saved = Instant::now();
+        Ok(())
+    }
+
+    /// Records the real time observed for the revocation list (on stop, and
+    /// from the sweep every [`OBSERVED_SAVE_INTERVAL`]).
+    pub fn save_observed_time(&mut self, now: SystemTime) {
+        self.observe_revocations();
+        if self.revoked.is_empty() {
+            return;
+        }
+        if let Err(e) = self.save_revocations(Timestamp::from_system_time(now)) {
+            tracing::warn!(error = %e, "cannot record the time observed for the revocation list");
+        }
     }
 
     /// Removes an artifact from the kernel, memory and store.
@@ -504,22 +551,14 @@ impl Agent {
         now: SystemTime,
     ) -> Result<Value, Refusal> {
         let ids: Vec<ArtifactId> = self.held.keys().copied().collect();
-        let stamp = Timestamp::from_system_time(now).to_string();
+        let stamp = Timestamp::from_system_time(now);
+        self.start_revoking();
         for id in &ids {
-            let until = self.held[id].verified.expires;
-            self.revoked.insert(
-                *id,
-                Revocation {
-                    id: id.to_string(),
-                    revoked_at: stamp.clone(),
-                    until: Some(Timestamp::from_system_time(until).to_string()),
-                    reason: reason.clone(),
-                },
-            );
+            let until = Timestamp::from_system_time(self.held[id].verified.expires);
+            self.revoked
+                .insert(*id, Revocation::new(id, stamp, Some(until), reason.clone()));
         }
-        let saved = self
-            .store
-            .save_revocations(&self.revoked, Timestamp::from_system_time(now));
+        let saved = self.save_revocations(stamp);
         // Flush the kernel first either way: incident response must not wait on a disk.
         let flushed = self
             .enforcer
@@ -571,6 +610,10 @@ impl Agent {
                     "descendants": v.descendants,
                     "not_before": Timestamp::from_system_time(v.not_before).to_string(),
                     "expires": Timestamp::from_system_time(v.expires).to_string(),
+                    "permit_validity": {
+                        "not_before": Timestamp::from_system_time(v.permit_not_before).to_string(),
+                        "expires": Timestamp::from_system_time(v.permit_expires).to_string(),
+                    },
                     "issuer": v.issuer.to_string(),
                     "chain": v.chain.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
                     "policy_version": v.policy_version,
@@ -903,7 +946,8 @@ impl Agent {
 
     /// Periodic: expired artifacts leave the kernel and the store; scheduled
     /// ones whose time came are installed; kernel expiries follow wall-clock
-    /// steps.
+    /// steps; revocations are credited with the real time observed and
+    /// compacted by the rule in [`crate::store`].
     pub fn sweep(&mut self, now: SystemTime) {
         let offset = clock_offset_ns();
         if (offset - self.clock_offset_ns).abs() > 1_000_000_000 {
@@ -927,12 +971,20 @@ impl Agent {
                 tracing::error!(%id, error = %crate::error_chain(&e), "sweep failed for a permit");
             }
         }
+        self.observe_revocations();
         let stamp = Timestamp::from_system_time(now);
         if self.revoked.values().any(|r| r.compactable(stamp)) {
+            let before = self.revoked.len();
             self.revoked.retain(|_, r| !r.compactable(stamp));
-            if let Err(e) = self.store.save_revocations(&self.revoked, stamp) {
+            tracing::info!(
+                dropped = before - self.revoked.len(),
+                "revocations past their end compacted"
+            );
+            if let Err(e) = self.save_revocations(stamp) {
                 tracing::warn!(error = %e, "cannot compact the revocation list");
             }
+        } else if self.revocations_saved.elapsed() >= OBSERVED_SAVE_INTERVAL {
+            self.save_observed_time(now);
         }
     }
 }
@@ -980,7 +1032,9 @@ fn verify_stored(
 }
 
 /// Verifies `artifact` at `now`; one valid only later is verified at the
-/// instant it becomes valid (so it can be accepted ahead of time).
+/// instant its effective window opens (the latest `not_before` of the permit
+/// and its links), so it can be accepted ahead of time and scheduled. One
+/// whose windows never overlap gets the reason it is not valid now.
 fn verify_ahead(
     verifier: &Verifier,
     revoked: &BTreeMap<ArtifactId, Revocation>,
@@ -988,18 +1042,36 @@ fn verify_ahead(
     now: SystemTime,
 ) -> Result<Verified, VerifyError> {
     let is_revoked = |id: &ArtifactId| revoked.contains_key(id);
-    let mut at = now;
-    for _ in 0..4 {
-        match verifier.verify(artifact, &is_revoked, at) {
-            Err(VerifyError::NotYetValid { not_before, .. })
-                if not_before.to_system_time() > at =>
-            {
-                at = not_before.to_system_time();
-            }
-            other => return other,
-        }
-    }
+    let window = effective_window(artifact);
+    let at = if window.is_empty() {
+        now
+    } else {
+        now.max(window.not_before.to_system_time())
+    };
     verifier.verify(artifact, &is_revoked, at)
+}
+
+/// Until when anything `id` names could still verify, as far as the held
+/// permits tell: a held permit's effective expiry, or the own `expires` of a
+/// delegation link in a held permit's chain, which bounds every permit ever
+/// issued under that link (not only the ones held now). None when no held
+/// permit knows `id`: then the revocation must last for good.
+fn revocation_until<'a>(
+    held: impl IntoIterator<Item = &'a Verified>,
+    id: &ArtifactId,
+) -> Option<SystemTime> {
+    held.into_iter()
+        .flat_map(|v| {
+            let permit = (v.id == *id).then_some(v.expires);
+            let links = v
+                .delegation_ids
+                .iter()
+                .zip(&v.delegation_expires)
+                .filter(|(link, _)| *link == id)
+                .map(|(_, expires)| *expires);
+            permit.into_iter().chain(links)
+        })
+        .max()
 }
 
 /// What a decision record says about a permit: its full provenance.
@@ -1058,4 +1130,89 @@ fn clock_offset_ns() -> i128 {
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
     wall - crate::enforcer::boot_time_ns() as i128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::testkit::{Kit, DAY, HOUR};
+
+    fn verifier(kit: &Kit) -> Verifier {
+        Verifier::new(kit.policy.clone())
+    }
+
+    #[test]
+    fn a_permit_is_scheduled_until_its_delegation_starts() {
+        let kit = Kit::new();
+        let d = kit.delegation(|g| g.not_before = kit.at(60));
+        let a = kit.team_permit(&d, |_| {});
+        let v = verify_ahead(&verifier(&kit), &BTreeMap::new(), &a, kit.system_now()).unwrap();
+        assert_eq!(v.not_before, kit.at(60).to_system_time());
+        assert_eq!(v.permit_not_before, kit.system_now());
+        // What state_of compares: not live before the delegation starts.
+        assert!(kit.system_now() < v.not_before);
+    }
+
+    #[test]
+    fn a_permit_never_in_force_is_refused_with_the_reason_it_is_not_valid_now() {
+        let kit = Kit::new();
+        let d = kit.delegation(|g| g.not_before = kit.at(2 * HOUR as i64));
+        let a = kit.team_permit(&d, |_| {});
+        let e = verify_ahead(&verifier(&kit), &BTreeMap::new(), &a, kit.system_now()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                VerifyError::NotYetValid {
+                    part: crate::trust::Part::Delegation { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn revoking_a_delegation_lasts_until_the_delegation_expires_not_its_permits() {
+        let kit = Kit::new();
+        let d = kit.delegation(|_| {});
+        let link = d.links()[0].grant().id;
+        let held = kit.verify(&kit.team_permit(&d, |_| {})).unwrap();
+        assert_eq!(held.expires, kit.at(HOUR as i64).to_system_time());
+        assert_eq!(
+            revocation_until([&held], &link),
+            Some(kit.at(30 * DAY as i64).to_system_time()),
+            "the delegation's own expiry, not its permit's"
+        );
+        assert_eq!(revocation_until([&held], &held.id), Some(held.expires));
+        assert_eq!(revocation_until([&held], &ArtifactId::random()), None);
+    }
+
+    #[test]
+    fn a_delegation_revoked_while_nothing_under_it_is_held_blocks_later_permits() {
+        let kit = Kit::new();
+        let d = kit.delegation(|_| {});
+        let link = d.links()[0].grant().id;
+        let until = revocation_until([], &link);
+        assert_eq!(until, None, "nothing held tells its expiry");
+        let mut revoked = BTreeMap::new();
+        revoked.insert(
+            link,
+            Revocation {
+                observed_seconds: Some(u64::MAX),
+                ..Revocation::new(&link, kit.now, until.map(Timestamp::from_system_time), None)
+            },
+        );
+        assert!(!revoked[&link].compactable(kit.at(10 * 365 * DAY as i64)));
+        let later = kit.team_permit(&d, |_| {});
+        let e = verify_ahead(&verifier(&kit), &revoked, &later, kit.system_now()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                VerifyError::Revoked {
+                    part: crate::trust::Part::Delegation { .. }
+                }
+            ),
+            "{e}"
+        );
+    }
 }

@@ -211,6 +211,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "stop",
         serde_json::json!({ "mode": agent.enforcer.mode(), "enforcement": "continues (pinned)" }),
     );
+    agent.save_observed_time(SystemTime::now());
     agent.audit_checkpoint("stop");
     let _ = std::fs::remove_file(&a.socket);
     Ok(())

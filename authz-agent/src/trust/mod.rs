@@ -16,8 +16,8 @@ pub use self::{
     keys::{KeyId, PublicKey},
     policy::{PolicyError, RootKey, TrustPolicy},
     verify::{
-        verify, verify_delegation, Authority, Part, Verified, VerifiedDelegation, Verifier,
-        VerifyError,
+        effective_window, verify, verify_delegation, Authority, Part, Verified, VerifiedDelegation,
+        Verifier, VerifyError, Window,
     },
 };
 #[cfg(test)]

@@ -126,6 +126,51 @@ pub enum VerifyError {
     Revoked { part: Part },
 }
 
+/// A validity window: from `not_before` (inclusive) until `expires` (exclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub not_before: Timestamp,
+    pub expires: Timestamp,
+}
+
+impl Window {
+    /// The instants in both windows.
+    pub fn intersect(self, other: Window) -> Window {
+        Window {
+            not_before: self.not_before.max(other.not_before),
+            expires: self.expires.min(other.expires),
+        }
+    }
+
+    /// Whether no instant is in the window.
+    pub fn is_empty(self) -> bool {
+        self.expires <= self.not_before
+    }
+}
+
+/// When every link of a chain is valid: the intersection of their windows
+/// (None for no links).
+pub fn chain_window(links: &[DelegationLink]) -> Option<Window> {
+    links
+        .iter()
+        .map(|link| Window {
+            not_before: link.grant().not_before,
+            expires: link.grant().expires,
+        })
+        .reduce(Window::intersect)
+}
+
+/// When a permit can be valid at all: its own window intersected with the
+/// window of every link of its chain (a permit is valid only while each link
+/// is). Empty when they do not overlap.
+pub fn effective_window(artifact: &Artifact) -> Window {
+    let own = Window {
+        not_before: artifact.validity.not_before,
+        expires: artifact.validity.expires,
+    };
+    chain_window(&artifact.chain).map_or(own, |chain| own.intersect(chain))
+}
+
 /// A valid permit: what the daemon needs to enforce it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
@@ -135,14 +180,25 @@ pub struct Verified {
     /// Canonical cgroup path (`/a/b`).
     pub cgroup: String,
     pub descendants: bool,
+    /// Start of the effective window ([`effective_window`]): the latest
+    /// `not_before` of the permit and its links.
     pub not_before: SystemTime,
+    /// End of the effective window: the earliest `expires` of the permit and
+    /// its links.
     pub expires: SystemTime,
+    /// The permit's own `validity.not_before`, before its chain narrows it.
+    pub permit_not_before: SystemTime,
+    /// The permit's own `validity.expires`, before its chain narrows it.
+    pub permit_expires: SystemTime,
     /// The root key the authority comes from.
     pub issuer: KeyId,
     /// Key ids from the root to the key that signed the permit.
     pub chain: Vec<KeyId>,
     /// Ids of the delegation links, root first (revoking one revokes the permit).
     pub delegation_ids: Vec<ArtifactId>,
+    /// Each link's own `expires`, in the order of `delegation_ids`: after it,
+    /// nothing issued under that link verifies.
+    pub delegation_expires: Vec<SystemTime>,
     pub policy_version: u32,
     pub requested_by: Option<String>,
     pub on_behalf_of: Option<String>,
@@ -476,17 +532,25 @@ fn complete(
         artifact.validity.expires,
         &part,
     )?;
-    tracing::debug!(id = %artifact.id, cgroup = %artifact.scope.cgroup, "permit is valid");
+    let window = effective_window(artifact);
+    tracing::debug!(id = %artifact.id, cgroup = %artifact.scope.cgroup, not_before = %window.not_before, expires = %window.expires, "permit is valid");
     Ok(Verified {
         id: artifact.id,
         digest: artifact.subject.sha256,
         cgroup: artifact.scope.cgroup.as_str().to_owned(),
         descendants: artifact.scope.descendants,
-        not_before: artifact.validity.not_before.to_system_time(),
-        expires: artifact.validity.expires.to_system_time(),
+        not_before: window.not_before.to_system_time(),
+        expires: window.expires.to_system_time(),
+        permit_not_before: artifact.validity.not_before.to_system_time(),
+        permit_expires: artifact.validity.expires.to_system_time(),
         issuer: first_signer,
         chain: end.key_ids,
         delegation_ids: end.link_ids,
+        delegation_expires: artifact
+            .chain
+            .iter()
+            .map(|l| l.grant().expires.to_system_time())
+            .collect(),
         policy_version: artifact.policy_version,
         requested_by: artifact.provenance.requested_by.clone(),
         on_behalf_of: artifact.provenance.on_behalf_of.clone(),
@@ -823,6 +887,68 @@ mod tests {
     }
 
     #[test]
+    fn a_permit_is_in_force_only_where_its_window_overlaps_every_links() {
+        let mut kit = Kit::new();
+        // The delegation starts in a minute; the permit "from now".
+        let d = kit.delegation(|g| g.not_before = kit.at(60));
+        let a = kit.team_permit(&d, |_| {});
+        assert!(matches!(
+            kit.verify(&a),
+            Err(VerifyError::NotYetValid {
+                part: Part::Delegation { .. },
+                ..
+            })
+        ));
+        let v = kit.verify_at(&a, kit.at(60)).unwrap();
+        assert_eq!(v.not_before, kit.at(60).to_system_time());
+        assert_eq!(v.expires, kit.at(HOUR as i64).to_system_time());
+        assert_eq!(v.permit_not_before, kit.system_now());
+        assert_eq!(v.permit_expires, v.expires);
+        assert_eq!(
+            v.delegation_expires,
+            vec![kit.at(30 * DAY as i64).to_system_time()]
+        );
+
+        // Two links: the latest start and the earliest end of all three win.
+        kit.policy.max_chain_length = 2;
+        let sub = generate();
+        let mut g = kit.grant(&kit.team, &sub);
+        g.not_before = kit.at(120);
+        g.expires = kit.at(1800);
+        g.max_ttl_seconds = HOUR;
+        let d2 = Delegation::extend(Some(&d), g, &kit.team).unwrap();
+        let mut b = kit.body(&sub);
+        b.chain = d2.links().to_vec();
+        b.validity.expires = kit.at(1800);
+        let a = b.sign(&sub).unwrap();
+        let inside = Window {
+            not_before: kit.at(120),
+            expires: kit.at(1800),
+        };
+        assert_eq!(effective_window(&a), inside);
+        assert!(kit.verify_at(&a, kit.at(119)).is_err());
+        let v = kit.verify_at(&a, kit.at(120)).unwrap();
+        assert_eq!(v.not_before, inside.not_before.to_system_time());
+        assert!(kit.verify_at(&a, kit.at(1799)).is_ok());
+        assert!(kit.verify_at(&a, kit.at(1800)).is_err());
+
+        // A permit that outlives a link is bounded by it (and invalid).
+        let late = kit.team_permit(&d, |b| b.validity.expires = kit.at(31 * DAY as i64));
+        assert_eq!(effective_window(&late).expires, kit.at(30 * DAY as i64));
+    }
+
+    #[test]
+    fn a_permit_whose_window_misses_its_delegations_is_never_valid() {
+        let kit = Kit::new();
+        let d = kit.delegation(|g| g.not_before = kit.at(2 * HOUR as i64));
+        let a = kit.team_permit(&d, |_| {});
+        assert!(effective_window(&a).is_empty());
+        for t in [0, HOUR as i64 - 1, 2 * HOUR as i64, 3 * HOUR as i64] {
+            assert!(kit.verify_at(&a, kit.at(t)).is_err(), "valid at +{t}s");
+        }
+    }
+
+    #[test]
     fn lifetime_over_the_limit() {
         let kit = Kit::new();
         let a = kit.root_permit(|b| b.validity.expires = kit.at(8 * DAY as i64));
@@ -1121,6 +1247,41 @@ mod tests {
         for e in errors {
             let s = e.to_string();
             assert!(!s.contains('\n') && !s.is_empty(), "{s}");
+        }
+    }
+
+    proptest::proptest! {
+        /// A delegated permit verifies at exactly the instants of its
+        /// effective window.
+        #[test]
+        fn valid_exactly_in_the_effective_window(
+            link_start in -7200i64..7200,
+            link_length in 1i64..7200,
+            permit_start in -7200i64..7200,
+            permit_length in 1i64..3600,
+            at in -10_000i64..10_000,
+        ) {
+            let kit = Kit::new();
+            let d = kit.delegation(|g| {
+                g.not_before = kit.at(link_start);
+                g.expires = kit.at(link_start + link_length);
+            });
+            let a = kit.team_permit(&d, |b| {
+                b.validity.not_before = kit.at(permit_start);
+                b.validity.expires = kit.at(permit_start + permit_length);
+            });
+            let w = effective_window(&a);
+            let t = kit.at(at);
+            let outlives = a.validity.expires > d.last().grant().expires;
+            let inside = w.not_before <= t && t < w.expires;
+            match kit.verify_at(&a, t) {
+                Ok(v) => {
+                    proptest::prop_assert!(inside && !outlives);
+                    proptest::prop_assert_eq!(v.not_before, w.not_before.to_system_time());
+                    proptest::prop_assert_eq!(v.expires, w.expires.to_system_time());
+                }
+                Err(e) => proptest::prop_assert!(!inside || outlives, "{}", e),
+            }
         }
     }
 }
