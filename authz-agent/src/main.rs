@@ -58,7 +58,8 @@ enum Command {
     ///
     /// A revoked id can never be submitted again. `--all` is incident response:
     /// every accepted artifact is revoked and the kernel's permit map flushed at
-    /// once, so every exec in scope is refused.
+    /// once, so every exec in scope is refused. Needs root or membership of the
+    /// agent's `admin_group`.
     ///
     /// Example: authz-agent revoke 3f2a... --reason "key leaked"
     Revoke(control_cli::RevokeArgs),
@@ -67,14 +68,17 @@ enum Command {
     /// Change the enforcement mode at runtime (persists across restarts).
     ///
     /// Roll out safely: `mode audit`, run the workload, read `report`, issue
-    /// the missing permits, then `mode enforce`.
+    /// the missing permits, then `mode enforce`. Needs root or membership of
+    /// the agent's `admin_group`.
     Mode(control_cli::ModeArgs),
     /// Execs refused (or, in audit mode, that would have been) since start.
     Report(control_cli::QueryArgs),
     /// Remove the pinned programs and maps: authz stops enforcing on this host.
     ///
     /// Refuses while an agent is running. This is the only way to turn
-    /// enforcement off for good; `mode off` is the runtime switch.
+    /// enforcement off for good; `mode off` is the runtime switch. A local
+    /// action on the bpffs pins, not a control-socket request: it needs root
+    /// on the host, and `admin_group` membership does not grant it.
     Unload(control_cli::UnloadArgs),
     /// The decision log: prove it intact (`verify`), explain a decision (`explain`).
     Audit(authz_agent::audit::cli::AuditArgs),

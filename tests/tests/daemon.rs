@@ -543,3 +543,147 @@ fn the_sweeper_removes_expired_permits_from_the_kernel_map() {
     assert_eq!(d.json(&["list"])["permits"].as_array().unwrap().len(), 0);
     assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
 }
+
+/// Group `authz-<name>` with `gid`, added to the VM's /etc/group.
+fn control_group(name: &str, gid: u32) -> String {
+    let group = format!("authz-{name}");
+    add_group(&group, gid);
+    group
+}
+
+/// Lets non-root peers reach the socket file (0660, the configured group's).
+fn open_to_members(d: &Daemon) {
+    fs::set_permissions(&d.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// `authz-agent ARGS --socket <d's>` as `creds`, from `cgroup_dir`.
+fn cli_as(
+    d: &Daemon,
+    cgroup_dir: &std::path::Path,
+    creds: &Creds,
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = Command::new(authz_tests::daemon::agent_bin());
+    cmd.args(args)
+        .arg("--socket")
+        .arg(&d.socket)
+        .env("AUTHZ_LOG", "warn");
+    in_cgroup_with(&mut cmd, cgroup_dir, Some(creds)).expect("run authz-agent")
+}
+
+/// A member of socket_group may submit and read, but neither switch
+/// enforcement off (which would persist across restarts) nor revoke or flush
+/// permits: those need root or admin_group. Each attempt is refused, logged
+/// with the peer, and changes nothing.
+#[test]
+fn group_member_cannot_switch_enforcement_off_or_flush() {
+    let gid = 4200;
+    let group = control_group("roles", gid);
+    let d = Daemon::start_with("roles", "enforce", &format!("socket_group = \"{group}\""));
+    open_to_members(&d);
+    let scratch = Scratch::new("roles-jobs");
+    let permitted = job(&scratch, "permitted");
+    let intruder = job(&scratch, "intruder");
+    let p = d.issue(&permitted.path, &d.cgroup, "1h", &[]);
+    d.ok(&["submit", p.to_str().unwrap()]);
+    let id = Daemon::artifact_id(&p);
+    let mut outside = TestCgroups::new("roles-member");
+    let (cli_cgroup, _) = outside.create("cli");
+    let member = Creds::member(4201, gid);
+
+    for args in [
+        &["mode", "off"][..],
+        &["revoke", "--all", "--reason", "member"],
+        &["revoke", &id],
+    ] {
+        let out = cli_as(&d, &cli_cgroup, &member, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a member ran {args:?}: {err}");
+        assert!(
+            err.contains("[forbidden]") && err.contains("needs root") && err.contains("uid 4201"),
+            "{args:?}: {err}"
+        );
+    }
+
+    // Nothing changed: still enforcing, the permit still in the kernel.
+    let status = d.json(&["status"]);
+    assert_eq!(status["mode"], "enforce", "{status}");
+    assert_eq!(status["kernel_permit_entries"], 1, "{status}");
+    assert_eq!(d.json(&["list"])["permits"][0]["state"], "live");
+    assert_eperm(&intruder.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    assert_ran(&permitted.run_in_cgroup(&d.cgroup_dir, &["true"]));
+
+    // Each attempt is in the decision log (flushed twice a second), refused,
+    // with who asked.
+    for event in ["mode", "revoke-all", "revoke"] {
+        let refused = |r: &serde_json::Value| {
+            r["event"] == event
+                && r["detail"]["outcome"]["error"] == "forbidden"
+                && r["detail"]["peer"]["uid"] == 4201
+                && r["detail"]["role"] == "submitter"
+        };
+        wait_until(|| d.audit_records().iter().any(refused));
+    }
+
+    // What a member may do still works.
+    let out = cli_as(&d, &cli_cgroup, &member, &["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = job(&scratch, "member-job");
+    let q = d.issue(&other.path, &d.cgroup, "1h", &[]);
+    let out = cli_as(&d, &cli_cgroup, &member, &["submit", q.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ran(&other.run_in_cgroup(&d.cgroup_dir, &["true"]));
+}
+
+/// admin_group grants what socket_group does not: changing the mode.
+#[test]
+fn admin_group_member_may_change_enforcement() {
+    let (submit_gid, admin_gid) = (4210, 4211);
+    let submitters = control_group("admins-submit", submit_gid);
+    let admins = control_group("admins", admin_gid);
+    let d = Daemon::start_with(
+        "admins",
+        "enforce",
+        &format!("socket_group = \"{submitters}\"\nadmin_group = \"{admins}\""),
+    );
+    open_to_members(&d);
+    let scratch = Scratch::new("admins-jobs");
+    let intruder = job(&scratch, "intruder");
+    let mut outside = TestCgroups::new("admins-cli");
+    let (cli_cgroup, _) = outside.create("cli");
+    // The socket file belongs to socket_group: an admin is in both.
+    let admin = Creds {
+        uid: 4212,
+        gid: 4212,
+        groups: vec![submit_gid, admin_gid],
+    };
+    let out = cli_as(&d, &cli_cgroup, &admin, &["mode", "audit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ran(&intruder.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    let out = cli_as(&d, &cli_cgroup, &admin, &["mode", "enforce"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eperm(&intruder.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    let by_admin = |r: &&serde_json::Value| {
+        r["event"] == "mode"
+            && r["detail"]["outcome"]["ok"] == true
+            && r["detail"]["peer"]["uid"] == 4212
+            && r["detail"]["role"] == "admin"
+    };
+    wait_until(|| d.audit_records().iter().filter(by_admin).count() == 2);
+}

@@ -14,7 +14,10 @@ use tokio::{
     sync::{mpsc, oneshot, Semaphore},
 };
 
-use super::protocol::{parse_request, ProtocolError, Request, Response, MAX_REQUEST};
+use super::{
+    access::Access,
+    protocol::{parse_request, ProtocolError, Request, Response, MAX_REQUEST},
+};
 
 /// At most this many clients at once; more are told to retry.
 const MAX_CONNECTIONS: usize = 64;
@@ -46,48 +49,6 @@ pub enum ServerError {
     InUse(PathBuf),
     #[error("cannot listen on {0}")]
     Bind(PathBuf, #[source] std::io::Error),
-    #[error("socket group {0:?} does not exist")]
-    NoGroup(String),
-}
-
-/// Who may connect: root, and members of `group`.
-#[derive(Clone, Debug)]
-pub struct Access {
-    pub group: Option<(String, u32)>,
-}
-
-impl Access {
-    /// Resolves the configured group name.
-    pub fn new(group: Option<&str>) -> Result<Self, ServerError> {
-        let group = match group {
-            None => None,
-            Some(name) => {
-                let g = nix::unistd::Group::from_name(name)
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| ServerError::NoGroup(name.to_owned()))?;
-                Some((name.to_owned(), g.gid.as_raw()))
-            }
-        };
-        Ok(Self { group })
-    }
-
-    pub fn allows(&self, peer: &Peer) -> bool {
-        if peer.uid == 0 {
-            return true;
-        }
-        match &self.group {
-            Some((_, gid)) => peer.gid == *gid || peer.groups.contains(gid),
-            None => false,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match &self.group {
-            Some((name, _)) => format!("root or members of group {name}"),
-            None => "root".into(),
-        }
-    }
 }
 
 /// Binds the socket (mode 0660, group-owned when a group is configured),
@@ -105,8 +66,8 @@ pub async fn bind(path: &Path, access: &Access) -> Result<UnixListener, ServerEr
     let listener = UnixListener::bind(path).map_err(|e| ServerError::Bind(path.to_owned(), e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| ServerError::Bind(path.to_owned(), e))?;
-    if let Some((_, gid)) = &access.group {
-        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(*gid)))
+    if let Some(gid) = access.socket_gid() {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
             .map_err(|e| ServerError::Bind(path.to_owned(), e.into()))?;
     }
     Ok(listener)
@@ -158,16 +119,10 @@ async fn connection(stream: UnixStream, access: &Access, agent: mpsc::Sender<Cal
         tracing::Span::current().record("pid", pid);
     }
     let (read, mut write) = stream.into_split();
-    if !access.allows(&peer) {
+    if access.role_of(&peer).is_none() {
         tracing::warn!(uid = peer.uid, gid = peer.gid, "control connection refused");
-        let refused = Response::err(
-            "unauthorized",
-            format!(
-                "uid {} may not control authz (allowed: {})",
-                peer.uid,
-                access.describe()
-            ),
-        );
+        let denied = access.stranger(&peer);
+        let refused = Response::err(denied.kind, denied.message);
         let _ = write.write_all(refused.to_line().as_bytes()).await;
         return;
     }
@@ -272,32 +227,5 @@ fn peer_groups(fd: RawFd) -> std::io::Result<Vec<u32>> {
             continue;
         }
         return Err(err);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn peer(uid: u32, gid: u32, groups: &[u32]) -> Peer {
-        Peer {
-            pid: None,
-            uid,
-            gid,
-            groups: groups.to_vec(),
-        }
-    }
-
-    #[test]
-    fn root_and_group_members_are_allowed_others_not() {
-        let open = Access { group: None };
-        assert!(open.allows(&peer(0, 0, &[])));
-        assert!(!open.allows(&peer(1000, 1000, &[])));
-        let group = Access {
-            group: Some(("authz".into(), 990)),
-        };
-        assert!(group.allows(&peer(1000, 990, &[])));
-        assert!(group.allows(&peer(1000, 1000, &[27, 990])));
-        assert!(!group.allows(&peer(1000, 1000, &[27])));
     }
 }
