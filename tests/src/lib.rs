@@ -256,6 +256,34 @@ pub fn in_cgroup_with(
     out
 }
 
+/// Runs `f` on a new thread that holds `creds`, and only that thread: raw
+/// syscalls, not libc's wrappers, which would change every thread of the test.
+/// A Unix socket it connects carries them as its peer credentials, whichever
+/// thread uses the socket afterwards.
+pub fn on_thread_as<T: Send + 'static>(creds: &Creds, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let c = creds.clone();
+    std::thread::spawn(move || {
+        let (uid, gid) = (libc::c_long::from(c.uid), libc::c_long::from(c.gid));
+        // SAFETY: setgroups/setresgid/setresuid on the calling thread only,
+        // with a pointer and length from a live Vec.
+        let rc = unsafe {
+            [
+                libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()),
+                libc::syscall(libc::SYS_setresgid, gid, gid, gid),
+                libc::syscall(libc::SYS_setresuid, uid, uid, uid),
+            ]
+        };
+        assert!(
+            rc.iter().all(|&r| r == 0),
+            "cannot take {c:?}: {}",
+            io::Error::last_os_error()
+        );
+        f()
+    })
+    .join()
+    .expect("the thread with other credentials panicked")
+}
+
 /// Adds group `name` with `gid` to /etc/group (once; the VM's is writable).
 pub fn add_group(name: &str, gid: u32) {
     let text = fs::read_to_string("/etc/group").unwrap_or_default();

@@ -687,3 +687,130 @@ fn admin_group_member_may_change_enforcement() {
     };
     wait_until(|| d.audit_records().iter().filter(by_admin).count() == 2);
 }
+
+/// The first line the agent sent on `s`, if any arrives within 100 ms.
+fn line_waiting(s: &UnixStream) -> Option<String> {
+    s.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while let Ok(1) = (&*s).read(&mut byte) {
+        if byte[0] == b'\n' {
+            break;
+        }
+        buf.push(byte[0]);
+    }
+    (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// `n` connections to `socket` made as `creds`.
+fn connect_as(creds: &Creds, socket: &std::path::Path, n: usize) -> Vec<UnixStream> {
+    let socket = socket.to_owned();
+    on_thread_as(creds, move || {
+        (0..n)
+            .map(|_| UnixStream::connect(&socket).expect("connect to the control socket"))
+            .collect()
+    })
+}
+
+/// How long `status` took as `creds`, which must be answered.
+#[track_caller]
+fn status_as(creds: Option<&Creds>, socket: &std::path::Path) -> Duration {
+    use authz_agent::control::{client::call, protocol::Request};
+    let socket = socket.to_owned();
+    let ask = move || {
+        let t = Instant::now();
+        (call(&socket, &Request::Status {}), t.elapsed())
+    };
+    let (answer, took) = match creds {
+        Some(c) => on_thread_as(c, ask),
+        None => ask(),
+    };
+    if let Err(e) = answer {
+        panic!("status as {creds:?} was refused: {e} [{:?}]", e.kind());
+    }
+    took
+}
+
+/// A member holding every connection it can get, idle or dripping a request
+/// one byte at a time, must lock out neither root nor another member; even all
+/// non-root users together leave root its reserved places.
+#[test]
+fn idle_and_slow_connections_from_a_member_cannot_lock_out_root() {
+    use authz_agent::control::admission::{DEADLINES, MAX_CONNECTIONS, PER_UID, ROOT_RESERVED};
+    const PROMPT: Duration = Duration::from_secs(3);
+    let gid = 4300;
+    let group = control_group("flood", gid);
+    let d = Daemon::start_with("flood", "enforce", &format!("socket_group = \"{group}\""));
+    open_to_members(&d);
+    let member = Creds::member(4301, gid);
+
+    // More connections than the agent ever served at once, alternately left
+    // idle and fed one byte every 200 ms, never a whole line.
+    let flood = MAX_CONNECTIONS + 6;
+    let conns = connect_as(&member, &d.socket, flood);
+    let drips: Vec<UnixStream> = conns
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|s| s.try_clone().unwrap())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let dripper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                for mut s in &drips {
+                    let _ = s.write_all(b"{");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
+    let took = status_as(None, &d.socket);
+    assert!(took < PROMPT, "root waited {took:?}");
+    let took = status_as(Some(&Creds::member(4302, gid)), &d.socket);
+    assert!(took < PROMPT, "another member waited {took:?}");
+
+    // The flood got PER_UID places; every other connection was told why at once.
+    let refused: Vec<String> = conns.iter().filter_map(line_waiting).collect();
+    assert_eq!(refused.len(), flood - PER_UID, "{refused:#?}");
+    for r in &refused {
+        assert!(r.contains("\"busy\"") && r.contains("uid 4301"), "{r}");
+    }
+
+    // A request never finished is cut off at the deadline, with a reason.
+    let slow = &conns[1];
+    slow.set_read_timeout(Some(DEADLINES.request + Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(slow), &mut answer);
+    assert!(answer.contains("too-slow"), "{answer:?}");
+    stop.store(true, Ordering::SeqCst);
+    dripper.join().unwrap();
+    drop(conns);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Every place non-root users share, taken by idle members...
+    let shared = MAX_CONNECTIONS - ROOT_RESERVED;
+    let mut held = Vec::new();
+    for i in 0..(shared / PER_UID) as u32 {
+        held.extend(connect_as(
+            &Creds::member(4310 + i, gid),
+            &d.socket,
+            PER_UID,
+        ));
+    }
+    let refused: Vec<String> = held.iter().filter_map(line_waiting).collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    // ...and root is still answered; one more member is told why not.
+    let took = status_as(None, &d.socket);
+    assert!(took < PROMPT, "root waited {took:?}");
+    let late = connect_as(&Creds::member(4399, gid), &d.socket, 1);
+    let told = line_waiting(&late[0]).unwrap_or_default();
+    assert!(
+        told.contains("\"busy\"") && told.contains("non-root"),
+        "{told}"
+    );
+}
