@@ -123,7 +123,9 @@ async fn serve_with(
 }
 
 /// Writes a refusal only if the socket takes it at once (a fresh socket's
-/// buffer holds one line); never waits for the client.
+/// buffer holds one line); never waits for the client. tokio marks accepted
+/// sockets writable before the reactor's first event, so `try_write` does
+/// write here (a unit test checks that every refusal arrives).
 fn refuse(stream: &UnixStream, kind: &str, message: String) {
     let _ = stream.try_write(Response::err(kind, message).to_line().as_bytes());
 }
@@ -346,6 +348,17 @@ mod tests {
         if let Some(dir) = path.parent() {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+
+    #[tokio::test]
+    async fn every_connection_over_the_limit_is_told_it_is_busy() {
+        let path = server("busy", ONE_PLACE, Response::ok(serde_json::json!({})));
+        let _holder = UnixStream::connect(&path).await.unwrap();
+        for _ in 0..200 {
+            let r = ask(&path).await;
+            assert_eq!(r.error.map(|e| e.kind).as_deref(), Some("busy"));
+        }
+        cleanup(&path);
     }
 
     #[tokio::test]
