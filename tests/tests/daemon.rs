@@ -814,3 +814,64 @@ fn idle_and_slow_connections_from_a_member_cannot_lock_out_root() {
         "{told}"
     );
 }
+
+/// A non-root user who can write cgroup.procs above an enforced subtree can
+/// move processes out of it; one who can write a permitted cgroup's can move
+/// processes into its permits. `check` and the daemon's start-up name both.
+#[test]
+fn check_and_start_up_name_cgroups_delegated_to_a_non_root_user() {
+    let mut d = Daemon::start("delegated", "enforce");
+    let scratch = Scratch::new("delegated-jobs");
+    let prog = job(&scratch, "job");
+    let permitted = format!("{}/ok", d.cgroup);
+    fs::create_dir(d.cgroup_dir.join("ok")).unwrap();
+    let p = d.issue(&prog.path, &permitted, "1h", &[]);
+    d.ok(&["submit", p.to_str().unwrap()]);
+    let base = d.cgroup.strip_suffix("/jail").unwrap().to_owned();
+    let base_dir = d.cgroup_dir.parent().unwrap().to_owned();
+    let chown = |dir: &std::path::Path, uid: u32| {
+        std::os::unix::fs::chown(dir.join("cgroup.procs"), Some(uid), Some(uid)).unwrap()
+    };
+    chown(&base_dir, 4401);
+    chown(&d.cgroup_dir.join("ok"), 4402);
+    let escape = format!(
+        "uid 4401 owns {base}/cgroup.procs: it can move processes out of the enforced subtree {}",
+        d.cgroup
+    );
+    let into = format!(
+        "uid 4402 owns {permitted}/cgroup.procs: it can move processes into the permitted cgroup {permitted}"
+    );
+
+    d.stop();
+    let out = Command::new(authz_tests::daemon::agent_bin())
+        .args(["check", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&escape) && text.contains(&into), "{text}");
+
+    // A restart says it too: a warning and a decision-log record each, and
+    // enforcement goes on.
+    d.spawn();
+    let log = d.log_text();
+    assert!(log.contains(&escape) && log.contains(&into), "{log}");
+    wait_until(|| {
+        let records = d.audit_records();
+        [&escape, &into].iter().all(|s| {
+            records.iter().any(|r| {
+                r["event"] == "delegated-cgroup"
+                    && r["detail"]["sentence"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with(s.as_str()))
+            })
+        })
+    });
+    assert_ran(&prog.run_in_cgroup(&d.cgroup_dir.join("ok"), &["true"]));
+    assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+}

@@ -219,12 +219,7 @@ impl Agent {
     /// installs what is missing, removes what no valid artifact backs.
     #[tracing::instrument(skip_all)]
     pub fn reconcile(&mut self, now: SystemTime) -> Result<(), EnforcerError> {
-        let paths: BTreeSet<String> = self
-            .held
-            .values()
-            .map(|h| h.verified.cgroup.clone())
-            .collect();
-        for path in paths {
+        for path in self.permitted_cgroups() {
             let id = self.hierarchy.id(&path).ok();
             self.cgroups.insert(path, id);
         }
@@ -547,6 +542,12 @@ impl Agent {
             .map_err(|e| Refusal::new("internal", crate::error_chain(&e)))?;
         tracing::warn!(%previous, %mode, "mode changed");
         Ok(json!({ "mode": mode, "previous": previous }))
+    }
+
+    /// The cgroups accepted artifacts name, each once.
+    pub fn permitted_cgroups(&self) -> Vec<String> {
+        let cgroups: BTreeSet<&String> = self.held.values().map(|h| &h.verified.cgroup).collect();
+        cgroups.into_iter().cloned().collect()
     }
 
     /// `list`.

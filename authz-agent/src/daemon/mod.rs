@@ -124,6 +124,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     agent.account_dropped_while_down(ledger);
+    report_delegated_cgroups(&mut agent, &a.cgroup_root, &a.enforce_cgroups);
 
     let listener = server::bind(&a.socket, &access).await?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
@@ -263,6 +264,17 @@ fn execute(
         Request::Status {} => Ok(agent.status(now)),
         Request::SetMode { mode } => agent.set_mode(mode),
         Request::Report {} => Ok(agent.report()),
+    }
+}
+
+/// Names every cgroup on the way to an enforced or permitted one that a
+/// non-root user can write (see [`crate::cgroup_writers`]): a warning and a
+/// decision-log record each; never fatal.
+fn report_delegated_cgroups(agent: &mut Agent, cgroup_root: &Path, enforced: &[String]) {
+    let permitted = agent.permitted_cgroups();
+    for finding in crate::cgroup_writers::audit(cgroup_root, enforced, &permitted) {
+        tracing::warn!(cgroup = %finding.cgroup, "{}", finding.sentence);
+        agent.admin("delegated-cgroup", serde_json::json!(finding));
     }
 }
 
