@@ -77,8 +77,12 @@ pub struct AgentSection {
     pub trusted_filesystems: Vec<u64>,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
-    /// Members of this group may use the control socket (root always may).
+    /// Members of this group may submit, list, status and report (root
+    /// always may).
     pub socket_group: Option<String>,
+    /// Members of this group may also change enforcement: mode, revoke,
+    /// revoke --all (root always may).
+    pub admin_group: Option<String>,
     pub pin_dir: PathBuf,
     pub cgroup_root: PathBuf,
     pub max_permits: u32,
@@ -126,6 +130,7 @@ struct RawAgent {
     state_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
     socket_group: Option<String>,
+    admin_group: Option<String>,
     pin_dir: Option<PathBuf>,
     cgroup_root: Option<PathBuf>,
     max_permits: Option<u32>,
@@ -259,6 +264,7 @@ impl Config {
                     a.socket.unwrap_or_else(|| "/run/authz/agent.sock".into()),
                 )?,
                 socket_group: a.socket_group,
+                admin_group: a.admin_group,
                 pin_dir: absolute(
                     "agent.pin_dir",
                     a.pin_dir.unwrap_or_else(|| "/sys/fs/bpf/authz".into()),
@@ -327,7 +333,19 @@ mod tests {
         assert_eq!(c.agent.state_dir, PathBuf::from("/var/lib/authz"));
         assert_eq!(c.agent.socket, PathBuf::from("/run/authz/agent.sock"));
         assert_eq!(c.agent.pin_dir, PathBuf::from("/sys/fs/bpf/authz"));
+        assert_eq!(c.agent.socket_group, None);
+        assert_eq!(c.agent.admin_group, None);
         assert_eq!(c.log.level, "info");
+    }
+
+    #[test]
+    fn the_two_control_groups_are_read() {
+        let c = parse(&format!(
+            "{TRUST}[agent]\nsocket_group = \"authz\"\nadmin_group = \"authz-admin\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.agent.socket_group.as_deref(), Some("authz"));
+        assert_eq!(c.agent.admin_group.as_deref(), Some("authz-admin"));
     }
 
     #[test]
@@ -379,10 +397,15 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.agent.trusted_filesystems, vec![0x6969, 0x6573_5546]);
-        let err = parse(&format!("{TRUST}[agent]\ntrusted_filesystems = [\"nfz\"]\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("agent.trusted_filesystems") && err.contains("nfs"), "{err}");
+        let err = parse(&format!(
+            "{TRUST}[agent]\ntrusted_filesystems = [\"nfz\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("agent.trusted_filesystems") && err.contains("nfs"),
+            "{err}"
+        );
     }
 
     #[test]

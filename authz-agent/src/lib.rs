@@ -3,6 +3,7 @@
 pub mod artifact;
 pub mod audit;
 pub mod cgroup;
+pub mod cgroup_writers;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -46,7 +46,10 @@ enum Command {
     ///
     /// Loads and attaches the program in `off` mode, runs the self-test (a probe
     /// exec that must be refused, whose in-kernel SHA-256 must match), prints a
-    /// report and detaches. Exit status 0 means authz can enforce here.
+    /// report and detaches. Exit status 0 means authz can enforce here. With
+    /// the agent's config it also warns of delegated cgroups: cgroups on the
+    /// way to an enforced or permitted one that a non-root user can write, and
+    /// so move processes out of enforcement or into a permit.
     Check(CheckArgs),
     /// Submit signed artifacts to the running agent (verified, stored, enforced).
     ///
@@ -58,7 +61,8 @@ enum Command {
     ///
     /// A revoked id can never be submitted again. `--all` is incident response:
     /// every accepted artifact is revoked and the kernel's permit map flushed at
-    /// once, so every exec in scope is refused.
+    /// once, so every exec in scope is refused. Needs root or membership of the
+    /// agent's `admin_group`.
     ///
     /// Example: authz-agent revoke 3f2a... --reason "key leaked"
     Revoke(control_cli::RevokeArgs),
@@ -67,14 +71,17 @@ enum Command {
     /// Change the enforcement mode at runtime (persists across restarts).
     ///
     /// Roll out safely: `mode audit`, run the workload, read `report`, issue
-    /// the missing permits, then `mode enforce`.
+    /// the missing permits, then `mode enforce`. Needs root or membership of
+    /// the agent's `admin_group`.
     Mode(control_cli::ModeArgs),
     /// Execs refused (or, in audit mode, that would have been) since start.
     Report(control_cli::QueryArgs),
     /// Remove the pinned programs and maps: authz stops enforcing on this host.
     ///
     /// Refuses while an agent is running. This is the only way to turn
-    /// enforcement off for good; `mode off` is the runtime switch.
+    /// enforcement off for good; `mode off` is the runtime switch. A local
+    /// action on the bpffs pins, not a control-socket request: it needs root
+    /// on the host, and `admin_group` membership does not grant it.
     Unload(control_cli::UnloadArgs),
     /// The decision log: prove it intact (`verify`), explain a decision (`explain`).
     Audit(authz_agent::audit::cli::AuditArgs),
@@ -96,9 +103,15 @@ struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// Where cgroup v2 is mounted.
+    /// Where cgroup v2 is mounted (the config's `cgroup_root` when one is read).
     #[arg(long, default_value = authz_agent::cgroup::CGROUP_ROOT)]
     cgroup_root: PathBuf,
+    /// The agent's configuration, to name delegated cgroups: those on the way
+    /// to its enforced subtrees and to the cgroups its stored permits name
+    /// that a non-root user can write. Default: /etc/authz/agent.toml if it
+    /// exists.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -168,6 +181,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let report = enforcer::selftest::run(&mut enforcer, &args.cgroup_root)
         .context("authz cannot enforce on this host")?;
     let kernel = enforcer.kernel().clone();
+    let delegated = delegated_cgroups(&args)?;
     if args.json {
         println!(
             "{}",
@@ -175,6 +189,8 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 "ok": true,
                 "kernel": kernel,
                 "selftest": report,
+                "config": delegated.as_ref().map(|(config, _)| config),
+                "delegated_cgroups": delegated.as_ref().map(|(_, findings)| findings),
             })
         );
     } else {
@@ -185,9 +201,51 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             "self-test:   probe exec refused with EPERM; in-kernel SHA-256 {} matches",
             report.digest
         );
+        match &delegated {
+            None => println!("delegation:  not checked (no config; pass --config)"),
+            Some((config, findings)) if findings.is_empty() => println!(
+                "delegation:  no cgroup on the way to what {} enforces or permits is writable by a non-root user",
+                config.display()
+            ),
+            Some((_, findings)) => {
+                for f in findings {
+                    println!("warning:     {}", f.sentence);
+                }
+            }
+        }
         println!("result:      authz can enforce on this host");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The config `check` reads (the default one only if it exists), and what
+/// [`authz_agent::cgroup_writers::audit`] finds on the way to the cgroups it
+/// enforces and its stored permits name.
+fn delegated_cgroups(
+    args: &CheckArgs,
+) -> anyhow::Result<Option<(PathBuf, Vec<authz_agent::cgroup_writers::Finding>)>> {
+    let path = match &args.config {
+        Some(p) => p.clone(),
+        None if std::path::Path::new(authz_agent::config::DEFAULT_PATH).exists() => {
+            authz_agent::config::DEFAULT_PATH.into()
+        }
+        None => return Ok(None),
+    };
+    let config = authz_agent::config::Config::load(&path)?;
+    let a = &config.agent;
+    let stored = authz_agent::store::Store::at(&a.state_dir)
+        .artifacts_read_only()
+        .unwrap_or_default();
+    let permitted: std::collections::BTreeSet<String> = stored
+        .into_iter()
+        .flatten()
+        .filter_map(|s| authz_agent::artifact::Artifact::parse(&s.text).ok())
+        .map(|artifact| artifact.scope.cgroup.to_string())
+        .collect();
+    let permitted: Vec<String> = permitted.into_iter().collect();
+    let findings =
+        authz_agent::cgroup_writers::audit(&a.cgroup_root, &a.enforce_cgroups, &permitted);
+    Ok(Some((path, findings)))
 }
 
 #[cfg(test)]
@@ -212,6 +270,7 @@ mod tests {
             &["authz-agent", "submit", "a", "b"],
             &["authz-agent", "run", "--config", "/c"],
             &["authz-agent", "check", "--json"],
+            &["authz-agent", "check", "--config", "/c"],
             &["authz-agent", "unload"],
             &["authz-agent", "report", "--json"],
             &["authz-agent", "list"],

@@ -164,6 +164,21 @@ impl Store {
     /// Every stored artifact; files that cannot be read are returned as errors
     /// (reported and skipped by the caller, never fatal).
     pub fn artifacts(&self) -> Result<Vec<Result<StoredArtifact, StoreError>>, StoreError> {
+        self.read_artifacts(true)
+    }
+
+    /// As [`Store::artifacts`], changing nothing: for readers beside a running
+    /// agent, whose temporary files are left alone.
+    pub fn artifacts_read_only(
+        &self,
+    ) -> Result<Vec<Result<StoredArtifact, StoreError>>, StoreError> {
+        self.read_artifacts(false)
+    }
+
+    fn read_artifacts(
+        &self,
+        remove_temporaries: bool,
+    ) -> Result<Vec<Result<StoredArtifact, StoreError>>, StoreError> {
         let dir = self.dir.join("artifacts");
         let mut out = Vec::new();
         let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
@@ -179,7 +194,9 @@ impl Store {
                 .to_owned();
             if name.starts_with('.') {
                 // A temporary file a crash left behind: never acknowledged.
-                let _ = fs::remove_file(&path);
+                if remove_temporaries {
+                    let _ = fs::remove_file(&path);
+                }
                 continue;
             }
             let Some(stem) = name.strip_suffix(".toml") else {

@@ -511,40 +511,158 @@ const UNTRUSTED: u32 = 0;
 /// to the hash and another to the loader, so they are refused unless the
 /// configuration trusts them.
 pub const FILESYSTEMS: [Filesystem; 29] = [
-    Filesystem { name: "ext4", magic: 0xEF53, flags: LOCAL_CACHED },
-    Filesystem { name: "xfs", magic: 0x5846_5342, flags: LOCAL_CACHED },
-    Filesystem { name: "btrfs", magic: 0x9123_683E, flags: LOCAL_CACHED },
-    Filesystem { name: "tmpfs", magic: TMPFS_MAGIC, flags: LOCAL_CACHED },
-    Filesystem { name: "ramfs", magic: 0x8584_58F6, flags: LOCAL_CACHED },
-    Filesystem { name: "squashfs", magic: 0x7371_7368, flags: LOCAL },
-    Filesystem { name: "erofs", magic: 0xE0F5_E1E2, flags: LOCAL },
-    Filesystem { name: "f2fs", magic: 0xF2F5_2010, flags: LOCAL },
-    Filesystem { name: "zfs", magic: 0x2FC1_2FC1, flags: LOCAL },
-    Filesystem { name: "overlay", magic: 0x794C_7630, flags: LOCAL },
-    Filesystem { name: "bcachefs", magic: 0xCA45_1A4E, flags: LOCAL },
-    Filesystem { name: "iso9660", magic: 0x9660, flags: LOCAL },
-    Filesystem { name: "udf", magic: 0x1501_3346, flags: LOCAL },
-    Filesystem { name: "vfat", magic: 0x4D44, flags: LOCAL },
-    Filesystem { name: "exfat", magic: 0x2011_BAB0, flags: LOCAL },
-    Filesystem { name: "ntfs3", magic: 0x5346_544E, flags: LOCAL },
-    Filesystem { name: "jfs", magic: 0x3153_464A, flags: LOCAL },
-    Filesystem { name: "nilfs2", magic: 0x3434, flags: LOCAL },
-    Filesystem { name: "fuse", magic: 0x6573_5546, flags: UNTRUSTED },
-    Filesystem { name: "nfs", magic: 0x6969, flags: UNTRUSTED },
-    Filesystem { name: "cifs", magic: 0xFF53_4D42, flags: UNTRUSTED },
-    Filesystem { name: "smb2", magic: 0xFE53_4D42, flags: UNTRUSTED },
-    Filesystem { name: "9p", magic: 0x0102_1997, flags: UNTRUSTED },
-    Filesystem { name: "ceph", magic: 0x00C3_6400, flags: UNTRUSTED },
-    Filesystem { name: "afs", magic: 0x6B41_4653, flags: UNTRUSTED },
-    Filesystem { name: "gfs2", magic: 0x0116_1970, flags: UNTRUSTED },
-    Filesystem { name: "ocfs2", magic: 0x7461_636F, flags: UNTRUSTED },
-    Filesystem { name: "coda", magic: 0x7375_7245, flags: UNTRUSTED },
-    Filesystem { name: "orangefs", magic: 0x2001_1124, flags: UNTRUSTED },
+    Filesystem {
+        name: "ext4",
+        magic: 0xEF53,
+        flags: LOCAL_CACHED,
+    },
+    Filesystem {
+        name: "xfs",
+        magic: 0x5846_5342,
+        flags: LOCAL_CACHED,
+    },
+    Filesystem {
+        name: "btrfs",
+        magic: 0x9123_683E,
+        flags: LOCAL_CACHED,
+    },
+    Filesystem {
+        name: "tmpfs",
+        magic: TMPFS_MAGIC,
+        flags: LOCAL_CACHED,
+    },
+    Filesystem {
+        name: "ramfs",
+        magic: 0x8584_58F6,
+        flags: LOCAL_CACHED,
+    },
+    Filesystem {
+        name: "squashfs",
+        magic: 0x7371_7368,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "erofs",
+        magic: 0xE0F5_E1E2,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "f2fs",
+        magic: 0xF2F5_2010,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "zfs",
+        magic: 0x2FC1_2FC1,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "overlay",
+        magic: 0x794C_7630,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "bcachefs",
+        magic: 0xCA45_1A4E,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "iso9660",
+        magic: 0x9660,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "udf",
+        magic: 0x1501_3346,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "vfat",
+        magic: 0x4D44,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "exfat",
+        magic: 0x2011_BAB0,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "ntfs3",
+        magic: 0x5346_544E,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "jfs",
+        magic: 0x3153_464A,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "nilfs2",
+        magic: 0x3434,
+        flags: LOCAL,
+    },
+    Filesystem {
+        name: "fuse",
+        magic: 0x6573_5546,
+        flags: UNTRUSTED,
+    },
+    Filesystem {
+        name: "nfs",
+        magic: 0x6969,
+        flags: UNTRUSTED,
+    },
+    Filesystem {
+        name: "cifs",
+        magic: 0xFF53_4D42,
+        flags: UNTRUSTED,
+    },
+    Filesystem {
+        name: "smb2",
+        magic: 0xFE53_4D42,
+        flags: UNTRUSTED,
+    },
+    Filesystem {
+        name: "9p",
+        magic: 0x0102_1997,
+        flags: UNTRUSTED,
+    },
+    Filesystem {
+        name: "ceph",
+        magic: 0x00C3_6400,
+        flags: UNTRUSTED,
+    },
+    Filesystem {
+        name: "afs",
+        magic: 0x6B41_4653,
+        flags: UNTRUSTED,
+    },
+    Filesystem {
+        name: "gfs2",
+        magic: 0x0116_1970,
+        flags: UNTRUSTED,
+    },
+    Filesystem {
+        name: "ocfs2",
+        magic: 0x7461_636F,
+        flags: UNTRUSTED,
+    },
+    Filesystem {
+        name: "coda",
+        magic: 0x7375_7245,
+        flags: UNTRUSTED,
+    },
+    Filesystem {
+        name: "orangefs",
+        magic: 0x2001_1124,
+        flags: UNTRUSTED,
+    },
 ];
 
 /// The filesystem called `name` in [`FILESYSTEMS`].
 pub fn filesystem(name: &str) -> Option<&'static Filesystem> {
-    FILESYSTEMS.iter().find(|f| f.name.as_bytes() == name.as_bytes())
+    FILESYSTEMS
+        .iter()
+        .find(|f| f.name.as_bytes() == name.as_bytes())
 }
 
 /// Capacity of the `AUTHZ_FS` map.

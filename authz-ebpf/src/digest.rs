@@ -13,9 +13,7 @@
 //!   the file it runs), so no entry is made from content that is changing.
 //! The inode's change time, size and i_version are still compared, as a second
 //! line, but nothing depends on a filesystem moving them.
-use authz_common::{
-    cache_flags, counter, CacheEntry, Digest, DIGEST_LEN, HASH_ALGO_SHA256,
-};
+use authz_common::{cache_flags, counter, CacheEntry, Digest, DIGEST_LEN, HASH_ALGO_SHA256};
 use aya_ebpf::{
     bindings::inode,
     helpers::generated::{bpf_ima_file_hash, bpf_ima_inode_hash},
@@ -157,9 +155,8 @@ pub unsafe fn forget_resized(node: *mut inode, by_path: bool) {
         ..CacheEntry::default()
     };
     // SAFETY: BTF inode pointer; `marker.digest` is DIGEST_LEN writable bytes.
-    let ima = unsafe {
-        bpf_ima_inode_hash(node, marker.digest.as_mut_ptr().cast(), DIGEST_LEN as u32)
-    };
+    let ima =
+        unsafe { bpf_ima_inode_hash(node, marker.digest.as_mut_ptr().cast(), DIGEST_LEN as u32) };
     if ima == HASH_ALGO_SHA256 {
         // SAFETY: as above; `marker` initialises the new entry.
         let _ = unsafe { maps::DIGEST_CACHE.get_or_insert_ptr_mut(node, Some(&mut marker)) };

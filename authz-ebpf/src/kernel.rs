@@ -8,8 +8,7 @@
 //! it trusts for `bpf_ima_file_hash`).
 use authz_common::{
     offset_known, scope_flags, seals, KernelOffsets, ScopeKey, ATTR_FILE, ATTR_SIZE, FILENAME_LEN,
-    FMODE_WRITE,
-    MAX_CGROUP_DEPTH, SCOPE_NAME_LEN, SCOPE_ROOT, TMPFS_MAGIC,
+    FMODE_WRITE, MAX_CGROUP_DEPTH, SCOPE_NAME_LEN, SCOPE_ROOT, TMPFS_MAGIC,
 };
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
 use core::ffi::c_void;

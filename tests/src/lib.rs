@@ -242,10 +242,48 @@ impl Program {
 /// Runs `cmd` after moving the child into `cgroup_dir` and, when `uid` is
 /// given, dropping to that uid/gid (with no supplementary groups).
 pub fn in_cgroup_as(cmd: &mut Command, cgroup_dir: &Path, uid: Option<u32>) -> io::Result<Output> {
+    in_cgroup_with(cmd, cgroup_dir, uid.map(Creds::user).as_ref())
+}
+
+/// Credentials to act with: uid, primary gid and supplementary groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Creds {
+    /// `uid` with the same gid and no supplementary groups.
+    pub fn user(uid: u32) -> Self {
+        Self {
+            uid,
+            gid: uid,
+            groups: Vec::new(),
+        }
+    }
+
+    /// `uid` (gid the same) with `group` as its one supplementary group.
+    pub fn member(uid: u32, group: u32) -> Self {
+        Self {
+            groups: vec![group],
+            ..Self::user(uid)
+        }
+    }
+}
+
+/// Runs `cmd` after moving the child into `cgroup_dir` and, when `creds` are
+/// given, taking them (groups first, uid last).
+pub fn in_cgroup_with(
+    cmd: &mut Command,
+    cgroup_dir: &Path,
+    creds: Option<&Creds>,
+) -> io::Result<Output> {
     let procs = fs::OpenOptions::new()
         .write(true)
         .open(cgroup_dir.join("cgroup.procs"))?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
+    let creds = creds.cloned();
     cmd.stdin(Stdio::null());
     // SAFETY: the closure only makes async-signal-safe syscalls (write,
     // setgroups, setgid, setuid) on values prepared before fork.
@@ -255,10 +293,10 @@ pub fn in_cgroup_as(cmd: &mut Command, cgroup_dir: &Path, uid: Option<u32>) -> i
             if libc::write(fd, zero.as_ptr().cast(), 1) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if let Some(uid) = uid {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(uid) != 0
-                    || libc::setuid(uid) != 0
+            if let Some(c) = &creds {
+                if libc::setgroups(c.groups.len(), c.groups.as_ptr()) != 0
+                    || libc::setgid(c.gid) != 0
+                    || libc::setuid(c.uid) != 0
                 {
                     return Err(io::Error::last_os_error());
                 }
@@ -269,6 +307,48 @@ pub fn in_cgroup_as(cmd: &mut Command, cgroup_dir: &Path, uid: Option<u32>) -> i
     let out = cmd.output();
     drop(procs);
     out
+}
+
+/// Runs `f` on a new thread that holds `creds`, and only that thread: raw
+/// syscalls, not libc's wrappers, which would change every thread of the test.
+/// A Unix socket it connects carries them as its peer credentials, whichever
+/// thread uses the socket afterwards.
+pub fn on_thread_as<T: Send + 'static>(creds: &Creds, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let c = creds.clone();
+    std::thread::spawn(move || {
+        let (uid, gid) = (libc::c_long::from(c.uid), libc::c_long::from(c.gid));
+        // SAFETY: setgroups/setresgid/setresuid on the calling thread only,
+        // with a pointer and length from a live Vec.
+        let rc = unsafe {
+            [
+                libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()),
+                libc::syscall(libc::SYS_setresgid, gid, gid, gid),
+                libc::syscall(libc::SYS_setresuid, uid, uid, uid),
+            ]
+        };
+        assert!(
+            rc.iter().all(|&r| r == 0),
+            "cannot take {c:?}: {}",
+            io::Error::last_os_error()
+        );
+        f()
+    })
+    .join()
+    .expect("the thread with other credentials panicked")
+}
+
+/// Adds group `name` with `gid` to /etc/group (once; the VM's is writable).
+pub fn add_group(name: &str, gid: u32) {
+    let text = fs::read_to_string("/etc/group").unwrap_or_default();
+    if text.lines().any(|l| l.starts_with(&format!("{name}:"))) {
+        return;
+    }
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open("/etc/group")
+        .expect("open /etc/group");
+    io::Write::write_all(&mut f, format!("{name}:x:{gid}:\n").as_bytes())
+        .expect("append to /etc/group");
 }
 
 /// The unprivileged user the attacker tests run as.

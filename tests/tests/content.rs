@@ -63,15 +63,24 @@ fn memfd_rewritten_through_its_own_descriptor_after_exec_never_runs_new_bytes() 
     let ev = enforcer
         .wait_event(EVENT_TIMEOUT, |ev| ev.cgroup_id == jail_id)
         .expect("event");
-    assert_eq!((ev.decision, ev.reason), (Decision::Deny, Reason::MutableContent));
-    assert_eq!(ev.digest, None, "no digest is claimed for content that can change");
+    assert_eq!(
+        (ev.decision, ev.reason),
+        (Decision::Deny, Reason::MutableContent)
+    );
+    assert_eq!(
+        ev.digest, None,
+        "no digest is claimed for content that can change"
+    );
     file.seek(SeekFrom::Start(100)).unwrap();
     file.write_all(&[content[100] ^ 0xff]).unwrap();
     assert_eperm(&fexecve_in(&jail, file.as_raw_fd()));
 
     // Sealed only against future writes (existing mappings may still write):
     // not final either.
-    let future = memfd(&content, Some(authz_common::seals::SHRINK | authz_common::seals::GROW | 0x10));
+    let future = memfd(
+        &content,
+        Some(authz_common::seals::SHRINK | authz_common::seals::GROW | 0x10),
+    );
     assert_eperm(&fexecve_in(&jail, future.as_raw_fd()));
 
     // Sealed against writes, shrinking and growth: final, permitted, runs;
@@ -79,7 +88,10 @@ fn memfd_rewritten_through_its_own_descriptor_after_exec_never_runs_new_bytes() 
     let mut sealed = memfd(&content, Some(authz_common::seals::IMMUTABLE));
     assert_ran(&fexecve_in(&jail, sealed.as_raw_fd()));
     sealed.seek(SeekFrom::Start(100)).unwrap();
-    assert!(sealed.write_all(&[0]).is_err(), "a sealed memfd must refuse writes");
+    assert!(
+        sealed.write_all(&[0]).is_err(),
+        "a sealed memfd must refuse writes"
+    );
     let _ = enforcer.drain_events();
 }
 
@@ -251,9 +263,21 @@ fn copy_range_into(path: &Path, original: &[u8]) -> bool {
     let (mut off_in, mut off_out): (i64, i64) = (0, 4096);
     // SAFETY: valid descriptors and offsets.
     let n = unsafe {
-        libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, 4096, 0)
+        libc::copy_file_range(
+            src.as_raw_fd(),
+            &mut off_in,
+            dst.as_raw_fd(),
+            &mut off_out,
+            4096,
+            0,
+        )
     };
-    assert_eq!(n, 4096, "copy_file_range: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        n,
+        4096,
+        "copy_file_range: {}",
+        std::io::Error::last_os_error()
+    );
     let _ = fs::remove_file(&src_path);
     let _ = original;
     true
@@ -261,7 +285,11 @@ fn copy_range_into(path: &Path, original: &[u8]) -> bool {
 
 /// A write through a shared writable mapping.
 fn write_through_mapping(path: &Path, original: &[u8]) -> bool {
-    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let len = original.len();
     // SAFETY: a fresh shared mapping of our file, unmapped below.
     unsafe {
@@ -273,7 +301,12 @@ fn write_through_mapping(path: &Path, original: &[u8]) -> bool {
             f.as_raw_fd(),
             0,
         );
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
         let byte = p.cast::<u8>().add(5000);
         *byte ^= 0xff;
         libc::msync(p, len, libc::MS_SYNC);
@@ -326,14 +359,21 @@ fn cached_then_changed(
     if !change(path, original) {
         return false;
     }
-    assert_ne!(fs::read(path).unwrap(), original, "{what}: the content must differ");
+    assert_ne!(
+        fs::read(path).unwrap(),
+        original,
+        "{what}: the content must differ"
+    );
     let result = prog.run_in_cgroup(jail, &["true"]);
     if let Ok(out) = &result {
         panic!("{what}: changed content ran ({})", out.status);
     }
     assert_eperm(&result);
     let ev = event_for(enforcer, path);
-    assert!(!ev.digest_cached, "{what}: the refusal used a cached digest");
+    assert!(
+        !ev.digest_cached,
+        "{what}: the refusal used a cached digest"
+    );
     // Under an IMA policy a size change without a writer can also make the
     // refusal `digest-stale` (IMA still holds the old measurement).
     assert!(
@@ -358,7 +398,10 @@ fn every_way_to_change_a_cached_binary_is_seen_on_every_cached_filesystem() {
         .filter(|f| f.flags & fs_flags::CACHE != 0)
         .map(|f| f.name)
         .collect();
-    assert!(cached.contains(&"ramfs") && cached.contains(&"tmpfs"), "{cached:?}");
+    assert!(
+        cached.contains(&"ramfs") && cached.contains(&"tmpfs"),
+        "{cached:?}"
+    );
     for fs_name in &cached {
         let mounted = Mounted::new(fs_name);
         let path = mounted.dir.join("prog");
@@ -373,7 +416,14 @@ fn every_way_to_change_a_cached_binary_is_seen_on_every_cached_filesystem() {
         // The seen attack, repeated in and across clock ticks.
         for round in 0..20 {
             let what = format!("{fs_name}/truncate round {round}");
-            cached_then_changed(&mut enforcer, &jail, &path, &original, truncate_and_regrow, &what);
+            cached_then_changed(
+                &mut enforcer,
+                &jail,
+                &path,
+                &original,
+                truncate_and_regrow,
+                &what,
+            );
             if round % 5 == 4 {
                 std::thread::sleep(Duration::from_millis(15));
             }
@@ -425,15 +475,27 @@ echo "ran=$ran"
             payload = payload.path.display(),
         );
         let mut cmd = Command::new(&shell.path);
-        cmd.arg0("busybox")
-            .args(["unshare", "-Urm", "--", shell.path.to_str().unwrap(), "sh", "-c", &script]);
+        cmd.arg0("busybox").args([
+            "unshare",
+            "-Urm",
+            "--",
+            shell.path.to_str().unwrap(),
+            "sh",
+            "-c",
+            &script,
+        ]);
         let out = in_cgroup_as(&mut cmd, &jail, Some(NOBODY)).expect("run the attack");
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             let decisions: Vec<String> = enforcer
                 .drain_events()
                 .into_iter()
-                .map(|ev| format!("{} {} {} cached={}", ev.decision, ev.reason, ev.path, ev.digest_cached))
+                .map(|ev| {
+                    format!(
+                        "{} {} {} cached={}",
+                        ev.decision, ev.reason, ev.path, ev.digest_cached
+                    )
+                })
                 .collect();
             panic!(
                 "{fstype}: {} {stdout} {}\nkernel decisions:\n{}",
@@ -442,7 +504,10 @@ echo "ran=$ran"
                 decisions.join("\n")
             );
         }
-        assert!(stdout.contains("ran=0"), "{fstype}: modified content ran: {stdout}");
+        assert!(
+            stdout.contains("ran=0"),
+            "{fstype}: modified content ran: {stdout}"
+        );
     }
     let refused = enforcer
         .drain_events()
@@ -470,7 +535,10 @@ fn fuse_server_serving_the_hash_one_content_and_the_loader_another_is_refused() 
     // are permitted.
     assert_eperm(&prog.run_in_cgroup(&jail, &["true"]));
     let ev = event_for(&mut enforcer, &prog.path);
-    assert_eq!((ev.decision, ev.reason), (Decision::Deny, Reason::UntrustedFilesystem));
+    assert_eq!(
+        (ev.decision, ev.reason),
+        (Decision::Deny, Reason::UntrustedFilesystem)
+    );
 
     // Trusted by configuration: hashed at every exec, never cached.
     let fuse_magic = authz_common::filesystem("fuse").unwrap().magic;

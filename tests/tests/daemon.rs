@@ -626,3 +626,335 @@ fn permit_under_a_delegation_not_yet_valid_is_scheduled_not_live() {
     assert!(authz_agent::artifact::Timestamp::now() >= starts);
     assert_ran(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
 }
+
+/// Group `authz-<name>` with `gid`, added to the VM's /etc/group.
+fn control_group(name: &str, gid: u32) -> String {
+    let group = format!("authz-{name}");
+    add_group(&group, gid);
+    group
+}
+
+/// Lets non-root peers reach the socket file (0660, the configured group's).
+fn open_to_members(d: &Daemon) {
+    fs::set_permissions(&d.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// `authz-agent ARGS --socket <d's>` as `creds`, from `cgroup_dir`.
+fn cli_as(
+    d: &Daemon,
+    cgroup_dir: &std::path::Path,
+    creds: &Creds,
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = Command::new(authz_tests::daemon::agent_bin());
+    cmd.args(args)
+        .arg("--socket")
+        .arg(&d.socket)
+        .env("AUTHZ_LOG", "warn");
+    in_cgroup_with(&mut cmd, cgroup_dir, Some(creds)).expect("run authz-agent")
+}
+
+/// A member of socket_group may submit and read, but neither switch
+/// enforcement off (which would persist across restarts) nor revoke or flush
+/// permits: those need root or admin_group. Each attempt is refused, logged
+/// with the peer, and changes nothing.
+#[test]
+fn group_member_cannot_switch_enforcement_off_or_flush() {
+    let gid = 4200;
+    let group = control_group("roles", gid);
+    let d = Daemon::start_with("roles", "enforce", &format!("socket_group = \"{group}\""));
+    open_to_members(&d);
+    let scratch = Scratch::new("roles-jobs");
+    let permitted = job(&scratch, "permitted");
+    let intruder = job(&scratch, "intruder");
+    let p = d.issue(&permitted.path, &d.cgroup, "1h", &[]);
+    d.ok(&["submit", p.to_str().unwrap()]);
+    let id = Daemon::artifact_id(&p);
+    let mut outside = TestCgroups::new("roles-member");
+    let (cli_cgroup, _) = outside.create("cli");
+    let member = Creds::member(4201, gid);
+
+    for args in [
+        &["mode", "off"][..],
+        &["revoke", "--all", "--reason", "member"],
+        &["revoke", &id],
+    ] {
+        let out = cli_as(&d, &cli_cgroup, &member, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a member ran {args:?}: {err}");
+        assert!(
+            err.contains("[forbidden]") && err.contains("needs root") && err.contains("uid 4201"),
+            "{args:?}: {err}"
+        );
+    }
+
+    // Nothing changed: still enforcing, the permit still in the kernel.
+    let status = d.json(&["status"]);
+    assert_eq!(status["mode"], "enforce", "{status}");
+    assert_eq!(status["kernel_permit_entries"], 1, "{status}");
+    assert_eq!(d.json(&["list"])["permits"][0]["state"], "live");
+    assert_eperm(&intruder.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    assert_ran(&permitted.run_in_cgroup(&d.cgroup_dir, &["true"]));
+
+    // Each attempt is in the decision log (flushed twice a second), refused,
+    // with who asked.
+    for event in ["mode", "revoke-all", "revoke"] {
+        let refused = |r: &serde_json::Value| {
+            r["event"] == event
+                && r["detail"]["outcome"]["error"] == "forbidden"
+                && r["detail"]["peer"]["uid"] == 4201
+                && r["detail"]["role"] == "submitter"
+        };
+        wait_until(|| d.audit_records().iter().any(refused));
+    }
+
+    // What a member may do still works.
+    let out = cli_as(&d, &cli_cgroup, &member, &["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = job(&scratch, "member-job");
+    let q = d.issue(&other.path, &d.cgroup, "1h", &[]);
+    let out = cli_as(&d, &cli_cgroup, &member, &["submit", q.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ran(&other.run_in_cgroup(&d.cgroup_dir, &["true"]));
+}
+
+/// admin_group grants what socket_group does not: changing the mode.
+#[test]
+fn admin_group_member_may_change_enforcement() {
+    let (submit_gid, admin_gid) = (4210, 4211);
+    let submitters = control_group("admins-submit", submit_gid);
+    let admins = control_group("admins", admin_gid);
+    let d = Daemon::start_with(
+        "admins",
+        "enforce",
+        &format!("socket_group = \"{submitters}\"\nadmin_group = \"{admins}\""),
+    );
+    open_to_members(&d);
+    let scratch = Scratch::new("admins-jobs");
+    let intruder = job(&scratch, "intruder");
+    let mut outside = TestCgroups::new("admins-cli");
+    let (cli_cgroup, _) = outside.create("cli");
+    // The socket file belongs to socket_group: an admin is in both.
+    let admin = Creds {
+        uid: 4212,
+        gid: 4212,
+        groups: vec![submit_gid, admin_gid],
+    };
+    let out = cli_as(&d, &cli_cgroup, &admin, &["mode", "audit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ran(&intruder.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    let out = cli_as(&d, &cli_cgroup, &admin, &["mode", "enforce"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eperm(&intruder.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    let by_admin = |r: &&serde_json::Value| {
+        r["event"] == "mode"
+            && r["detail"]["outcome"]["ok"] == true
+            && r["detail"]["peer"]["uid"] == 4212
+            && r["detail"]["role"] == "admin"
+    };
+    wait_until(|| d.audit_records().iter().filter(by_admin).count() == 2);
+}
+
+/// The first line the agent sent on `s`, if any arrives within 100 ms.
+fn line_waiting(s: &UnixStream) -> Option<String> {
+    s.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while let Ok(1) = (&*s).read(&mut byte) {
+        if byte[0] == b'\n' {
+            break;
+        }
+        buf.push(byte[0]);
+    }
+    (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// `n` connections to `socket` made as `creds`.
+fn connect_as(creds: &Creds, socket: &std::path::Path, n: usize) -> Vec<UnixStream> {
+    let socket = socket.to_owned();
+    on_thread_as(creds, move || {
+        (0..n)
+            .map(|_| UnixStream::connect(&socket).expect("connect to the control socket"))
+            .collect()
+    })
+}
+
+/// How long `status` took as `creds`, which must be answered.
+#[track_caller]
+fn status_as(creds: Option<&Creds>, socket: &std::path::Path) -> Duration {
+    use authz_agent::control::{client::call, protocol::Request};
+    let socket = socket.to_owned();
+    let ask = move || {
+        let t = Instant::now();
+        (call(&socket, &Request::Status {}), t.elapsed())
+    };
+    let (answer, took) = match creds {
+        Some(c) => on_thread_as(c, ask),
+        None => ask(),
+    };
+    if let Err(e) = answer {
+        panic!("status as {creds:?} was refused: {e} [{:?}]", e.kind());
+    }
+    took
+}
+
+/// A member holding every connection it can get, idle or dripping a request
+/// one byte at a time, must lock out neither root nor another member; even all
+/// non-root users together leave root its reserved places.
+#[test]
+fn idle_and_slow_connections_from_a_member_cannot_lock_out_root() {
+    use authz_agent::control::admission::{DEADLINES, MAX_CONNECTIONS, PER_UID, ROOT_RESERVED};
+    const PROMPT: Duration = Duration::from_secs(3);
+    let gid = 4300;
+    let group = control_group("flood", gid);
+    let d = Daemon::start_with("flood", "enforce", &format!("socket_group = \"{group}\""));
+    open_to_members(&d);
+    let member = Creds::member(4301, gid);
+
+    // More connections than the agent ever served at once, alternately left
+    // idle and fed one byte every 200 ms, never a whole line.
+    let flood = MAX_CONNECTIONS + 6;
+    let conns = connect_as(&member, &d.socket, flood);
+    let drips: Vec<UnixStream> = conns
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|s| s.try_clone().unwrap())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let dripper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                for mut s in &drips {
+                    let _ = s.write_all(b"{");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
+    let took = status_as(None, &d.socket);
+    assert!(took < PROMPT, "root waited {took:?}");
+    let took = status_as(Some(&Creds::member(4302, gid)), &d.socket);
+    assert!(took < PROMPT, "another member waited {took:?}");
+
+    // The flood got PER_UID places; every other connection was told why at once.
+    let refused: Vec<String> = conns.iter().filter_map(line_waiting).collect();
+    assert_eq!(refused.len(), flood - PER_UID, "{refused:#?}");
+    for r in &refused {
+        assert!(r.contains("\"busy\"") && r.contains("uid 4301"), "{r}");
+    }
+
+    // A request never finished is cut off at the deadline, with a reason.
+    let slow = &conns[1];
+    slow.set_read_timeout(Some(DEADLINES.request + Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(slow), &mut answer);
+    assert!(answer.contains("too-slow"), "{answer:?}");
+    stop.store(true, Ordering::SeqCst);
+    dripper.join().unwrap();
+    drop(conns);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Every place non-root users share, taken by idle members...
+    let shared = MAX_CONNECTIONS - ROOT_RESERVED;
+    let mut held = Vec::new();
+    for i in 0..(shared / PER_UID) as u32 {
+        held.extend(connect_as(
+            &Creds::member(4310 + i, gid),
+            &d.socket,
+            PER_UID,
+        ));
+    }
+    let refused: Vec<String> = held.iter().filter_map(line_waiting).collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    // ...and root is still answered; one more member is told why not.
+    let took = status_as(None, &d.socket);
+    assert!(took < PROMPT, "root waited {took:?}");
+    let late = connect_as(&Creds::member(4399, gid), &d.socket, 1);
+    let told = line_waiting(&late[0]).unwrap_or_default();
+    assert!(
+        told.contains("\"busy\"") && told.contains("non-root"),
+        "{told}"
+    );
+}
+
+/// A non-root user who can write cgroup.procs above an enforced subtree can
+/// move processes out of it; one who can write a permitted cgroup's can move
+/// processes into its permits. `check` and the daemon's start-up name both.
+#[test]
+fn check_and_start_up_name_cgroups_delegated_to_a_non_root_user() {
+    let mut d = Daemon::start("delegated", "enforce");
+    let scratch = Scratch::new("delegated-jobs");
+    let prog = job(&scratch, "job");
+    let permitted = format!("{}/ok", d.cgroup);
+    fs::create_dir(d.cgroup_dir.join("ok")).unwrap();
+    let p = d.issue(&prog.path, &permitted, "1h", &[]);
+    d.ok(&["submit", p.to_str().unwrap()]);
+    let base = d.cgroup.strip_suffix("/jail").unwrap().to_owned();
+    let base_dir = d.cgroup_dir.parent().unwrap().to_owned();
+    let chown = |dir: &std::path::Path, uid: u32| {
+        std::os::unix::fs::chown(dir.join("cgroup.procs"), Some(uid), Some(uid)).unwrap()
+    };
+    chown(&base_dir, 4401);
+    chown(&d.cgroup_dir.join("ok"), 4402);
+    let escape = format!(
+        "uid 4401 owns {base}/cgroup.procs: it can move processes out of the enforced subtree {}",
+        d.cgroup
+    );
+    let into = format!(
+        "uid 4402 owns {permitted}/cgroup.procs: it can move processes into the permitted cgroup {permitted}"
+    );
+
+    d.stop();
+    let out = Command::new(authz_tests::daemon::agent_bin())
+        .args(["check", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&escape) && text.contains(&into), "{text}");
+
+    // A restart says it too: a warning and a decision-log record each, and
+    // enforcement goes on.
+    d.spawn();
+    let log = d.log_text();
+    assert!(log.contains(&escape) && log.contains(&into), "{log}");
+    wait_until(|| {
+        let records = d.audit_records();
+        [&escape, &into].iter().all(|s| {
+            records.iter().any(|r| {
+                r["event"] == "delegated-cgroup"
+                    && r["detail"]["sentence"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with(s.as_str()))
+            })
+        })
+    });
+    assert_ran(&prog.run_in_cgroup(&d.cgroup_dir.join("ok"), &["true"]));
+    assert_eperm(&prog.run_in_cgroup(&d.cgroup_dir, &["true"]));
+}

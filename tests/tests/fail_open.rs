@@ -41,7 +41,10 @@ fn enforced_cgroup_removed_and_created_again_is_enforced_at_once() {
         fs::create_dir(&d.cgroup_dir).unwrap();
         let result = intruder.run_in_cgroup(&d.cgroup_dir, &["true"]);
         if let Ok(out) = &result {
-            panic!("round {round}: the unpermitted binary ran in the re-created cgroup ({})", out.status);
+            panic!(
+                "round {round}: the unpermitted binary ran in the re-created cgroup ({})",
+                out.status
+            );
         }
         assert_eperm(&result);
     }
@@ -181,9 +184,16 @@ fn new_programs_that_fail_their_self_test_leave_the_old_ones_enforcing() {
     // cannot prove themselves, and must not take over.
     let ro = PathBuf::from(format!("/tmp/authz-cgroup-ro-{}", std::process::id()));
     fs::create_dir_all(&ro).unwrap();
-    run_ok(Command::new("mount").args(["-t", "cgroup2", "-o", "ro", "none"]).arg(&ro));
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "cgroup2", "-o", "ro", "none"])
+            .arg(&ro),
+    );
     let config = fs::read_to_string(&d.config).unwrap();
-    assert!(!config.contains("cgroup_root"), "the test config sets no cgroup_root");
+    assert!(
+        !config.contains("cgroup_root"),
+        "the test config sets no cgroup_root"
+    );
     let broken = config.replacen(
         "[agent]\n",
         &format!("[agent]\ncgroup_root = \"{}\"\n", ro.display()),
@@ -220,12 +230,19 @@ fn new_programs_that_fail_their_self_test_leave_the_old_ones_enforcing() {
     prober.join().unwrap();
     let _ = Command::new("umount").arg(&ro).output();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the agent started without a self-test: {stderr}");
+    assert!(
+        !out.status.success(),
+        "the agent started without a self-test: {stderr}"
+    );
     assert!(
         stderr.contains("self-test") && stderr.contains("keep enforcing"),
         "the agent must say its new programs failed and the old ones enforce: {stderr}"
     );
-    assert_eq!(intruder_ran.load(Ordering::SeqCst), 0, "a failed restart opened a window");
+    assert_eq!(
+        intruder_ran.load(Ordering::SeqCst),
+        0,
+        "a failed restart opened a window"
+    );
     assert_eq!(
         fs::metadata(&link).unwrap().ino(),
         pinned_before,

@@ -36,7 +36,11 @@ fn truncate_by_path_after_ima_measured_the_binary_never_runs_the_new_bytes() {
     // setattr does not move the change time.
     let mnt = PathBuf::from(format!("/tmp/authz-ima-ramfs-{}", std::process::id()));
     fs::create_dir_all(&mnt).unwrap();
-    run_ok(Command::new("mount").args(["-t", "ramfs", "ramfs"]).arg(&mnt));
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "ramfs", "ramfs"])
+            .arg(&mnt),
+    );
     let mut original = fs::read(busybox()).unwrap();
     original.extend_from_slice(b"ima truncate");
     let path = mnt.join("prog");

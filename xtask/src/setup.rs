@@ -418,7 +418,10 @@ fn collect_modules(tree: &Path, out: &Path) -> Result<()> {
         fs::copy(&files[module], out.join(format!("{module}.ko")))?;
     }
     fs::write(out.join("order"), order.join("\n") + "\n")?;
-    step("kernel", &format!("modules for the VM: {}", order.join(" ")));
+    step(
+        "kernel",
+        &format!("modules for the VM: {}", order.join(" ")),
+    );
     Ok(())
 }
 

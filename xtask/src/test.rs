@@ -298,7 +298,16 @@ fn vm_integration_tests(
             continue;
         }
         any = true;
-        vm_boot_tests(setup, &built.agent, boot, &tests, filter, expected, timeout, tally)?;
+        vm_boot_tests(
+            setup,
+            &built.agent,
+            boot,
+            &tests,
+            filter,
+            expected,
+            timeout,
+            tally,
+        )?;
     }
     if !any {
         bail!("no integration test matched the filter {filter:?}");

@@ -67,7 +67,11 @@ pub struct Boot {
 
 /// Host programs copied into every VM (with their libraries): mkfs for the
 /// filesystems the digest cache tests mount on loop devices.
-const VM_TOOLS: &[&str] = &["/usr/sbin/mke2fs", "/usr/sbin/mkfs.xfs", "/usr/sbin/mkfs.btrfs"];
+const VM_TOOLS: &[&str] = &[
+    "/usr/sbin/mke2fs",
+    "/usr/sbin/mkfs.xfs",
+    "/usr/sbin/mkfs.btrfs",
+];
 
 /// What a non-interactive boot reported.
 #[derive(Debug, Default)]

@@ -296,7 +296,8 @@ pub fn kernel_seen(path: &Path, epoch: u64) -> io::Result<Vec<KernelSeen>> {
         for line in text.split(|&b| b == b'\n') {
             // Cheap filter: only records that can mention the numbering.
             let mentions = |needle: &[u8]| line.windows(needle.len()).any(|w| w == needle);
-            if !(mentions(b"\"kseq\"") || mentions(b"kernel_events") || mentions(b"events-missing")) {
+            if !(mentions(b"\"kseq\"") || mentions(b"kernel_events") || mentions(b"events-missing"))
+            {
                 continue;
             }
             let Ok(record) = serde_json::from_slice::<Record>(line) else {
@@ -517,11 +518,14 @@ pub(crate) mod tests {
             m.insert("kepoch".into(), json!(epoch));
             m
         };
-        log.exec(SystemTime::now(), exec(1, "000000000000000a")).unwrap();
+        log.exec(SystemTime::now(), exec(1, "000000000000000a"))
+            .unwrap();
         log.set_kernel_events(10, 2);
         log.checkpoint("test").unwrap();
-        log.exec(SystemTime::now(), exec(2, "000000000000000a")).unwrap();
-        log.exec(SystemTime::now(), exec(9, "00000000000000ff")).unwrap();
+        log.exec(SystemTime::now(), exec(2, "000000000000000a"))
+            .unwrap();
+        log.exec(SystemTime::now(), exec(9, "00000000000000ff"))
+            .unwrap();
         let mut gap = Map::new();
         gap.insert("event".into(), json!("events-missing"));
         gap.insert(

@@ -316,6 +316,12 @@ pub fn report(args: QueryArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn unload(args: UnloadArgs) -> anyhow::Result<ExitCode> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "unload removes the pins under {} directly and needs root on this host (admin_group does not grant it)",
+            args.pin_dir.display()
+        );
+    }
     if std::os::unix::net::UnixStream::connect(&args.socket).is_ok() {
         bail!(
             "an agent is running on {}: stop it first (`systemctl stop authz-agent`); unloading removes enforcement",

@@ -1,5 +1,7 @@
 //! Control API: a versioned, bounded JSON-lines protocol on a Unix socket,
 //! authorized by the peer's kernel credentials.
+pub mod access;
+pub mod admission;
 pub mod cli;
 pub mod client;
 pub mod protocol;

@@ -6,7 +6,8 @@
 //!
 //! Requests are bounded ([`MAX_REQUEST`]); a line that is too long, not JSON,
 //! of another version or an unknown operation gets an error response and the
-//! connection is closed. Nothing else changes.
+//! connection is closed. Nothing else changes. Which peer may send which
+//! request is decided by [`super::access`].
 use serde::{Deserialize, Serialize};
 
 use crate::enforcer::Mode;
@@ -109,6 +110,8 @@ pub enum ProtocolError {
     Operation(String),
     #[error("request longer than {MAX_REQUEST} bytes")]
     TooLarge,
+    #[error("request line not complete {}s after its first byte", .0.as_secs())]
+    TooSlow(std::time::Duration),
 }
 
 impl ProtocolError {
@@ -119,6 +122,7 @@ impl ProtocolError {
             }
             ProtocolError::Version(_) => "unsupported-version",
             ProtocolError::TooLarge => "too-large",
+            ProtocolError::TooSlow(_) => "too-slow",
         }
     }
 }

@@ -236,12 +236,7 @@ impl Agent {
     /// installs what is missing, removes what no valid artifact backs.
     #[tracing::instrument(skip_all)]
     pub fn reconcile(&mut self, now: SystemTime) -> Result<(), EnforcerError> {
-        let paths: BTreeSet<String> = self
-            .held
-            .values()
-            .map(|h| h.verified.cgroup.clone())
-            .collect();
-        for path in paths {
+        for path in self.permitted_cgroups() {
             let id = self.hierarchy.id(&path).ok();
             self.cgroups.insert(path, id);
         }
@@ -594,6 +589,12 @@ impl Agent {
         Ok(json!({ "mode": mode, "previous": previous }))
     }
 
+    /// The cgroups accepted artifacts name, each once.
+    pub fn permitted_cgroups(&self) -> Vec<String> {
+        let cgroups: BTreeSet<&String> = self.held.values().map(|h| &h.verified.cgroup).collect();
+        cgroups.into_iter().cloned().collect()
+    }
+
     /// `list`.
     pub fn list(&self, now: SystemTime) -> Value {
         let permits: Vec<Value> = self
@@ -676,8 +677,7 @@ impl Agent {
             tracing::warn!(error = %e, "cannot read back the log's event numbers");
             Vec::new()
         });
-        let sequence =
-            super::sequence::Sequence::recover(epoch, !self.enforcer.adopted(), &seen);
+        let sequence = super::sequence::Sequence::recover(epoch, !self.enforcer.adopted(), &seen);
         if let Some(low) = sequence.low() {
             self.audit.set_kernel_events(epoch, low);
         }

@@ -27,8 +27,9 @@ use crate::{
     cgroup::Hierarchy,
     config::Config,
     control::{
+        access::Access,
         protocol::{Request, Response},
-        server::{self, Access, Call},
+        server::{self, Call},
     },
     enforcer::{self, Enforcer, LoadOptions},
     store::Store,
@@ -87,7 +88,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             enforcer.set_mode(mode)?;
         }
     }
-    let access = Access::new(a.socket_group.as_deref())?;
+    let access = Access::new(a.socket_group.as_deref(), a.admin_group.as_deref())?;
     let audit_key = crate::audit::writer::load_or_create_key(&a.state_dir)?;
     let au = &config.audit;
     let audit = crate::audit::AuditLog::open(
@@ -135,10 +136,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     agent.account_dropped_while_down(ledger);
     agent.start_sequence();
+    report_delegated_cgroups(&mut agent, &a.cgroup_root, &a.enforce_cgroups);
 
     let listener = server::bind(&a.socket, &access).await?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
-    tokio::spawn(server::serve(listener, access, calls_tx));
+    tokio::spawn(server::serve(listener, access.clone(), calls_tx));
 
     // Decisions the kernel made while no daemon was running wait in the pinned
     // ring buffer: take them first.
@@ -174,7 +176,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
             Some(call) = calls.recv() => {
-                let response = handle(&mut agent, call.request, Some(&call.peer), SystemTime::now());
+                let response = handle(&mut agent, &access, call.request, &call.peer, SystemTime::now());
                 let _ = call.reply.send(response);
             }
             _ = audit_tick.tick() => agent.audit_tick(),
@@ -217,12 +219,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one control request against the agent; every request that changes
-/// something is recorded in the decision log, accepted or refused.
+/// Runs one control request against the agent if `access` gives the peer the
+/// role it needs; every request that changes something is recorded in the
+/// decision log, accepted or refused (for the peer's role included).
 pub fn handle(
     agent: &mut Agent,
+    access: &Access,
     request: Request,
-    peer: Option<&server::Peer>,
+    peer: &server::Peer,
     now: SystemTime,
 ) -> Response {
     let logged = match &request {
@@ -242,14 +246,12 @@ pub fn handle(
         Request::SetMode { mode } => Some(("mode", serde_json::json!({ "mode": mode }))),
         Request::List {} | Request::Status {} | Request::Report {} => None,
     };
-    let result = match request {
-        Request::Submit { artifact } => agent.submit(&artifact, now),
-        Request::List {} => Ok(agent.list(now)),
-        Request::Revoke { id, reason } => agent.revoke(&id, reason, now),
-        Request::RevokeAll { reason } => agent.revoke_all(reason, now),
-        Request::Status {} => Ok(agent.status(now)),
-        Request::SetMode { mode } => agent.set_mode(mode),
-        Request::Report {} => Ok(agent.report()),
+    let result = match access.authorize(peer, &request) {
+        Err(denied) => {
+            tracing::warn!(uid = peer.uid, pid = peer.pid, reason = %denied.message, "control request refused");
+            Err(Refusal::new(denied.kind, denied.message))
+        }
+        Ok(_) => execute(agent, request, now),
     };
     if let Some((event, request)) = logged {
         let outcome = match &result {
@@ -258,12 +260,39 @@ pub fn handle(
         };
         agent.admin(
             event,
-            serde_json::json!({ "peer": peer, "request": request, "outcome": outcome }),
+            serde_json::json!({ "peer": peer, "role": access.role_of(peer), "request": request, "outcome": outcome }),
         );
     }
     match result {
         Ok(v) => Response::ok(v),
         Err(Refusal { kind, message }) => Response::err(kind, message),
+    }
+}
+
+fn execute(
+    agent: &mut Agent,
+    request: Request,
+    now: SystemTime,
+) -> Result<serde_json::Value, Refusal> {
+    match request {
+        Request::Submit { artifact } => agent.submit(&artifact, now),
+        Request::List {} => Ok(agent.list(now)),
+        Request::Revoke { id, reason } => agent.revoke(&id, reason, now),
+        Request::RevokeAll { reason } => agent.revoke_all(reason, now),
+        Request::Status {} => Ok(agent.status(now)),
+        Request::SetMode { mode } => agent.set_mode(mode),
+        Request::Report {} => Ok(agent.report()),
+    }
+}
+
+/// Names every cgroup on the way to an enforced or permitted one that a
+/// non-root user can write (see [`crate::cgroup_writers`]): a warning and a
+/// decision-log record each; never fatal.
+fn report_delegated_cgroups(agent: &mut Agent, cgroup_root: &Path, enforced: &[String]) {
+    let permitted = agent.permitted_cgroups();
+    for finding in crate::cgroup_writers::audit(cgroup_root, enforced, &permitted) {
+        tracing::warn!(cgroup = %finding.cgroup, "{}", finding.sentence);
+        agent.admin("delegated-cgroup", serde_json::json!(finding));
     }
 }
 

@@ -127,7 +127,9 @@ fn offsets_from(btf: &Btf) -> Result<KernelOffsets, BtfError> {
             offsets.iattr_valid = offset;
             offsets.known |= offset_known::IATTR_VALID;
         }
-        Err(e) => tracing::warn!(error = %e, "size changes cannot be seen: the digest cache is off"),
+        Err(e) => {
+            tracing::warn!(error = %e, "size changes cannot be seen: the digest cache is off")
+        }
     }
     match (
         member_offset(&btf, "shmem_inode_info", "seals"),
@@ -306,7 +308,10 @@ mod tests {
         assert!(offsets.scope_usable(), "{offsets:?}");
         assert!(offsets.content_usable(), "{offsets:?}");
         assert_ne!(offsets.known & offset_known::SHMEM_SEALS, 0, "{offsets:?}");
-        assert!(offsets.shmem_seals_delta < 0, "vfs_inode is embedded after seals");
+        assert!(
+            offsets.shmem_seals_delta < 0,
+            "vfs_inode is embedded after seals"
+        );
         assert_ne!(offsets.known & offset_known::IATTR_VALID, 0, "{offsets:?}");
         assert!(offsets.dentry_inode > 0);
     }

@@ -20,8 +20,8 @@ use std::{
 };
 
 use authz_common::{
-    CacheEntry, Config, Digest, ExecEvent, Permit, PermitKey, ScopeKey, ScopeNode,
-    MAX_FILESYSTEMS, MAX_SCOPE_NODES,
+    CacheEntry, Config, Digest, ExecEvent, Permit, PermitKey, ScopeKey, ScopeNode, MAX_FILESYSTEMS,
+    MAX_SCOPE_NODES,
 };
 
 use super::maps;

@@ -193,7 +193,10 @@ mod tests {
         let tcb = ImaPolicy::from_parts("console=ttyS0 ima_policy=tcb", Some(1));
         assert!(tcb.active);
         assert_eq!(tcb.boot_policy.as_deref(), Some("ima_policy=tcb"));
-        assert!(ImaPolicy::from_parts("", Some(57)).active, "a loaded policy measured files");
+        assert!(
+            ImaPolicy::from_parts("", Some(57)).active,
+            "a loaded policy measured files"
+        );
         assert!(!ImaPolicy::from_parts("", None).active);
     }
 

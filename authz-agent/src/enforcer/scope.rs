@@ -210,10 +210,21 @@ mod tests {
     fn paths_and_everything_below_them_are_enforced_nothing_else() {
         let t = trie(&["/jobs.slice/team-a", "/batch"]);
         assert!(!t.is_host());
-        for yes in ["/jobs.slice/team-a", "/jobs.slice/team-a/x/y", "/batch", "/batch/z"] {
+        for yes in [
+            "/jobs.slice/team-a",
+            "/jobs.slice/team-a/x/y",
+            "/batch",
+            "/batch/z",
+        ] {
             assert!(t.enforces(yes), "{yes}");
         }
-        for no in ["/", "/jobs.slice", "/jobs.slice/team-b", "/jobs.slice/team-ab", "/batc"] {
+        for no in [
+            "/",
+            "/jobs.slice",
+            "/jobs.slice/team-b",
+            "/jobs.slice/team-ab",
+            "/batc",
+        ] {
             assert!(!t.enforces(no), "{no}");
         }
         // Three nodes: jobs.slice (a prefix), team-a and batch (enforced).
