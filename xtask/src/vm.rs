@@ -392,9 +392,7 @@ fn qemu(boot: &Boot, interactive: bool) -> Command {
         .arg(&boot.initrd)
         .args([
             "-append",
-            &format!("console=ttyS0 quiet loglevel=1 panic=-1 {}", boot.cmdline)
-                .trim_end()
-                .to_owned(),
+            format!("console=ttyS0 quiet loglevel=1 panic=-1 {}", boot.cmdline).trim_end(),
         ]);
     if interactive {
         cmd.arg("-nographic");

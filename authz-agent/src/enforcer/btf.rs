@@ -68,10 +68,9 @@ pub fn kernel_layout(path: &Path) -> Result<KernelLayout, BtfError> {
 }
 
 fn offsets_from(btf: &Btf) -> Result<KernelOffsets, BtfError> {
-    let btf = btf;
     let optional = |strukt: &'static str, candidates: &[&[&'static str]]| -> u32 {
         for members in candidates {
-            match member_path_offset(&btf, strukt, members) {
+            match member_path_offset(btf, strukt, members) {
                 Ok(offset) => return offset,
                 Err(e) => tracing::debug!(error = %e, "offset candidate not found"),
             }
@@ -80,7 +79,7 @@ fn offsets_from(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         0
     };
     let offsets = KernelOffsets {
-        binprm_file: member_offset(&btf, "linux_binprm", "file")?,
+        binprm_file: member_offset(btf, "linux_binprm", "file")?,
         binprm_filename: optional("linux_binprm", &[&["filename"]]),
         binprm_interp: optional("linux_binprm", &[&["interp"]]),
         task_real_parent: optional("task_struct", &[&["real_parent"]]),
@@ -122,7 +121,7 @@ fn offsets_from(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         known: 0,
     };
     let mut offsets = offsets;
-    match member_offset(&btf, "iattr", "ia_valid") {
+    match member_offset(btf, "iattr", "ia_valid") {
         Ok(offset) => {
             offsets.iattr_valid = offset;
             offsets.known |= offset_known::IATTR_VALID;
@@ -132,8 +131,8 @@ fn offsets_from(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         }
     }
     match (
-        member_offset(&btf, "shmem_inode_info", "seals"),
-        member_offset(&btf, "shmem_inode_info", "vfs_inode"),
+        member_offset(btf, "shmem_inode_info", "seals"),
+        member_offset(btf, "shmem_inode_info", "vfs_inode"),
     ) {
         (Ok(seals), Ok(vfs_inode)) => {
             offsets.shmem_seals_delta = seals as i32 - vfs_inode as i32;
