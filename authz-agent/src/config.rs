@@ -16,7 +16,7 @@ use crate::{artifact::time::parse_duration, enforcer::Mode, trust::TrustPolicy};
 /// Where the daemon looks by default.
 pub const DEFAULT_PATH: &str = "/etc/authz/agent.toml";
 /// Largest config file read.
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+const MAX_CONFIG_BYTES: u64 = authz_common::limits::MAX_CONFIG_BYTES as u64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -210,10 +210,10 @@ impl Config {
             }
         };
         let max_permits = a.max_permits.unwrap_or(authz_common::DEFAULT_MAX_PERMITS);
-        if !(1..=4_194_304).contains(&max_permits) {
+        if !(1..=authz_common::MAX_PERMITS_LIMIT).contains(&max_permits) {
             return Err(invalid(
                 "agent.max_permits",
-                "must be between 1 and 4194304".into(),
+                format!("must be between 1 and {}", authz_common::MAX_PERMITS_LIMIT),
             ));
         }
         let au = raw.audit;

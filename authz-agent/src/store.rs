@@ -51,7 +51,7 @@ use crate::{
 };
 
 /// Largest artifact file the store reads back.
-pub const MAX_ARTIFACT_BYTES: u64 = 64 * 1024;
+pub const MAX_ARTIFACT_BYTES: u64 = authz_common::limits::MAX_ARTIFACT_BYTES as u64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -9,6 +9,16 @@
 /// Default capacity of the permit map (and of the digest count map); the
 /// agent's `max_permits` setting overrides it at load.
 pub const DEFAULT_MAX_PERMITS: u32 = 131_072;
+/// The largest `max_permits` the agent accepts (4 Mi entries: a 256 MiB map).
+pub const MAX_PERMITS_LIMIT: u32 = 4 * 1024 * 1024;
+
+/// Sizes of the files authz reads: larger ones are refused before parsing.
+pub mod limits {
+    /// An artifact or delegation file.
+    pub const MAX_ARTIFACT_BYTES: usize = 64 * 1024;
+    /// The agent's configuration file (its trust policy included).
+    pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+}
 
 /// Length of a SHA-256 digest.
 pub const DIGEST_LEN: usize = 32;

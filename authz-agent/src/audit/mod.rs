@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod explain;
 pub mod record;
+pub mod schema;
 pub mod verify;
 pub mod writer;
 

@@ -7,7 +7,10 @@
 //!
 //! `unload` is not a socket operation: it removes the bpffs pins directly and
 //! needs root on the host.
-use super::{protocol::Request, server::Peer};
+use super::{
+    protocol::{RefusalKind, Request},
+    server::Peer,
+};
 
 /// What a peer may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -119,7 +122,7 @@ impl Access {
     /// The refusal of a peer that holds no role at all.
     pub fn stranger(&self, peer: &Peer) -> Denied {
         Denied {
-            kind: "unauthorized",
+            kind: RefusalKind::Unauthorized,
             message: format!(
                 "uid {} may not control authz (allowed: {})",
                 peer.uid,
@@ -141,7 +144,7 @@ impl Access {
                     None => "root (no admin_group is configured)".into(),
                 };
                 Err(Denied {
-                    kind: "forbidden",
+                    kind: RefusalKind::Forbidden,
                     message: format!(
                         "`{}` changes enforcement and needs {who}; uid {} may only submit, list, status and report",
                         op_name(request),
@@ -155,11 +158,7 @@ impl Access {
 
 /// A refused request: a stable kind (`unauthorized`: no role at all;
 /// `forbidden`: the request needs a role the peer lacks) and one sentence.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Denied {
-    pub kind: &'static str,
-    pub message: String,
-}
+pub type Denied = super::protocol::ErrorBody;
 
 /// The operation as the CLI spells it.
 pub fn op_name(request: &Request) -> &'static str {
@@ -269,7 +268,7 @@ mod tests {
                 Role::Submitter => assert_eq!(result, Ok(Role::Submitter)),
                 Role::Admin => {
                     let Denied { kind, message } = result.unwrap_err();
-                    assert_eq!(kind, "forbidden");
+                    assert_eq!(kind, RefusalKind::Forbidden);
                     assert!(message.contains(op_name(&request)), "{message}");
                     assert!(message.contains("needs root (no admin_group"), "{message}");
                     assert!(message.contains("uid 1000 may only submit"), "{message}");
@@ -299,7 +298,7 @@ mod tests {
         let stranger = with_admins
             .authorize(&peer(1002, 1002, &[27]), &Request::Status {})
             .unwrap_err();
-        assert_eq!(stranger.kind, "unauthorized");
+        assert_eq!(stranger.kind, RefusalKind::Unauthorized);
         assert!(
             stranger.message.contains("uid 1002"),
             "{}",

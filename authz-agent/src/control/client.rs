@@ -21,14 +21,17 @@ pub enum ClientError {
     #[error("the agent's answer is not valid protocol: {0}")]
     BadResponse(String),
     #[error("{message}")]
-    Refused { kind: String, message: String },
+    Refused {
+        kind: super::protocol::RefusalKind,
+        message: String,
+    },
 }
 
 impl ClientError {
     /// The machine-readable kind, for refusals.
-    pub fn kind(&self) -> Option<&str> {
+    pub fn kind(&self) -> Option<super::protocol::RefusalKind> {
         match self {
-            ClientError::Refused { kind, .. } => Some(kind),
+            ClientError::Refused { kind, .. } => Some(*kind),
             _ => None,
         }
     }

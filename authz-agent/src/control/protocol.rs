@@ -47,14 +47,330 @@ pub enum Request {
     Report {},
 }
 
-/// Why a request failed, as a stable machine-readable kind.
+/// Why a request was refused: a stable, machine-readable kind (kebab-case on
+/// the wire: `"bad-signature"`). Scripts branch on it; the message is for
+/// people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusalKind {
+    // The request itself.
+    /// Not JSON, no version, unknown operation or fields.
+    MalformedRequest,
+    UnsupportedVersion,
+    TooLarge,
+    /// A request line not finished in time.
+    TooSlow,
+    // Who asks.
+    /// The peer may not use the socket at all.
+    Unauthorized,
+    /// The peer may use the socket, but not for this request (admin only).
+    Forbidden,
+    /// No connection slot left for this peer; retry.
+    Busy,
+    // The agent.
+    ShuttingDown,
+    Internal,
+    // The artifact.
+    /// Not a well-formed artifact.
+    Malformed,
+    /// A different artifact with the same id is already accepted.
+    Conflict,
+    /// The kernel's permit map is full.
+    Full,
+    // Verification (see docs/artifact-format.md).
+    UnknownIssuer,
+    RetiredKey,
+    BrokenChain,
+    BadSignature,
+    NotYetValid,
+    Expired,
+    LifetimeOverLimit,
+    OutlivesDelegation,
+    CgroupOutsideScope,
+    DelegationWidens,
+    ChainTooLong,
+    PolicyVersionMismatch,
+    /// The artifact, or a delegation it depends on, is revoked.
+    Revoked,
+    /// A kind this client does not know (a newer agent).
+    #[serde(other)]
+    Unknown,
+}
+
+impl RefusalKind {
+    /// The kind of a verification failure.
+    pub fn of_verify(e: &crate::trust::VerifyError) -> Self {
+        use crate::trust::VerifyError as E;
+        match e {
+            E::UnknownIssuer { .. } => Self::UnknownIssuer,
+            E::RetiredKey { .. } => Self::RetiredKey,
+            E::BrokenChain { .. } => Self::BrokenChain,
+            E::BadSignature { .. } => Self::BadSignature,
+            E::NotYetValid { .. } => Self::NotYetValid,
+            E::Expired { .. } => Self::Expired,
+            E::LifetimeOverLimit { .. } => Self::LifetimeOverLimit,
+            E::OutlivesDelegation { .. } => Self::OutlivesDelegation,
+            E::CgroupOutsideScope { .. } => Self::CgroupOutsideScope,
+            E::DelegationWidens { .. } => Self::DelegationWidens,
+            E::ChainTooLong { .. } => Self::ChainTooLong,
+            E::PolicyVersionMismatch { .. } => Self::PolicyVersionMismatch,
+            E::Revoked { .. } => Self::Revoked,
+        }
+    }
+
+    /// The wire name (`"bad-signature"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedRequest => "malformed-request",
+            Self::UnsupportedVersion => "unsupported-version",
+            Self::TooLarge => "too-large",
+            Self::TooSlow => "too-slow",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::Busy => "busy",
+            Self::ShuttingDown => "shutting-down",
+            Self::Internal => "internal",
+            Self::Malformed => "malformed",
+            Self::Conflict => "conflict",
+            Self::Full => "full",
+            Self::UnknownIssuer => "unknown-issuer",
+            Self::RetiredKey => "retired-key",
+            Self::BrokenChain => "broken-chain",
+            Self::BadSignature => "bad-signature",
+            Self::NotYetValid => "not-yet-valid",
+            Self::Expired => "expired",
+            Self::LifetimeOverLimit => "lifetime-over-limit",
+            Self::OutlivesDelegation => "outlives-delegation",
+            Self::CgroupOutsideScope => "cgroup-outside-scope",
+            Self::DelegationWidens => "delegation-widens",
+            Self::ChainTooLong => "chain-too-long",
+            Self::PolicyVersionMismatch => "policy-version-mismatch",
+            Self::Revoked => "revoked",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused request: its kind and one clear sentence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    pub kind: String,
+    pub kind: RefusalKind,
     pub message: String,
 }
 
-/// A response line.
+impl ErrorBody {
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where an accepted artifact stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PermitState {
+    /// In the kernel's map.
+    Live,
+    /// Valid, but its cgroup does not exist (yet).
+    WaitingForCgroup,
+    /// Valid from its effective `not_before`, which has not come.
+    Scheduled,
+    /// Past its expiry; the sweeper removes it.
+    Expired,
+}
+
+impl PermitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PermitState::Live => "live",
+            PermitState::WaitingForCgroup => "waiting-for-cgroup",
+            PermitState::Scheduled => "scheduled",
+            PermitState::Expired => "expired",
+        }
+    }
+}
+
+/// Result of `submit`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitResult {
+    /// The artifact id (hex).
+    pub id: String,
+    pub state: PermitState,
+    /// The very same artifact was accepted before; nothing changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub already_accepted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The cgroup's id when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+    /// Effective window (RFC 3339): the permit's own, narrowed by its chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+/// A validity window (RFC 3339, UTC).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub not_before: String,
+    pub expires: String,
+}
+
+/// One accepted artifact in `list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermitEntry {
+    pub id: String,
+    pub state: PermitState,
+    /// SHA-256 of the permitted binary (hex).
+    pub digest: String,
+    pub cgroup: String,
+    pub cgroup_id: Option<u64>,
+    pub descendants: bool,
+    /// The effective window: the permit's own, narrowed by every link's.
+    pub not_before: String,
+    pub expires: String,
+    /// The permit's own window, as signed.
+    pub permit_validity: Window,
+    /// The root key the authority comes from (key id, hex).
+    pub issuer: String,
+    /// Key ids from the root to the signer.
+    pub chain: Vec<String>,
+    pub policy_version: u32,
+    pub requested_by: Option<String>,
+    pub on_behalf_of: Option<String>,
+    pub reason: Option<String>,
+    pub subject_path: Option<String>,
+    pub subject_name: Option<String>,
+}
+
+/// Result of `list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListResult {
+    pub permits: Vec<PermitEntry>,
+    /// Entries in the revocation list.
+    pub revoked: usize,
+}
+
+/// Result of `revoke`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeResult {
+    pub id: String,
+    /// Accepted artifacts the revocation removed.
+    pub removed: usize,
+    /// It was revoked before; nothing changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub already_revoked: bool,
+    /// The agent held something the id names (an artifact, or permits
+    /// under a delegation with that id).
+    #[serde(default)]
+    pub known: bool,
+}
+
+/// Result of `revoke --all`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeAllResult {
+    /// Artifacts revoked.
+    pub revoked: usize,
+    /// Kernel permit entries flushed.
+    pub flushed: usize,
+}
+
+/// Result of `mode`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModeResult {
+    pub mode: Mode,
+    pub previous: Mode,
+}
+
+/// What the kernel is and does, in `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    pub release: String,
+    pub active_lsms: Vec<String>,
+    pub ima: crate::enforcer::preflight::ImaPolicy,
+}
+
+/// Result of `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResult {
+    pub mode: Mode,
+    /// `host` or `subtrees`.
+    pub scope: String,
+    /// The enforced subtrees (empty: the whole host).
+    pub enforced_cgroups: Vec<String>,
+    /// Accepted artifacts by state.
+    pub permits: std::collections::BTreeMap<PermitState, usize>,
+    /// Entries in the kernel's permit map the agent installed.
+    pub kernel_permit_entries: usize,
+    /// Entries in the revocation list.
+    pub revoked: usize,
+    /// The kernel's decision counters, summed over CPUs (absent when they
+    /// could not be read).
+    pub counters: Option<std::collections::BTreeMap<String, u64>>,
+    pub events_dropped: Option<u64>,
+    pub events_received: u64,
+    pub kernel: KernelInfo,
+    pub bpf_lsm: String,
+    pub pinned_state_adopted: bool,
+    pub policy_version: u32,
+    pub policy_digest: String,
+    pub audit_log: std::path::PathBuf,
+    pub audit_key_id: String,
+    pub uptime_seconds: u64,
+}
+
+/// One row of `report`: execs of one binary in one cgroup refused (or, in
+/// audit mode, that would have been) for one reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRow {
+    /// SHA-256 of the binary, when the kernel could compute it.
+    pub digest: Option<String>,
+    pub path: String,
+    pub comm: String,
+    pub uid: u32,
+    pub cgroup_id: u64,
+    pub cgroup: Option<String>,
+    pub reason: String,
+    pub decision: String,
+    pub count: u64,
+    pub first_boot_ns: u64,
+    pub last_boot_ns: u64,
+}
+
+/// Result of `report`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportResult {
+    /// Most frequent first.
+    pub rows: Vec<ReportRow>,
+    /// Refusals not shown (beyond the row limit).
+    pub not_shown: u64,
+}
+
+/// What the agent answers, by request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Submit(SubmitResult),
+    List(ListResult),
+    Revoke(RevokeResult),
+    RevokeAll(RevokeAllResult),
+    Status(Box<StatusResult>),
+    SetMode(ModeResult),
+    Report(ReportResult),
+}
+
+/// A response line. `result` holds the request's result type (see
+/// [`Reply`]), `error` an [`ErrorBody`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Response {
     pub v: u32,
@@ -66,24 +382,24 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn ok(result: serde_json::Value) -> Self {
-        Self {
-            v: VERSION,
-            ok: true,
-            result: Some(result),
-            error: None,
+    pub fn ok(result: &impl Serialize) -> Self {
+        match serde_json::to_value(result) {
+            Ok(v) => Self {
+                v: VERSION,
+                ok: true,
+                result: Some(v),
+                error: None,
+            },
+            Err(e) => Self::err(RefusalKind::Internal, format!("unserializable result: {e}")),
         }
     }
 
-    pub fn err(kind: &str, message: impl Into<String>) -> Self {
+    pub fn err(kind: RefusalKind, message: impl Into<String>) -> Self {
         Self {
             v: VERSION,
             ok: false,
             result: None,
-            error: Some(ErrorBody {
-                kind: kind.to_owned(),
-                message: message.into(),
-            }),
+            error: Some(ErrorBody::new(kind, message)),
         }
     }
 
@@ -115,14 +431,14 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> RefusalKind {
         match self {
             ProtocolError::NotJson(_) | ProtocolError::NoVersion | ProtocolError::Operation(_) => {
-                "malformed-request"
+                RefusalKind::MalformedRequest
             }
-            ProtocolError::Version(_) => "unsupported-version",
-            ProtocolError::TooLarge => "too-large",
-            ProtocolError::TooSlow(_) => "too-slow",
+            ProtocolError::Version(_) => RefusalKind::UnsupportedVersion,
+            ProtocolError::TooLarge => RefusalKind::TooLarge,
+            ProtocolError::TooSlow(_) => RefusalKind::TooSlow,
         }
     }
 }
@@ -188,11 +504,14 @@ mod tests {
     #[test]
     fn garbage_gets_typed_errors() {
         assert_eq!(
-            parse_request(b"\xff\x00garbage").unwrap_err().kind(),
+            parse_request(b"\xff\x00garbage")
+                .unwrap_err()
+                .kind()
+                .as_str(),
             "malformed-request"
         );
         assert_eq!(
-            parse_request(b"[1,2]").unwrap_err().kind(),
+            parse_request(b"[1,2]").unwrap_err().kind().as_str(),
             "malformed-request"
         );
         assert_eq!(
@@ -206,19 +525,22 @@ mod tests {
         assert_eq!(
             parse_request(br#"{"v":1,"op":"format-disk"}"#)
                 .unwrap_err()
-                .kind(),
+                .kind()
+                .as_str(),
             "malformed-request"
         );
         assert_eq!(
             parse_request(br#"{"v":1,"op":"list","extra":true}"#)
                 .unwrap_err()
-                .kind(),
+                .kind()
+                .as_str(),
             "malformed-request"
         );
         assert_eq!(
             parse_request(br#"{"v":1,"op":"set-mode","mode":"lax"}"#)
                 .unwrap_err()
-                .kind(),
+                .kind()
+                .as_str(),
             "malformed-request"
         );
         let huge = vec![b'a'; MAX_REQUEST + 1];
@@ -227,11 +549,48 @@ mod tests {
 
     #[test]
     fn responses_are_single_lines() {
-        let r = Response::err("bad-signature", "line one\nline two");
+        let r = Response::err(RefusalKind::BadSignature, "line one\nline two");
         let line = r.to_line();
         assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.contains(r#""kind":"bad-signature""#), "{line}");
         let back: Response = serde_json::from_str(&line).unwrap();
         assert!(!back.ok);
-        assert_eq!(back.error.unwrap().kind, "bad-signature");
+        assert_eq!(back.error.unwrap().kind.as_str(), "bad-signature");
+    }
+
+    #[test]
+    fn refusal_kinds_are_their_wire_names_and_unknown_ones_are_tolerated() {
+        let kinds = [
+            RefusalKind::MalformedRequest,
+            RefusalKind::Forbidden,
+            RefusalKind::PolicyVersionMismatch,
+            RefusalKind::Revoked,
+            RefusalKind::Unknown,
+        ];
+        for k in kinds {
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                serde_json::Value::String(k.as_str().into())
+            );
+        }
+        let newer: ErrorBody =
+            serde_json::from_str(r#"{"kind":"something-new","message":"m"}"#).unwrap();
+        assert_eq!(newer.kind, RefusalKind::Unknown);
+    }
+
+    #[test]
+    fn typed_results_are_the_wire_format() {
+        let r = Response::ok(&Reply::RevokeAll(RevokeAllResult {
+            revoked: 3,
+            flushed: 2,
+        }));
+        let line = r.to_line();
+        assert!(
+            line.contains(r#""revoked":3"#) && line.contains(r#""flushed":2"#),
+            "{line}"
+        );
+        let back: Response = serde_json::from_str(&line).unwrap();
+        let typed: RevokeAllResult = serde_json::from_value(back.result.unwrap()).unwrap();
+        assert_eq!(typed.flushed, 2);
     }
 }

@@ -20,7 +20,7 @@ use tokio::{
 use super::{
     access::Access,
     admission::{self, Admission, Deadlines, Limits, Slot, DEADLINES, LIMITS},
-    protocol::{parse_request, ProtocolError, Request, Response, MAX_REQUEST},
+    protocol::{parse_request, ProtocolError, RefusalKind, Request, Response, MAX_REQUEST},
 };
 
 /// Who is asking, as the kernel reports it (SO_PEERCRED / SO_PEERGROUPS).
@@ -114,7 +114,7 @@ async fn serve_with(
             Ok(slot) => slot,
             Err(busy) => {
                 tracing::debug!(uid = peer.uid, reason = %busy, "control connection not admitted");
-                refuse(&stream, "busy", busy.to_string());
+                refuse(&stream, RefusalKind::Busy, busy.to_string());
                 continue;
             }
         };
@@ -126,7 +126,7 @@ async fn serve_with(
 /// buffer holds one line); never waits for the client. tokio marks accepted
 /// sockets writable before the reactor's first event, so `try_write` does
 /// write here (a unit test checks that every refusal arrives).
-fn refuse(stream: &UnixStream, kind: &str, message: String) {
+fn refuse(stream: &UnixStream, kind: RefusalKind, message: String) {
     let _ = stream.try_write(Response::err(kind, message).to_line().as_bytes());
 }
 
@@ -163,10 +163,10 @@ async fn connection(
                     reply: tx,
                 };
                 if agent.send(call).await.is_err() {
-                    Response::err("shutting-down", "the agent is stopping")
+                    Response::err(RefusalKind::ShuttingDown, "the agent is stopping")
                 } else {
                     rx.await.unwrap_or_else(|_| {
-                        Response::err("internal", "the agent dropped the request")
+                        Response::err(RefusalKind::Internal, "the agent dropped the request")
                     })
                 }
             }
@@ -338,7 +338,7 @@ mod tests {
             if r.ok {
                 return start.elapsed();
             }
-            assert_eq!(r.error.unwrap().kind, "busy");
+            assert_eq!(r.error.unwrap().kind.as_str(), "busy");
             assert!(start.elapsed() < Duration::from_secs(5), "never served");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -352,18 +352,18 @@ mod tests {
 
     #[tokio::test]
     async fn every_connection_over_the_limit_is_told_it_is_busy() {
-        let path = server("busy", ONE_PLACE, Response::ok(serde_json::json!({})));
+        let path = server("busy", ONE_PLACE, Response::ok(&serde_json::json!({})));
         let _holder = UnixStream::connect(&path).await.unwrap();
         for _ in 0..200 {
             let r = ask(&path).await;
-            assert_eq!(r.error.map(|e| e.kind).as_deref(), Some("busy"));
+            assert_eq!(r.error.map(|e| e.kind.as_str()), Some("busy"));
         }
         cleanup(&path);
     }
 
     #[tokio::test]
     async fn an_idle_client_gives_its_place_up_at_the_idle_deadline() {
-        let path = server("idle", ONE_PLACE, Response::ok(serde_json::json!({})));
+        let path = server("idle", ONE_PLACE, Response::ok(&serde_json::json!({})));
         let idle = UnixStream::connect(&path).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let waited = served_after(&path).await;
@@ -374,7 +374,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_byte_at_a_time_client_is_cut_off_at_the_request_deadline() {
-        let path = server("slow", ONE_PLACE, Response::ok(serde_json::json!({})));
+        let path = server("slow", ONE_PLACE, Response::ok(&serde_json::json!({})));
         let slow = UnixStream::connect(&path).await.unwrap();
         let (read, mut write) = slow.into_split();
         // One byte every 50 ms: never idle, never finished.
@@ -392,7 +392,7 @@ mod tests {
             .await
             .unwrap();
         let told: Response = serde_json::from_slice(&line).unwrap();
-        assert_eq!(told.error.unwrap().kind, "too-slow");
+        assert_eq!(told.error.unwrap().kind.as_str(), "too-slow");
         dripping.abort();
         cleanup(&path);
     }
@@ -400,7 +400,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_never_reads_is_dropped_at_the_response_deadline() {
         // Far more than a socket buffer holds, so the write must wait.
-        let huge = Response::ok(serde_json::json!("x".repeat(8 << 20)));
+        let huge = Response::ok(&serde_json::json!("x".repeat(8 << 20)));
         let path = server("noread", ONE_PLACE, huge);
         let mut deaf = UnixStream::connect(&path).await.unwrap();
         deaf.write_all(request_line(&Request::Status {}).as_bytes())

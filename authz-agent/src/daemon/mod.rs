@@ -12,8 +12,13 @@
 //! Stopping (SIGTERM) leaves the pinned programs enforcing: the daemon's death
 //! never opens a window. `authz-agent unload` removes them on purpose.
 mod agent;
+mod decisions;
 mod dropped;
+pub mod loader;
+pub mod permits;
+mod queries;
 mod report;
+mod revocations;
 pub mod sequence;
 
 use std::{path::Path, time::SystemTime};
@@ -21,14 +26,15 @@ use std::{path::Path, time::SystemTime};
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 
-pub use agent::{verify_kind, Agent, PermitState, Refusal};
+pub use agent::{Agent, Refusal};
+pub use permits::PermitState;
 
 use crate::{
     cgroup::Hierarchy,
     config::Config,
     control::{
         access::Access,
-        protocol::{Request, Response},
+        protocol::{Reply, Request, Response},
         server::{self, Call},
     },
     enforcer::{self, Enforcer, LoadOptions},
@@ -249,7 +255,7 @@ pub fn handle(
     let result = match access.authorize(peer, &request) {
         Err(denied) => {
             tracing::warn!(uid = peer.uid, pid = peer.pid, reason = %denied.message, "control request refused");
-            Err(Refusal::new(denied.kind, denied.message))
+            Err(denied)
         }
         Ok(_) => execute(agent, request, now),
     };
@@ -264,25 +270,21 @@ pub fn handle(
         );
     }
     match result {
-        Ok(v) => Response::ok(v),
-        Err(Refusal { kind, message }) => Response::err(kind, message),
+        Ok(reply) => Response::ok(&reply),
+        Err(refusal) => Response::err(refusal.kind, refusal.message),
     }
 }
 
-fn execute(
-    agent: &mut Agent,
-    request: Request,
-    now: SystemTime,
-) -> Result<serde_json::Value, Refusal> {
-    match request {
-        Request::Submit { artifact } => agent.submit(&artifact, now),
-        Request::List {} => Ok(agent.list(now)),
-        Request::Revoke { id, reason } => agent.revoke(&id, reason, now),
-        Request::RevokeAll { reason } => agent.revoke_all(reason, now),
-        Request::Status {} => Ok(agent.status(now)),
-        Request::SetMode { mode } => agent.set_mode(mode),
-        Request::Report {} => Ok(agent.report()),
-    }
+fn execute(agent: &mut Agent, request: Request, now: SystemTime) -> Result<Reply, Refusal> {
+    Ok(match request {
+        Request::Submit { artifact } => Reply::Submit(agent.submit(&artifact, now)?),
+        Request::List {} => Reply::List(agent.list(now)),
+        Request::Revoke { id, reason } => Reply::Revoke(agent.revoke(&id, reason, now)?),
+        Request::RevokeAll { reason } => Reply::RevokeAll(agent.revoke_all(reason, now)?),
+        Request::Status {} => Reply::Status(Box::new(agent.status(now))),
+        Request::SetMode { mode } => Reply::SetMode(agent.set_mode(mode)?),
+        Request::Report {} => Reply::Report(agent.report()),
+    })
 }
 
 /// Names every cgroup on the way to an enforced or permitted one that a

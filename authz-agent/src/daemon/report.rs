@@ -4,9 +4,11 @@
 //! `mode enforce` — without locking anyone out.
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
-
-use crate::{cgroup::Hierarchy, enforcer::DecisionEvent};
+use crate::{
+    cgroup::Hierarchy,
+    control::protocol::{ReportResult, ReportRow},
+    enforcer::DecisionEvent,
+};
 
 /// Distinct (binary, cgroup, reason) rows kept; later ones are counted only.
 const MAX_ROWS: usize = 10_000;
@@ -60,28 +62,32 @@ impl WouldDeny {
         );
     }
 
-    pub fn to_json(&self, hierarchy: &Hierarchy) -> Value {
+    pub fn result(&self, hierarchy: &Hierarchy) -> ReportResult {
         let names = hierarchy.names();
-        let mut rows: Vec<Value> = self
+        let mut rows: Vec<ReportRow> = self
             .rows
             .iter()
-            .map(|((binary, cgroup_id, reason), r)| {
-                json!({
-                    "digest": binary.strip_prefix("path:").is_none().then(|| binary.clone()),
-                    "path": r.path,
-                    "comm": r.comm,
-                    "uid": r.uid,
-                    "cgroup_id": cgroup_id,
-                    "cgroup": names.get(cgroup_id),
-                    "reason": reason,
-                    "decision": r.decision,
-                    "count": r.count,
-                    "first_boot_ns": r.first_boot_ns,
-                    "last_boot_ns": r.last_boot_ns,
-                })
+            .map(|((binary, cgroup_id, reason), r)| ReportRow {
+                digest: binary
+                    .strip_prefix("path:")
+                    .is_none()
+                    .then(|| binary.clone()),
+                path: r.path.clone(),
+                comm: r.comm.clone(),
+                uid: r.uid,
+                cgroup_id: *cgroup_id,
+                cgroup: names.get(cgroup_id).cloned(),
+                reason: (*reason).to_owned(),
+                decision: r.decision.to_owned(),
+                count: r.count,
+                first_boot_ns: r.first_boot_ns,
+                last_boot_ns: r.last_boot_ns,
             })
             .collect();
-        rows.sort_by(|a, b| b["count"].as_u64().cmp(&a["count"].as_u64()));
-        json!({ "rows": rows, "not_shown": self.overflow })
+        rows.sort_by(|a, b| b.count.cmp(&a.count));
+        ReportResult {
+            rows,
+            not_shown: self.overflow,
+        }
     }
 }

@@ -43,7 +43,7 @@ pub struct KernelSupport {
 }
 
 /// What IMA does on this host.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImaPolicy {
     /// A policy measures files (and IMA keeps their hashes cached).
     pub active: bool,

@@ -244,7 +244,7 @@ fn start_timed(d: &mut Daemon) -> f64 {
 pub fn map_memory() {
     const SMALL: u32 = 1024;
     const LARGE: u32 = 262_144;
-    const DEFAULT: u32 = 131_072;
+    const DEFAULT: u32 = authz_common::DEFAULT_MAX_PERMITS;
     let _s = Step::new("kernel map memory per permit");
     fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory")
         .expect("enable the memory controller");

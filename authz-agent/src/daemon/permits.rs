@@ -1,0 +1,535 @@
+//! The permit table: which kernel rows the accepted artifacts call for, and
+//! where each artifact stands. Pure: no kernel, no disk, no clock of its own
+//! (every question takes `now`, and expiries are turned into boot-clock
+//! nanoseconds by the [`BootClock`] passed in), so it is tested on its own.
+//!
+//! An artifact is *placed* under the kernel key (digest, cgroup id) it
+//! belongs to while it is live: valid now and its cgroup exists. A key's row
+//! is computed from every artifact placed under it: the exact slot takes the
+//! latest expiry of all of them, the descendants slot the latest of those that
+//! include descendants. Each operation returns the keys whose rows may have
+//! changed; the agent writes exactly those rows (or deletes them when
+//! [`PermitTable::row`] says none is left).
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    time::SystemTime,
+};
+
+use authz_common::{Permit, PermitKey};
+
+pub use crate::control::protocol::PermitState;
+use crate::{artifact::ArtifactId, enforcer::clock::BootClock, trust::Verified};
+
+/// An accepted artifact.
+#[derive(Clone, Debug)]
+pub struct Held {
+    pub verified: Verified,
+    /// Its text, as submitted (the store holds the same).
+    pub text: String,
+    /// The key it is placed under now.
+    placed: Option<PermitKey>,
+}
+
+impl Held {
+    pub fn new(verified: Verified, text: String) -> Self {
+        Self {
+            verified,
+            text,
+            placed: None,
+        }
+    }
+}
+
+/// The accepted artifacts, the cgroup ids they resolve to, and the kernel
+/// rows that follow.
+#[derive(Debug, Default)]
+pub struct PermitTable {
+    held: BTreeMap<ArtifactId, Held>,
+    /// cgroup path -> id (None: does not exist now).
+    cgroups: HashMap<String, Option<u64>>,
+    /// Artifacts placed under each key.
+    placed: HashMap<PermitKey, BTreeSet<ArtifactId>>,
+}
+
+impl PermitTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    pub fn get(&self, id: &ArtifactId) -> Option<&Held> {
+        self.held.get(id)
+    }
+
+    pub fn contains(&self, id: &ArtifactId) -> bool {
+        self.held.contains_key(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&ArtifactId, &Held)> {
+        self.held.iter()
+    }
+
+    pub fn ids(&self) -> Vec<ArtifactId> {
+        self.held.keys().copied().collect()
+    }
+
+    /// Keys that have at least one artifact placed under them.
+    pub fn placed_keys(&self) -> usize {
+        self.placed.len()
+    }
+
+    /// The cgroup paths accepted artifacts name, each once.
+    pub fn cgroup_paths(&self) -> BTreeSet<String> {
+        self.held
+            .values()
+            .map(|h| h.verified.cgroup.clone())
+            .collect()
+    }
+
+    /// The id `path` resolved to when last told (None: missing or unknown).
+    pub fn cgroup_id(&self, path: &str) -> Option<u64> {
+        self.cgroups.get(path).copied().flatten()
+    }
+
+    /// Whether the table has been told about `path` at all.
+    pub fn knows_cgroup(&self, path: &str) -> bool {
+        self.cgroups.contains_key(path)
+    }
+
+    /// Records where the cgroup at `path` is now; returns whether that changed.
+    pub fn set_cgroup(&mut self, path: &str, id: Option<u64>) -> bool {
+        match self.cgroups.insert(path.to_owned(), id) {
+            Some(old) => old != id,
+            None => true,
+        }
+    }
+
+    /// Every cgroup path the table tracks, with its id.
+    pub fn cgroups(&self) -> Vec<(String, Option<u64>)> {
+        self.cgroups
+            .iter()
+            .map(|(p, id)| (p.clone(), *id))
+            .collect()
+    }
+
+    /// Where `h` stands at `now`.
+    pub fn state(&self, h: &Held, now: SystemTime) -> PermitState {
+        if now >= h.verified.expires {
+            PermitState::Expired
+        } else if now < h.verified.not_before {
+            PermitState::Scheduled
+        } else if self.cgroup_id(&h.verified.cgroup).is_some() {
+            PermitState::Live
+        } else {
+            PermitState::WaitingForCgroup
+        }
+    }
+
+    /// Where the artifact `id` stands at `now` (None: not held).
+    pub fn state_of(&self, id: &ArtifactId, now: SystemTime) -> Option<PermitState> {
+        self.held.get(id).map(|h| self.state(h, now))
+    }
+
+    /// Counts of artifacts by state.
+    pub fn states(&self, now: SystemTime) -> BTreeMap<PermitState, usize> {
+        let mut out = BTreeMap::new();
+        for h in self.held.values() {
+            *out.entry(self.state(h, now)).or_default() += 1;
+        }
+        out
+    }
+
+    /// The key artifact `id` belongs under at `now` (None: not live).
+    fn wanted_key(&self, id: &ArtifactId, now: SystemTime) -> Option<PermitKey> {
+        let h = self.held.get(id)?;
+        if self.state(h, now) != PermitState::Live {
+            return None;
+        }
+        Some(PermitKey {
+            digest: h.verified.digest,
+            cgroup_id: self.cgroup_id(&h.verified.cgroup)?,
+        })
+    }
+
+    /// Adds (or replaces) an artifact and places it; returns the keys whose
+    /// rows may have changed. The caller has told the table about its cgroup
+    /// ([`set_cgroup`](Self::set_cgroup)) or it waits for one.
+    pub fn insert(&mut self, id: ArtifactId, held: Held, now: SystemTime) -> Vec<PermitKey> {
+        let mut touched = self.unplace(&id);
+        self.held.insert(
+            id,
+            Held {
+                placed: None,
+                ..held
+            },
+        );
+        touched.extend(self.place(&id, now));
+        touched
+    }
+
+    /// Removes an artifact; returns it and the keys whose rows may have changed.
+    pub fn remove(&mut self, id: &ArtifactId) -> (Option<Held>, Vec<PermitKey>) {
+        let touched = self.unplace(id);
+        (self.held.remove(id), touched)
+    }
+
+    /// Removes everything; returns what was held.
+    pub fn clear(&mut self) -> Vec<ArtifactId> {
+        let ids = self.ids();
+        self.held.clear();
+        self.placed.clear();
+        ids
+    }
+
+    /// The held artifacts `id` names: the artifact itself, or every artifact
+    /// issued under the delegation link with that id.
+    pub fn named_by(&self, id: &ArtifactId) -> Vec<ArtifactId> {
+        self.held
+            .iter()
+            .filter(|(aid, h)| *aid == id || h.verified.delegation_ids.contains(id))
+            .map(|(aid, _)| *aid)
+            .collect()
+    }
+
+    /// The held artifacts past their expiry at `now`.
+    pub fn expired(&self, now: SystemTime) -> Vec<ArtifactId> {
+        self.held
+            .iter()
+            .filter(|(_, h)| now >= h.verified.expires)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Moves every artifact to where it belongs at `now` (a scheduled one
+    /// whose time came, one whose cgroup appeared, vanished or was
+    /// re-created, one that expired); returns the keys whose rows may have
+    /// changed.
+    pub fn replace_all(&mut self, now: SystemTime) -> Vec<PermitKey> {
+        let ids = self.ids();
+        let mut touched = BTreeSet::new();
+        for id in ids {
+            touched.extend(self.place(&id, now).into_iter().map(PermitKeyOrd));
+        }
+        touched.into_iter().map(|k| k.0).collect()
+    }
+
+    /// Moves `id` to where it belongs at `now`; returns the keys whose rows
+    /// may have changed (none when it stays).
+    pub fn place(&mut self, id: &ArtifactId, now: SystemTime) -> Vec<PermitKey> {
+        let want = self.wanted_key(id, now);
+        let have = self.held.get(id).and_then(|h| h.placed);
+        if want == have {
+            return Vec::new();
+        }
+        let mut touched = self.unplace(id);
+        if let (Some(key), Some(h)) = (want, self.held.get_mut(id)) {
+            h.placed = Some(key);
+            self.placed.entry(key).or_default().insert(*id);
+            touched.push(key);
+        }
+        touched
+    }
+
+    fn unplace(&mut self, id: &ArtifactId) -> Vec<PermitKey> {
+        let Some(key) = self.held.get_mut(id).and_then(|h| h.placed.take()) else {
+            return Vec::new();
+        };
+        if let Some(ids) = self.placed.get_mut(&key) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.placed.remove(&key);
+            }
+        }
+        vec![key]
+    }
+
+    /// The row the kernel should hold for `key` (None: no row).
+    pub fn row(&self, key: &PermitKey, clock: &BootClock) -> Option<Permit> {
+        let ids = self.placed.get(key)?;
+        let mut permit = Permit::default();
+        for id in ids {
+            let Some(h) = self.held.get(id) else { continue };
+            let expires = clock.boot_ns(h.verified.expires);
+            if expires > permit.expires_boot_ns {
+                permit.expires_boot_ns = expires;
+                permit.artifact_id = id.0;
+            }
+            if h.verified.descendants && expires > permit.descendants_expires_boot_ns {
+                permit.descendants_expires_boot_ns = expires;
+                permit.descendants_artifact_id = id.0;
+            }
+        }
+        (permit.expires_boot_ns != 0).then_some(permit)
+    }
+
+    /// Every row the kernel should hold.
+    pub fn rows(&self, clock: &BootClock) -> BTreeMap<PermitKeyOrd, Permit> {
+        self.placed
+            .keys()
+            .filter_map(|k| self.row(k, clock).map(|p| (PermitKeyOrd(*k), p)))
+            .collect()
+    }
+}
+
+/// A [`PermitKey`] ordered by its bytes (for deterministic maps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PermitKeyOrd(pub PermitKey);
+
+impl PartialOrd for PermitKeyOrd {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PermitKeyOrd {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0.digest, self.0.cgroup_id).cmp(&(other.0.digest, other.0.cgroup_id))
+    }
+}
+
+/// One change to the kernel's permit map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowChange {
+    Put(PermitKey, Permit),
+    Delete(PermitKey),
+}
+
+/// The changes that turn `current` into `wanted`: puts first (never a moment
+/// with fewer permits than both states agree on), then deletes.
+pub fn plan(
+    current: &BTreeMap<PermitKeyOrd, Permit>,
+    wanted: &BTreeMap<PermitKeyOrd, Permit>,
+) -> Vec<RowChange> {
+    let mut out: Vec<RowChange> = wanted
+        .iter()
+        .filter(|(k, p)| current.get(k) != Some(p))
+        .map(|(k, p)| RowChange::Put(k.0, *p))
+        .collect();
+    out.extend(
+        current
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .map(|k| RowChange::Delete(k.0)),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::testkit::{Kit, HOUR};
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    /// A clock whose boot time started at the Unix epoch: boot ns = wall ns.
+    fn clock() -> BootClock {
+        BootClock::with_offset(0)
+    }
+
+    fn held(kit: &Kit, f: impl FnOnce(&mut crate::artifact::Body)) -> (ArtifactId, Held) {
+        let a = kit.root_permit(f);
+        let v = kit.verify(&a).unwrap();
+        (v.id, Held::new(v, a.to_toml()))
+    }
+
+    fn key_of(h: &Held, cgroup_id: u64) -> PermitKey {
+        PermitKey {
+            digest: h.verified.digest,
+            cgroup_id,
+        }
+    }
+
+    #[test]
+    fn an_artifact_goes_live_when_its_cgroup_exists_and_leaves_when_it_goes() {
+        let kit = Kit::new();
+        let now = kit.system_now();
+        let mut t = PermitTable::new();
+        let (id, h) = held(&kit, |_| {});
+        let cg = h.verified.cgroup.clone();
+        assert!(t.insert(id, h.clone(), now).is_empty(), "no cgroup yet");
+        assert_eq!(t.state_of(&id, now), Some(PermitState::WaitingForCgroup));
+        assert!(t.set_cgroup(&cg, Some(7)));
+        assert!(!t.set_cgroup(&cg, Some(7)), "no change");
+        let touched = t.replace_all(now);
+        assert_eq!(touched, vec![key_of(&h, 7)]);
+        assert_eq!(t.state_of(&id, now), Some(PermitState::Live));
+        assert!(t.row(&key_of(&h, 7), &clock()).is_some());
+        // Re-created with a new id: the row moves.
+        t.set_cgroup(&cg, Some(9));
+        let mut touched = t.replace_all(now);
+        touched.sort_by_key(|k| k.cgroup_id);
+        assert_eq!(touched, vec![key_of(&h, 7), key_of(&h, 9)]);
+        assert!(t.row(&key_of(&h, 7), &clock()).is_none());
+        assert!(t.row(&key_of(&h, 9), &clock()).is_some());
+    }
+
+    #[test]
+    fn scheduling_and_expiry_are_right_at_the_boundaries() {
+        let kit = Kit::new();
+        let start = kit.at(HOUR as i64);
+        let a = kit.root_permit(|a| {
+            a.validity.not_before = start;
+            a.validity.expires = kit.at(2 * HOUR as i64);
+        });
+        let v = kit.verify_at(&a, start).unwrap();
+        let (id, h) = (v.id, Held::new(v, a.to_toml()));
+        let mut t = PermitTable::new();
+        t.set_cgroup(&h.verified.cgroup, Some(1));
+        let nb = h.verified.not_before;
+        let exp = h.verified.expires;
+        t.insert(id, h, nb - Duration::from_nanos(1));
+        let one_ns = Duration::from_nanos(1);
+        assert_eq!(t.state_of(&id, nb - one_ns), Some(PermitState::Scheduled));
+        assert_eq!(t.state_of(&id, nb), Some(PermitState::Live));
+        assert_eq!(t.state_of(&id, exp - one_ns), Some(PermitState::Live));
+        assert_eq!(t.state_of(&id, exp), Some(PermitState::Expired));
+        assert_eq!(t.placed_keys(), 0, "scheduled: no row yet");
+        assert_eq!(t.replace_all(nb).len(), 1, "goes live at not_before");
+        assert_eq!(t.expired(exp - one_ns), Vec::<ArtifactId>::new());
+        assert_eq!(t.expired(exp), vec![id]);
+        assert_eq!(t.replace_all(exp).len(), 1, "leaves the kernel at expiry");
+        assert_eq!(t.placed_keys(), 0);
+    }
+
+    #[test]
+    fn a_shared_key_takes_the_latest_expiry_and_descendants_only_from_those_that_say_so() {
+        let kit = Kit::new();
+        let now = kit.system_now();
+        let (a, ha) = held(&kit, |a| {
+            a.validity.expires = kit.at(HOUR as i64);
+            a.scope.descendants = false;
+        });
+        let (b, hb) = held(&kit, |a| {
+            a.validity.expires = kit.at(2 * HOUR as i64);
+            a.subject.sha256 = [8; 32];
+        });
+        let (c, hc) = held(&kit, |a| {
+            a.validity.expires = kit.at(HOUR as i64 / 2);
+            a.scope.descendants = true;
+        });
+        let mut t = PermitTable::new();
+        for h in [&ha, &hb, &hc] {
+            t.set_cgroup(&h.verified.cgroup, Some(3));
+        }
+        t.insert(a, ha.clone(), now);
+        t.insert(c, hc, now);
+        t.insert(b, hb, now);
+        let row = t.row(&key_of(&ha, 3), &clock()).expect("row");
+        assert_eq!(row.artifact_id, a.0);
+        assert_eq!(row.descendants_artifact_id, c.0);
+        assert!(row.descendants_expires_boot_ns < row.expires_boot_ns);
+    }
+
+    #[test]
+    fn revoking_removes_exactly_what_the_id_names() {
+        let kit = Kit::new();
+        let now = kit.system_now();
+        let d = kit.delegation(|_| {});
+        let link = d.links()[0].grant().id;
+        let under: Vec<(ArtifactId, Held)> = (0..3)
+            .map(|_| {
+                let a = kit.team_permit(&d, |_| {});
+                let v = kit.verify(&a).unwrap();
+                (v.id, Held::new(v, a.to_toml()))
+            })
+            .collect();
+        let (other, ho) = held(&kit, |_| {});
+        let mut t = PermitTable::new();
+        for (id, h) in under.iter().cloned().chain([(other, ho)]) {
+            t.set_cgroup(&h.verified.cgroup, Some(5));
+            t.insert(id, h, now);
+        }
+        let mut named = t.named_by(&link);
+        named.sort();
+        let mut expected: Vec<ArtifactId> = under.iter().map(|(id, _)| *id).collect();
+        expected.sort();
+        assert_eq!(named, expected);
+        for id in &named {
+            t.remove(id);
+        }
+        assert_eq!(t.ids(), vec![other]);
+        assert_eq!(t.named_by(&other), vec![other]);
+    }
+
+    proptest! {
+        /// Whatever the operations, the rows kept up to date key by key (what
+        /// the agent writes) equal the rows computed from scratch, and a
+        /// reconcile of that state plans nothing.
+        #[test]
+        fn incremental_rows_equal_rows_from_scratch_and_reconcile_is_idempotent(
+            ops in prop::collection::vec((0u8..4, 0usize..4, 0u64..3), 1..40),
+        ) {
+            let kit = Kit::new();
+            let now = kit.system_now();
+            let artifacts: Vec<(ArtifactId, Held)> = (0..4)
+                .map(|i| held(&kit, |a| {
+                    a.scope.descendants = i % 2 == 0;
+                    a.validity.expires = kit.at((i as i64 + 1) * HOUR as i64);
+                    if i == 3 {
+                        a.scope.cgroup = crate::trust::testkit::cg("/jobs/b");
+                    }
+                }))
+                .collect();
+            let mut t = PermitTable::new();
+            let mut kernel: BTreeMap<PermitKeyOrd, Permit> = BTreeMap::new();
+            let c = clock();
+            for (op, which, cg) in ops {
+                let (id, h) = &artifacts[which];
+                let touched = match op {
+                    0 => t.insert(*id, h.clone(), now),
+                    1 => t.remove(id).1,
+                    2 => {
+                        t.set_cgroup(&h.verified.cgroup, (cg > 0).then_some(cg));
+                        t.replace_all(now)
+                    }
+                    _ => t.replace_all(now),
+                };
+                for key in touched {
+                    match t.row(&key, &c) {
+                        Some(p) => { kernel.insert(PermitKeyOrd(key), p); }
+                        None => { kernel.remove(&PermitKeyOrd(key)); }
+                    }
+                }
+                prop_assert_eq!(&kernel, &t.rows(&c));
+                prop_assert!(plan(&kernel, &t.rows(&c)).is_empty());
+            }
+        }
+
+        /// A plan applied to the current rows gives the wanted rows.
+        #[test]
+        fn a_plan_turns_current_into_wanted(
+            current in prop::collection::btree_map(0u64..6, 1u64..4, 0..6),
+            wanted in prop::collection::btree_map(0u64..6, 1u64..4, 0..6),
+        ) {
+            let rows = |m: &BTreeMap<u64, u64>| -> BTreeMap<PermitKeyOrd, Permit> {
+                m.iter()
+                    .map(|(k, e)| (
+                        PermitKeyOrd(PermitKey { digest: [0; 32], cgroup_id: *k }),
+                        Permit::single([1; 16], *e, false),
+                    ))
+                    .collect()
+            };
+            let (cur, want) = (rows(&current), rows(&wanted));
+            let mut applied = cur.clone();
+            let changes = plan(&cur, &want);
+            let first_delete = changes.iter().position(|c| matches!(c, RowChange::Delete(_)));
+            if let Some(i) = first_delete {
+                prop_assert!(changes[i..].iter().all(|c| matches!(c, RowChange::Delete(_))), "puts first");
+            }
+            for c in changes {
+                match c {
+                    RowChange::Put(k, p) => { applied.insert(PermitKeyOrd(k), p); }
+                    RowChange::Delete(k) => { applied.remove(&PermitKeyOrd(k)); }
+                }
+            }
+            prop_assert_eq!(applied, want);
+        }
+    }
+}
