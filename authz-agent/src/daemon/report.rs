@@ -84,7 +84,7 @@ impl WouldDeny {
                 last_boot_ns: r.last_boot_ns,
             })
             .collect();
-        rows.sort_by(|a, b| b.count.cmp(&a.count));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.count));
         ReportResult {
             rows,
             not_shown: self.overflow,
