@@ -74,3 +74,13 @@ pub fn call(socket: &Path, request: &Request) -> Result<serde_json::Value, Clien
         )),
     }
 }
+
+/// Sends one request and returns its result as the request's result type
+/// (see [`super::protocol::Reply`]).
+pub fn call_as<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    request: &Request,
+) -> Result<T, ClientError> {
+    let value = call(socket, request)?;
+    serde_json::from_value(value).map_err(|e| ClientError::BadResponse(e.to_string()))
+}
