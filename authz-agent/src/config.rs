@@ -75,6 +75,12 @@ pub struct AgentSection {
     /// Filesystems (superblock magics) trusted for exec beyond authz's
     /// built-in local ones, from `trusted_filesystems`.
     pub trusted_filesystems: Vec<u64>,
+    /// Files mapped executable (libraries, the loader, dlopen): checked like
+    /// execs, within `mode`.
+    pub libraries: Mode,
+    /// Executable memory no file backs, and writes into process memory from
+    /// outside: `allow` (off), `audit` or `deny` (enforce), within `mode`.
+    pub exec_memory: Mode,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     /// Members of this group may submit, list, status and report (root
@@ -127,6 +133,8 @@ struct RawAgent {
     mode: Option<Mode>,
     enforce_cgroups: Option<Vec<String>>,
     trusted_filesystems: Option<Vec<String>>,
+    libraries: Option<Mode>,
+    exec_memory: Option<ExecMemory>,
     state_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
     socket_group: Option<String>,
@@ -255,6 +263,8 @@ impl Config {
                 mode: a.mode.unwrap_or(Mode::Audit),
                 enforce_cgroups,
                 trusted_filesystems,
+                libraries: a.libraries.unwrap_or(Mode::Off),
+                exec_memory: a.exec_memory.unwrap_or(ExecMemory::Allow).mode(),
                 state_dir: absolute(
                     "agent.state_dir",
                     a.state_dir.unwrap_or_else(|| "/var/lib/authz".into()),
@@ -284,6 +294,25 @@ impl Config {
             audit,
             trust: raw.trust,
         })
+    }
+}
+
+/// The `exec_memory` setting as written in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ExecMemory {
+    Allow,
+    Audit,
+    Deny,
+}
+
+impl ExecMemory {
+    fn mode(self) -> Mode {
+        match self {
+            ExecMemory::Allow => Mode::Off,
+            ExecMemory::Audit => Mode::Audit,
+            ExecMemory::Deny => Mode::Enforce,
+        }
     }
 }
 
@@ -388,6 +417,27 @@ mod tests {
         assert!(err.contains("line"), "{err}");
         let err = parse("[agent]\n").unwrap_err().to_string();
         assert!(err.contains("trust"), "{err}");
+    }
+
+    #[test]
+    fn libraries_and_exec_memory_default_off_and_parse() {
+        let c = parse(TRUST).unwrap();
+        assert_eq!(
+            (c.agent.libraries, c.agent.exec_memory),
+            (Mode::Off, Mode::Off)
+        );
+        let c = parse(&format!(
+            "{TRUST}[agent]\nlibraries = \"enforce\"\nexec_memory = \"deny\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.agent.libraries, c.agent.exec_memory),
+            (Mode::Enforce, Mode::Enforce)
+        );
+        let err = parse(&format!("{TRUST}[agent]\nexec_memory = \"enforce\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line"), "{err}");
     }
 
     #[test]

@@ -207,6 +207,23 @@ pub mod reason {
     /// holds a measurement of it that may predate the change: no fresh digest
     /// can be had.
     pub const DIGEST_STALE: u32 = 18;
+    /// Memory made executable that no file backs: anonymous memory, or a
+    /// private mapping written to (a JIT, or injected code), while
+    /// `exec_memory` is not `allow` and the process's permit grants none.
+    pub const EXEC_MEMORY: u32 = 19;
+    /// `mprotect` adding execute to a file mapping whose digest the kernel
+    /// has not verified (the hook cannot hash; it decides from the cache).
+    pub const UNVERIFIED_MPROTECT: u32 = 20;
+    /// A write into process memory from outside (`/proc/PID/mem`, ptrace)
+    /// while `exec_memory` is `deny`.
+    pub const CODE_WRITE: u32 = 21;
+    /// A file mapped executable (a library, the loader, a dlopen) whose
+    /// digest has no permit for this cgroup.
+    pub const LIBRARY_NO_PERMIT: u32 = 22;
+    /// As [`LIBRARY_NO_PERMIT`], but the permit expired.
+    pub const LIBRARY_EXPIRED: u32 = 23;
+    /// As [`LIBRARY_NO_PERMIT`], but permits exist for other cgroups.
+    pub const LIBRARY_WRONG_CGROUP: u32 = 24;
 
     pub const fn name(reason: u32) -> &'static str {
         match reason {
@@ -222,6 +239,12 @@ pub mod reason {
             MUTABLE_CONTENT => "mutable-content",
             UNTRUSTED_FS => "untrusted-filesystem",
             DIGEST_STALE => "digest-stale",
+            EXEC_MEMORY => "exec-memory",
+            UNVERIFIED_MPROTECT => "mprotect-unverified",
+            CODE_WRITE => "code-write",
+            LIBRARY_NO_PERMIT => "library-no-permit",
+            LIBRARY_EXPIRED => "library-expired",
+            LIBRARY_WRONG_CGROUP => "library-wrong-cgroup",
             _ => "unknown",
         }
     }
@@ -245,8 +268,16 @@ pub mod counter {
     pub const DENIED_MUTABLE: u32 = 13;
     pub const DENIED_UNTRUSTED_FS: u32 = 14;
     pub const DENIED_DIGEST_STALE: u32 = 15;
+    /// File mappings made executable that were allowed.
+    pub const MAPS_ALLOWED: u32 = 16;
+    /// ... refused (or, in audit, that would have been).
+    pub const MAPS_DENIED: u32 = 17;
+    /// Executable memory no file backs, refused (or would have been).
+    pub const EXEC_MEMORY_DENIED: u32 = 18;
+    /// Writes into process memory from outside, refused.
+    pub const CODE_WRITES_DENIED: u32 = 19;
     /// Number of counters (size of the map).
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 20;
 
     /// Names in index order, for reports.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -266,8 +297,43 @@ pub mod counter {
         "denied_mutable_content",
         "denied_untrusted_filesystem",
         "denied_digest_stale",
+        "maps_allowed",
+        "maps_denied",
+        "exec_memory_denied",
+        "code_writes_denied",
     ];
 }
+
+/// Which check an [`ExecEvent`] reports ([`ExecEvent::hook`]).
+pub mod hook {
+    /// An `execve` (`bprm_check_security`).
+    pub const EXEC: u32 = 0;
+    /// A file or anonymous memory mapped executable (`mmap_file`).
+    pub const MMAP: u32 = 1;
+    /// Execute added to a mapping (`file_mprotect`).
+    pub const MPROTECT: u32 = 2;
+    /// A write into process memory from outside (`/proc/PID/mem`, ptrace).
+    pub const MEMORY_WRITE: u32 = 3;
+
+    pub const fn name(hook: u32) -> &'static str {
+        match hook {
+            EXEC => "exec",
+            MMAP => "mmap",
+            MPROTECT => "mprotect",
+            MEMORY_WRITE => "memory-write",
+            _ => "unknown",
+        }
+    }
+}
+
+/// `PROT_EXEC` (include/uapi/asm-generic/mman-common.h).
+pub const PROT_EXEC: u64 = 0x4;
+/// `VM_EXEC` (include/linux/mm.h).
+pub const VM_EXEC: u64 = 0x4;
+/// `PTRACE_MODE_ATTACH` (include/linux/ptrace.h).
+pub const PTRACE_MODE_ATTACH: u32 = 0x2;
+/// `PROC_SUPER_MAGIC`: procfs.
+pub const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 
 /// Flags on an [`ExecEvent`].
 pub mod event_flags {
@@ -290,6 +356,12 @@ pub struct Config {
     pub selftest_cgroup_id: u64,
     /// Which allowed execs send an event ([`sample`]); refusals always do.
     pub allowed_sample: u32,
+    /// Files mapped executable (libraries, the loader, dlopen, mmap): one
+    /// of [`mode`], applied within the global mode (the less strict wins).
+    pub libraries: u32,
+    /// Executable memory no file backs, and writes into process memory from
+    /// outside: one of [`mode`] (off = allow), within the global mode.
+    pub exec_memory: u32,
     pub _reserved: u32,
 }
 
@@ -414,6 +486,20 @@ pub struct KernelOffsets {
     pub shmem_seals_delta: i32,
     /// [`offset_known`]: fields whose value may legitimately be 0 or negative.
     pub known: u32,
+    /// `struct vm_area_struct`, member `vm_file`.
+    pub vma_file: u32,
+    /// `struct vm_area_struct`, member `vm_flags` (offset 0 in some kernels:
+    /// meaningful when `known` has [`offset_known::VMA_FLAGS`]).
+    pub vma_flags: u32,
+    /// `struct vm_area_struct`, member `anon_vma` (pages of its own: a private
+    /// mapping that was written to).
+    pub vma_anon_vma: u32,
+    /// `struct file`, member `f_path` (a `struct path`).
+    pub file_path: u32,
+    /// `struct file`, member `f_path.dentry`.
+    pub file_dentry: u32,
+    /// `struct dentry`, member `d_name.name`.
+    pub dentry_name: u32,
 }
 
 impl KernelOffsets {
@@ -439,6 +525,12 @@ impl KernelOffsets {
             && self.kernfs_node_name != 0
     }
 
+    /// Whether every field the mapping checks read is known. Without them
+    /// every executable mapping in scope is refused.
+    pub const fn mapping_usable(&self) -> bool {
+        self.vma_file != 0 && self.vma_anon_vma != 0 && self.known & offset_known::VMA_FLAGS != 0
+    }
+
     /// Whether every field the digest cache's validity check reads is known,
     /// and the `inode_setattr` program can see size changes (without it a
     /// truncate would not drop a cached digest).
@@ -461,6 +553,7 @@ impl KernelOffsets {
 pub mod offset_known {
     pub const SHMEM_SEALS: u32 = 1 << 0;
     pub const IATTR_VALID: u32 = 1 << 1;
+    pub const VMA_FLAGS: u32 = 1 << 2;
 }
 
 /// `FMODE_WRITE` (include/linux/fs.h): the file is open for writing.
@@ -715,9 +808,19 @@ pub struct TaskLabel {
     pub permit_id: [u8; ARTIFACT_ID_LEN],
     /// Permit of an exec in progress, made current when the exec commits.
     pub pending_id: [u8; ARTIFACT_ID_LEN],
-    /// 1 while `pending_id` holds the outcome of an exec in progress.
+    /// 1 once an exec's check recorded `pending_id` (and `pending_flags`).
     pub pending: u32,
+    /// [`label_flags`] of the task's current image.
+    pub flags: u32,
+    /// [`label_flags`] the exec in progress would give, made current on commit.
+    pub pending_flags: u32,
     pub _reserved: u32,
+}
+
+/// Flags of a [`TaskLabel`].
+pub mod label_flags {
+    /// The image runs under a permit that grants executable memory (a JIT).
+    pub const EXEC_MEMORY: u32 = 1 << 0;
 }
 
 /// One exec decision, sent through the `EVENTS` ring buffer.
@@ -737,6 +840,9 @@ pub struct ExecEvent {
     /// Random id of the loaded copy of the programs that decided (set at load),
     /// so the self-test can tell new programs from the ones they replace.
     pub instance: u64,
+    /// Which check decided ([`hook`]).
+    pub hook: u32,
+    pub _pad: u32,
     pub pid: u32,
     pub tgid: u32,
     pub ppid: u32,
@@ -774,6 +880,8 @@ impl ExecEvent {
             permit_expires_boot_ns: 0,
             seq: 0,
             instance: 0,
+            hook: 0,
+            _pad: 0,
             pid: 0,
             tgid: 0,
             ppid: 0,
@@ -795,17 +903,17 @@ impl ExecEvent {
 }
 
 // No implicit padding anywhere: each size is the sum of its fields.
-const _: () = assert!(core::mem::size_of::<Config>() == 4 + 4 + 8 + 4 + 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 4 + 4 + 8 + 4 * 4);
 const _: () = assert!(core::mem::size_of::<PermitKey>() == DIGEST_LEN + 8);
 const _: () = assert!(core::mem::size_of::<Permit>() == 2 * 8 + 2 * ARTIFACT_ID_LEN);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 25 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 31 * 4);
 const _: () = assert!(core::mem::size_of::<ScopeKey>() == 2 * 4 + SCOPE_NAME_LEN);
 const _: () = assert!(core::mem::size_of::<ScopeNode>() == 2 * 4);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == DIGEST_LEN + 3 * 8 + 2 * 4);
-const _: () = assert!(core::mem::size_of::<TaskLabel>() == 2 * ARTIFACT_ID_LEN + 2 * 4);
+const _: () = assert!(core::mem::size_of::<TaskLabel>() == 2 * ARTIFACT_ID_LEN + 4 * 4);
 const _: () = assert!(
     core::mem::size_of::<ExecEvent>()
-        == 6 * 8 + 10 * 4 + DIGEST_LEN + 2 * ARTIFACT_ID_LEN + COMM_LEN + 2 * FILENAME_LEN
+        == 6 * 8 + 12 * 4 + DIGEST_LEN + 2 * ARTIFACT_ID_LEN + COMM_LEN + 2 * FILENAME_LEN
 );
 
 #[cfg(feature = "user")]

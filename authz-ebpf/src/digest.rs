@@ -135,6 +135,35 @@ pub unsafe fn file_sha256_cached(
     })
 }
 
+/// The cached digest of the file `facts` describe, when the cache may be
+/// used for it and its entry's stamp still matches (no hashing: for hooks
+/// that cannot sleep).
+///
+/// # Safety
+/// `facts.inode` must be a BTF `struct inode *`.
+#[inline(always)]
+pub unsafe fn cached_sha256(facts: &FileFacts) -> Option<Digest> {
+    let fs = maps::fs_flags(facts.magic);
+    if fs & authz_common::fs_flags::CACHE == 0 || !facts.linked_no_writer {
+        return None;
+    }
+    let s = facts.stamp?;
+    // SAFETY: per the contract.
+    let entry = unsafe { maps::DIGEST_CACHE.get_ptr_mut(facts.inode as *mut inode) };
+    if entry.is_null() {
+        return None;
+    }
+    // SAFETY: non-null pointer to a live storage value, never written after
+    // creation.
+    let e: CacheEntry = unsafe { *entry };
+    (e.flags == cache_flags::DIGEST
+        && e.ctime_sec == s.ctime_sec
+        && e.ctime_nsec == s.ctime_nsec
+        && e.size == s.size
+        && e.version == s.version)
+        .then_some(e.digest)
+}
+
 /// Forgets what is cached about `node` after its size changed. When the
 /// change came by path (no open file: IMA forgets a measurement only when a
 /// writer closes the file) and IMA holds a measurement, leaves a marker with

@@ -1,65 +1,22 @@
 //! The exec decision: digest, permit lookup, verdict, event, counters.
 use authz_common::{
-    counter, decision, event_flags, fs_flags, mode, reason, role, sample, scope, Digest, ExecEvent,
-    PermitKey, ARTIFACT_ID_LEN, DIGEST_LEN, MAX_CGROUP_DEPTH,
+    counter, decision, event_flags, fs_flags, hook, mode, reason, role, sample, scope, Digest,
+    ARTIFACT_ID_LEN, DIGEST_LEN,
 };
-use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns,
-        },
-    },
-    programs::LsmContext,
-};
+use aya_ebpf::{helpers::generated::bpf_get_current_cgroup_id, programs::LsmContext};
 use core::ffi::c_void;
 
-use crate::{digest, kernel, maps};
+use crate::{
+    digest,
+    events::{emit, Decided, Paths},
+    kernel, maps,
+    verdict::{lookup, Verdict},
+};
 
 /// `EPERM` from include/uapi/asm-generic/errno-base.h; LSM hooks return `-EPERM`.
-const EPERM: i32 = 1;
+pub const EPERM: i32 = 1;
 /// The artifact id of "no permit".
 const NO_PERMIT_ID: [u8; ARTIFACT_ID_LEN] = [0; ARTIFACT_ID_LEN];
-
-/// What the lookup found.
-#[derive(Clone, Copy)]
-struct Verdict {
-    allowed: bool,
-    reason: u32,
-    /// cgroup the permit was granted to (0 when none was found).
-    permit_cgroup_id: u64,
-    /// Expiry of the permit slot that decided (0 when none).
-    expires_boot_ns: u64,
-    /// Artifact behind that slot.
-    artifact_id: [u8; ARTIFACT_ID_LEN],
-}
-
-impl Verdict {
-    const fn refused(reason: u32) -> Self {
-        Self {
-            allowed: false,
-            reason,
-            permit_cgroup_id: 0,
-            expires_boot_ns: 0,
-            artifact_id: [0; ARTIFACT_ID_LEN],
-        }
-    }
-
-    const fn allowed(
-        reason: u32,
-        cgroup_id: u64,
-        expires_boot_ns: u64,
-        artifact_id: [u8; ARTIFACT_ID_LEN],
-    ) -> Self {
-        Self {
-            allowed: true,
-            reason,
-            permit_cgroup_id: cgroup_id,
-            expires_boot_ns,
-            artifact_id,
-        }
-    }
-}
 
 /// Decides one exec. Returns 0 to allow, `-EPERM` to refuse.
 ///
@@ -105,7 +62,7 @@ pub fn check(ctx: &LsmContext) -> i32 {
             // The new image runs under no permit.
             // SAFETY: `bprm` is the hook's argument.
             if unsafe { kernel::is_first_pass(bprm) } {
-                crate::lineage::set_pending(NO_PERMIT_ID, true);
+                crate::lineage::set_pending(NO_PERMIT_ID, true, 0);
             }
             return 0;
         }
@@ -138,7 +95,7 @@ pub fn check(ctx: &LsmContext) -> i32 {
                         if selftest {
                             Verdict::refused(reason::SELFTEST)
                         } else {
-                            lookup(&digest, cgroup_id)
+                            lookup(&maps::PERMITS, &digest, cgroup_id)
                         }
                     }
                     Err(digest::DigestError::NoFile) => Verdict::refused(reason::INTERNAL),
@@ -181,21 +138,29 @@ pub fn check(ctx: &LsmContext) -> i32 {
     let parent_permit = crate::lineage::current_permit();
     // SAFETY: `bprm` is the hook's argument.
     if unsafe { kernel::is_first_pass(bprm) } {
-        crate::lineage::set_pending(verdict.artifact_id, outcome != decision::DENY);
+        let label = if verdict.allowed {
+            exec_memory_grant(&digest, cgroup_id, &config)
+        } else {
+            0
+        };
+        crate::lineage::set_pending(verdict.artifact_id, outcome != decision::DENY, label);
     }
     if outcome == decision::ALLOW && !sampled(config.allowed_sample) {
         return if previous != 0 { previous } else { 0 };
     }
     emit(
-        bprm,
-        cgroup_id,
-        config.mode,
-        outcome,
-        &verdict,
-        hash_status,
-        flags,
-        &digest,
-        &parent_permit,
+        &Decided {
+            hook: hook::EXEC,
+            cgroup_id,
+            mode: config.mode,
+            outcome,
+            verdict: &verdict,
+            hash_status,
+            flags,
+            digest: &digest,
+            parent_permit: &parent_permit,
+        },
+        Paths::Bprm(bprm),
     );
 
     if outcome == decision::DENY {
@@ -203,6 +168,21 @@ pub fn check(ctx: &LsmContext) -> i32 {
     } else if previous != 0 {
         // The self-test's probe after an earlier refusal: keep it.
         previous
+    } else {
+        0
+    }
+}
+
+/// The label flags an allowed exec of `digest` gives its process: executable
+/// memory, when a JIT grant covers it here (looked up only when the setting
+/// would refuse executable memory at all).
+#[inline(always)]
+fn exec_memory_grant(digest: &Digest, cgroup_id: u64, config: &authz_common::Config) -> u32 {
+    if crate::code::effective(config.mode, config.exec_memory) == mode::OFF {
+        return 0;
+    }
+    if lookup(&maps::JIT, digest, cgroup_id).allowed {
+        authz_common::label_flags::EXEC_MEMORY
     } else {
         0
     }
@@ -220,136 +200,4 @@ fn sampled(every: u32) -> bool {
             None => true,
         },
     }
-}
-
-/// Finds a live permit for `digest` in `cgroup_id` or, flagged "descendants", in
-/// one of its ancestors. Expiry is checked here, against the boot clock, so an
-/// expired permit refuses whether or not the agent has removed it yet.
-#[inline(always)]
-fn lookup(digest: &Digest, cgroup_id: u64) -> Verdict {
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    let mut key = PermitKey {
-        digest: *digest,
-        cgroup_id,
-    };
-    let mut expired = false;
-
-    // SAFETY: the map value is copied out before the next helper call.
-    if let Some(permit) = unsafe { maps::PERMITS.get(&key) }.copied() {
-        // Own cgroup: either slot covers it.
-        if permit.expires_boot_ns > now {
-            return Verdict::allowed(
-                reason::PERMIT,
-                cgroup_id,
-                permit.expires_boot_ns,
-                permit.artifact_id,
-            );
-        }
-        if permit.descendants_expires_boot_ns > now {
-            return Verdict::allowed(
-                reason::PERMIT,
-                cgroup_id,
-                permit.descendants_expires_boot_ns,
-                permit.descendants_artifact_id,
-            );
-        }
-        expired = true;
-    }
-
-    // Level 0 is the root cgroup; the walk stops at the caller's own level.
-    let mut level: u32 = 0;
-    while level < MAX_CGROUP_DEPTH {
-        // SAFETY: helper taking a plain integer.
-        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-        if ancestor == 0 || ancestor == cgroup_id {
-            break;
-        }
-        key.cgroup_id = ancestor;
-        // SAFETY: as above.
-        if let Some(permit) = unsafe { maps::PERMITS.get(&key) }.copied() {
-            // An ancestor's permit counts only in its descendants slot.
-            if permit.descendants_expires_boot_ns > now {
-                return Verdict::allowed(
-                    reason::PERMIT_INHERITED,
-                    ancestor,
-                    permit.descendants_expires_boot_ns,
-                    permit.descendants_artifact_id,
-                );
-            }
-            if permit.descendants_expires_boot_ns != 0 {
-                expired = true;
-            }
-        }
-        level += 1;
-    }
-
-    if expired {
-        Verdict::refused(reason::EXPIRED)
-    // SAFETY: only tests for presence.
-    } else if unsafe { maps::DIGESTS.get(digest) }.is_some() {
-        Verdict::refused(reason::WRONG_CGROUP)
-    } else {
-        Verdict::refused(reason::NO_PERMIT)
-    }
-}
-
-/// Sends the decision to the agent. Never blocks: a full ring buffer drops the
-/// event and counts the drop.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn emit(
-    bprm: *const c_void,
-    cgroup_id: u64,
-    mode: u32,
-    outcome: u32,
-    verdict: &Verdict,
-    hash_status: i32,
-    flags: u32,
-    digest: &Digest,
-    parent_permit: &[u8; ARTIFACT_ID_LEN],
-) {
-    let Some(mut entry) = maps::EVENTS.reserve::<ExecEvent>(0) else {
-        maps::count(counter::EVENTS_DROPPED);
-        return;
-    };
-    let event = entry.as_mut_ptr();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    // SAFETY: `event` points at a reserved ring buffer slot of
-    // `size_of::<ExecEvent>()` bytes, exclusively ours until submit.
-    unsafe {
-        (*event).boot_ns = bpf_ktime_get_boot_ns();
-        (*event).cgroup_id = cgroup_id;
-        (*event).permit_cgroup_id = verdict.permit_cgroup_id;
-        (*event).permit_expires_boot_ns = verdict.expires_boot_ns;
-        (*event).seq = maps::next_seq();
-        (*event).instance = kernel::instance();
-        (*event).pid = pid_tgid as u32;
-        (*event).tgid = (pid_tgid >> 32) as u32;
-        (*event).ppid = kernel::parent_tgid();
-        (*event).uid = uid_gid as u32;
-        (*event).gid = (uid_gid >> 32) as u32;
-        (*event).decision = outcome;
-        (*event).reason = verdict.reason;
-        (*event).mode = mode;
-        (*event).hash_status = hash_status;
-        (*event).flags = flags;
-        (*event).digest = *digest;
-        (*event).permit_id = verdict.artifact_id;
-        (*event).parent_permit_id = *parent_permit;
-        (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        (*event).filename[0] = 0;
-        kernel::binprm_path(bprm, kernel::BinprmPath::Filename, &mut (*event).filename);
-        (*event).interp[0] = 0;
-        kernel::binprm_path(bprm, kernel::BinprmPath::Interp, &mut (*event).interp);
-    }
-    // Allowed execs are the bulk: queue them without waking the agent (it
-    // drains the ring on a short timer); refusals wake it at once.
-    let wakeup = if outcome == decision::ALLOW {
-        u64::from(aya_ebpf::bindings::BPF_RB_NO_WAKEUP)
-    } else {
-        0
-    };
-    entry.submit(wakeup);
 }

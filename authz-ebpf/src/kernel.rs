@@ -8,9 +8,12 @@
 //! it trusts for `bpf_ima_file_hash`).
 use authz_common::{
     offset_known, scope_flags, seals, KernelOffsets, ScopeKey, ATTR_FILE, ATTR_SIZE, FILENAME_LEN,
-    FMODE_WRITE, MAX_CGROUP_DEPTH, SCOPE_NAME_LEN, SCOPE_ROOT, TMPFS_MAGIC,
+    FMODE_WRITE, MAX_CGROUP_DEPTH, PROC_SUPER_MAGIC, SCOPE_NAME_LEN, SCOPE_ROOT, TMPFS_MAGIC,
+    VM_EXEC,
 };
-use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, generated::bpf_d_path,
+};
 use core::ffi::c_void;
 
 /// Filled by the agent from /sys/kernel/btf/vmlinux before load; zero = unknown.
@@ -41,6 +44,12 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     iattr_valid: 0,
     shmem_seals_delta: 0,
     known: 0,
+    vma_file: 0,
+    vma_flags: 0,
+    vma_anon_vma: 0,
+    file_path: 0,
+    file_dentry: 0,
+    dentry_name: 0,
 };
 
 /// Random id of this loaded copy, set by the agent at load (0: unset).
@@ -405,4 +414,108 @@ pub fn current_cgroup_enforced() -> Option<bool> {
         k += 1;
     }
     None
+}
+
+/// The full path of `file` into `out` (NUL-terminated; empty when unknown).
+///
+/// # Safety
+/// `file` must be a BTF-typed `struct file *`, in a sleepable LSM hook
+/// (where `bpf_d_path` is allowed).
+#[inline(always)]
+pub unsafe fn file_path(file: *const c_void, out: &mut [u8; FILENAME_LEN]) {
+    let o = offsets();
+    if file.is_null() || o.file_path == 0 {
+        return;
+    }
+    // SAFETY: `&file->f_path` is a BTF `struct path *` (offset from BTF);
+    // the helper writes at most `out.len()` bytes, NUL-terminated.
+    unsafe {
+        let path = file.cast::<u8>().add(o.file_path as usize) as *mut aya_ebpf::bindings::path;
+        let n = bpf_d_path(path, out.as_mut_ptr().cast(), FILENAME_LEN as u32);
+        if n < 0 {
+            out[0] = 0;
+        }
+    }
+}
+
+/// The name (last component) of `file` into `out`.
+///
+/// # Safety
+/// `file` must be a BTF-typed `struct file *`.
+#[inline(always)]
+pub unsafe fn file_name(file: *const c_void, out: &mut [u8; FILENAME_LEN]) {
+    let o = offsets();
+    if file.is_null() || o.file_dentry == 0 || o.dentry_name == 0 {
+        return;
+    }
+    let Some(dentry) = read::<u64>(file as u64 + u64::from(o.file_dentry)) else {
+        return;
+    };
+    let Some(name) = read::<u64>(dentry + u64::from(o.dentry_name)) else {
+        return;
+    };
+    // SAFETY: copies at most `out.len()` bytes, NUL-terminated.
+    let _ = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, out) };
+}
+
+/// Whether `file` is a procfs file named `mem` (`/proc/PID/mem`).
+///
+/// # Safety
+/// `file` must be a BTF-typed `struct file *`.
+#[inline(always)]
+pub unsafe fn is_proc_mem(file: *const c_void) -> bool {
+    let o = offsets();
+    if file.is_null() || o.file_inode == 0 || o.inode_sb == 0 || o.sb_magic == 0 {
+        return false;
+    }
+    // SAFETY: BTF pointer, offsets from BTF.
+    let magic = unsafe {
+        let inode = member_ptr(file, o.file_inode);
+        if inode.is_null() {
+            return false;
+        }
+        let sb = member_ptr(inode, o.inode_sb);
+        if sb.is_null() {
+            return false;
+        }
+        member_u64(sb, o.sb_magic)
+    };
+    if magic != PROC_SUPER_MAGIC {
+        return false;
+    }
+    let mut name = [0u8; FILENAME_LEN];
+    // SAFETY: as above.
+    unsafe { file_name(file, &mut name) };
+    name[0] == b'm' && name[1] == b'e' && name[2] == b'm' && name[3] == 0
+}
+
+/// What the mapping checks need to know about a `vm_area_struct`.
+#[derive(Clone, Copy)]
+pub struct Vma {
+    /// `vma->vm_file` (null: anonymous).
+    pub file: *const c_void,
+    /// Already executable.
+    pub exec: bool,
+    /// Has pages of its own (a private mapping that was written to).
+    pub written: bool,
+}
+
+/// The facts of `vma`, or `None` when an offset is unknown.
+///
+/// # Safety
+/// `vma` must be a BTF-typed `struct vm_area_struct *`.
+#[inline(always)]
+pub unsafe fn vma(vma: *const c_void) -> Option<Vma> {
+    let o = offsets();
+    if vma.is_null() || !o.mapping_usable() {
+        return None;
+    }
+    // SAFETY: BTF pointer, offsets from BTF.
+    unsafe {
+        Some(Vma {
+            file: member_ptr(vma, o.vma_file),
+            exec: member_u64(vma, o.vma_flags) & VM_EXEC != 0,
+            written: !member_ptr(vma, o.vma_anon_vma).is_null(),
+        })
+    }
 }

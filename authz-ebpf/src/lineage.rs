@@ -30,7 +30,7 @@ pub fn current_permit() -> [u8; ARTIFACT_ID_LEN] {
 /// program, decided or not, so a stale pending value never survives into
 /// another exec.
 #[inline(always)]
-pub fn set_pending(permit_id: [u8; ARTIFACT_ID_LEN], allowed: bool) {
+pub fn set_pending(permit_id: [u8; ARTIFACT_ID_LEN], allowed: bool, flags: u32) {
     let mut init = TaskLabel::default();
     // SAFETY: trusted task pointer; `init` seeds a new entry.
     let label = unsafe { TASK_LABELS.get(current(), Some(&mut init)) };
@@ -40,6 +40,7 @@ pub fn set_pending(permit_id: [u8; ARTIFACT_ID_LEN], allowed: bool) {
     // SAFETY: this task's own storage; only this task writes it during its exec.
     unsafe {
         (*label).pending_id = if allowed { permit_id } else { NONE };
+        (*label).pending_flags = if allowed { flags } else { 0 };
         (*label).pending = 1;
     }
 }
@@ -56,12 +57,26 @@ pub fn commit() {
     }
     // SAFETY: this task's own storage value.
     unsafe {
-        (*label).permit_id = if (*label).pending == 1 {
-            (*label).pending_id
+        if (*label).pending == 1 {
+            (*label).permit_id = (*label).pending_id;
+            (*label).flags = (*label).pending_flags;
         } else {
-            NONE
-        };
+            (*label).permit_id = NONE;
+            (*label).flags = 0;
+        }
     }
+}
+
+/// The current task's [`authz_common::label_flags`] (0 without a label).
+#[inline(always)]
+pub fn current_flags() -> u32 {
+    // SAFETY: `current()` is a trusted task pointer.
+    let label = unsafe { TASK_LABELS.get(current(), None) };
+    if label.is_null() {
+        return 0;
+    }
+    // SAFETY: non-null pointer to this task's storage value.
+    unsafe { (*label).flags }
 }
 
 /// `task_alloc`: a new task inherits its parent's permit.
@@ -71,11 +86,13 @@ pub fn commit() {
 #[inline(always)]
 pub unsafe fn inherit(child: *mut task_struct) {
     let permit_id = current_permit();
-    if permit_id == NONE {
+    let flags = current_flags();
+    if permit_id == NONE && flags == 0 {
         return;
     }
     let mut init = TaskLabel {
         permit_id,
+        flags,
         ..TaskLabel::default()
     };
     // SAFETY: `child` is a trusted BTF task pointer (per the contract).

@@ -14,7 +14,11 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(target_arch = "bpf")]
+mod code;
+#[cfg(target_arch = "bpf")]
 mod digest;
+#[cfg(target_arch = "bpf")]
+mod events;
 #[cfg(target_arch = "bpf")]
 mod exec;
 #[cfg(target_arch = "bpf")]
@@ -23,6 +27,8 @@ mod kernel;
 mod lineage;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod verdict;
 
 /// `int security_bprm_check(struct linux_binprm *bprm)`.
 #[cfg(target_arch = "bpf")]
@@ -45,7 +51,38 @@ pub fn file_open(ctx: aya_ebpf::programs::LsmContext) -> i32 {
         let _ = unsafe { maps::DIGEST_CACHE.delete(inode as *mut aya_ebpf::bindings::inode) };
     }
     // Keep what earlier BPF LSM programs decided.
-    ctx.arg(1)
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    // SAFETY: `file` is the hook's BTF argument.
+    unsafe { code::check_memory_write_open(file) }
+}
+
+/// `int security_mmap_file(struct file *file, unsigned long reqprot,
+/// unsigned long prot, unsigned long flags)`: a file (a library, the loader,
+/// a dlopen) or anonymous memory mapped executable. Sleepable: it hashes.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "mmap_file", sleepable)]
+pub fn mmap_file(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    code::check_mmap(&ctx)
+}
+
+/// `int security_file_mprotect(struct vm_area_struct *vma, unsigned long
+/// reqprot, unsigned long prot)`: execute added to a mapping. Not sleepable
+/// on 6.1: decides from the digest cache.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "file_mprotect")]
+pub fn file_mprotect(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    code::check_mprotect(&ctx)
+}
+
+/// `int security_ptrace_access_check(struct task_struct *child, unsigned int
+/// mode)`: an attach lets the tracer write the tracee's code.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "ptrace_access_check")]
+pub fn ptrace_access_check(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    code::check_ptrace(&ctx)
 }
 
 /// `int security_inode_setattr(struct dentry *dentry, struct iattr *attr)`

@@ -24,6 +24,19 @@ pub const MAX_PERMITS: u32 = authz_common::DEFAULT_MAX_PERMITS;
 #[map(name = "authz_permits")]
 pub static PERMITS: HashMap<PermitKey, Permit> = HashMap::with_max_entries(MAX_PERMITS, 0);
 
+/// Mapping permits by (digest, cgroup id): files that may be mapped
+/// executable (libraries, the loader) but not exec'd. A file with an exec
+/// permit may be mapped too. Not preallocated: most hosts hold few.
+#[map(name = "authz_mappings")]
+pub static MAPPINGS: HashMap<PermitKey, Permit> =
+    HashMap::with_max_entries(MAX_PERMITS, BPF_F_NO_PREALLOC);
+
+/// Executable-memory grants by (digest, cgroup id): a process exec'd from
+/// this binary in this cgroup may make memory executable (a JIT).
+#[map(name = "authz_jit")]
+pub static JIT: HashMap<PermitKey, Permit> =
+    HashMap::with_max_entries(MAX_PERMITS, BPF_F_NO_PREALLOC);
+
 /// Digests that hold at least one permit in some cgroup (value: how many), so a
 /// refusal can say "wrong cgroup" rather than "no permit".
 #[map(name = "authz_digests")]

@@ -24,7 +24,9 @@ fn script_needs_its_own_permit_even_with_a_permitted_interpreter() {
         format!("#!{} sh\necho ran\n", shell.path.display()).as_bytes(),
     );
     let (k, p) = permit(shell.digest, jail_id, 0x5e, EXACT);
-    enforcer.grant(k, p).unwrap();
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, k, p)
+        .unwrap();
 
     // The interpreter alone is permitted: exec of the script is refused at the
     // script's own check.
@@ -35,7 +37,9 @@ fn script_needs_its_own_permit_even_with_a_permitted_interpreter() {
 
     // Script permitted too: both checks pass, and the kernel checked both files.
     let (k, p) = permit(script.digest, jail_id, 0x5f, EXACT);
-    enforcer.grant(k, p).unwrap();
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, k, p)
+        .unwrap();
     let mut cmd = Command::new(&script.path);
     assert_ran(&in_cgroup_as(&mut cmd, &jail, Some(NOBODY)));
     let script_ev = event_for(&mut enforcer, &script.path);
@@ -61,7 +65,9 @@ fn script_needs_its_own_permit_even_with_a_permitted_interpreter() {
         format!("#!{} sh\necho ran\n", other_shell.path.display()).as_bytes(),
     );
     let (k, p) = permit(script2.digest, jail_id, 0x60, EXACT);
-    enforcer.grant(k, p).unwrap();
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, k, p)
+        .unwrap();
     let mut cmd = Command::new(&script2.path);
     assert_eperm(&in_cgroup_as(&mut cmd, &jail, Some(NOBODY)));
 }
@@ -76,7 +82,9 @@ fn interpreter_given_a_script_as_argument_is_not_covered() {
     let shell = scratch.program("busybox");
     let script = scratch.file("job.sh", b"echo ran-unpermitted-script\n");
     let (k, p) = permit(shell.digest, jail_id, 0x61, EXACT);
-    enforcer.grant(k, p).unwrap();
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, k, p)
+        .unwrap();
     let out = shell.run_as(&jail, Some(NOBODY), &["sh", &script.path.to_string_lossy()]);
     assert_ran(&out);
     assert!(String::from_utf8_lossy(&out.unwrap().stdout).contains("ran-unpermitted-script"));
@@ -94,7 +102,9 @@ fn unprivileged_attacker_cannot_escape_the_enforced_cgroup() {
         b
     });
     let (k, p) = permit(shell.digest, jail_id, 0x62, EXACT);
-    enforcer.grant(k, p).unwrap();
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, k, p)
+        .unwrap();
     // A permitted shell tries to move itself to the root cgroup, then run the
     // payload.
     let attack = format!(

@@ -52,7 +52,9 @@ fn memfd_rewritten_through_its_own_descriptor_after_exec_never_runs_new_bytes() 
     let (mut enforcer, _cg, jail, jail_id) = jail("memfd-rewrite");
     let content = fs::read(busybox()).unwrap();
     let (k, p) = permit(sha256_file(busybox()), jail_id, 0x31, EXACT);
-    enforcer.grant(k, p).unwrap();
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, k, p)
+        .unwrap();
 
     // The attack: permitted bytes in an unsealed memfd, exec'd, then
     // rewritten through the descriptor the attacker still holds (which never
@@ -114,7 +116,9 @@ fn o_tmpfile_and_deleted_files_are_refused_even_with_a_permit() {
     let scratch = Scratch::new("tmpfile");
     let content = fs::read(busybox()).unwrap();
     let (k, p) = permit(sha256_file(busybox()), jail_id, 0x32, EXACT);
-    enforcer.grant(k, p).unwrap();
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, k, p)
+        .unwrap();
 
     // O_TMPFILE: never linked; it can be reopened for writing through /proc.
     let dir = CString::new(scratch.dir.as_os_str().as_encoded_bytes()).unwrap();
@@ -391,7 +395,9 @@ fn every_way_to_change_a_cached_binary_is_seen_on_every_cached_filesystem() {
     original.extend_from_slice(b"authz cache proof");
     let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&original).into();
     let (k, p) = permit(digest, jail_id, 0x33, EXACT);
-    enforcer.grant(k, p).unwrap();
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, k, p)
+        .unwrap();
 
     let cached: Vec<&str> = FILESYSTEMS
         .iter()
@@ -444,7 +450,9 @@ fn truncate_in_an_unprivileged_user_namespace_mount_is_seen() {
     });
     for p in [&shell, &payload] {
         let (k, v) = permit(p.digest, jail_id, 0x34, EXACT);
-        enforcer.grant(k, v).unwrap();
+        enforcer
+            .grant(authz_agent::enforcer::PermitUse::Exec, k, v)
+            .unwrap();
     }
     let mnt = PathBuf::from(format!("/tmp/authz-userns-mnt-{}", std::process::id()));
     fs::create_dir_all(&mnt).unwrap();
@@ -522,7 +530,9 @@ fn fuse_server_serving_the_hash_one_content_and_the_loader_another_is_refused() 
     let (mut enforcer, _cg, jail, jail_id) = jail("fuse");
     let permitted = fs::read(busybox()).unwrap();
     let (k, p) = permit(sha256_file(busybox()), jail_id, 0x35, EXACT);
-    enforcer.grant(k, p).unwrap();
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, k, p)
+        .unwrap();
     let mnt = PathBuf::from(format!("/tmp/authz-fuse-{}", std::process::id()));
     let fuse = FuseFile::mount(&mnt, permitted.clone());
     let prog = Program {

@@ -15,7 +15,9 @@ fn second_exec_uses_the_cached_digest() {
     let scratch = Scratch::new("cachehit");
     let prog = scratch.program("job");
     let (key, permit) = permit(prog.digest, own_cgroup_id(), 0xca, EXACT);
-    enforcer.grant(key, permit).expect("grant");
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, key, permit)
+        .expect("grant");
     let before = enforcer.counters().unwrap();
 
     assert_ran(&prog.run(&["true"]));
@@ -48,7 +50,9 @@ fn same_size_rewrites_in_the_same_clock_tick_are_never_authorized() {
     let prog = scratch.program("job");
     let original = fs::read(&prog.path).unwrap();
     let (key, permit) = permit(prog.digest, own_cgroup_id(), 0x57, EXACT);
-    enforcer.grant(key, permit).expect("grant");
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, key, permit)
+        .expect("grant");
 
     for round in 0..20u8 {
         // Permitted content, cached by this exec...
@@ -73,7 +77,9 @@ fn truncate_and_regrow_is_rehashed() {
     let scratch = Scratch::new("truncate");
     let prog = scratch.program("job");
     let (key, permit) = permit(prog.digest, own_cgroup_id(), 0x7c, EXACT);
-    enforcer.grant(key, permit).expect("grant");
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, key, permit)
+        .expect("grant");
     assert_ran(&prog.run(&["true"]));
     assert_eq!(
         event_for(&mut enforcer, &prog.path).decision,
@@ -130,7 +136,9 @@ fn memfd_rewritten_after_a_permitted_exec_is_refused() {
     let content = fs::read(busybox()).unwrap();
     let digest = sha256_file(busybox());
     let (key, permit) = permit(digest, own_cgroup_id(), 0x3f, EXACT);
-    enforcer.grant(key, permit).expect("grant");
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, key, permit)
+        .expect("grant");
     let name = std::ffi::CString::new("payload").unwrap();
     let fd = nix::sys::memfd::memfd_create(name.as_c_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
         .expect("memfd");

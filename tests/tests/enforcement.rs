@@ -32,7 +32,9 @@ fn authorized_digest_runs_and_others_stay_refused() {
     let (key, permit) = permit(prog.digest, own_cgroup_id(), 0xa1, EXACT);
 
     assert_eperm(&prog.run(&["true"]));
-    enforcer.grant(key, permit).expect("grant");
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, key, permit)
+        .expect("grant");
     assert_ran(&prog.run(&["true"]));
 
     let ev = enforcer
@@ -48,7 +50,9 @@ fn authorized_digest_runs_and_others_stay_refused() {
     assert_eperm(&other.run(&[]));
 
     // Revoking makes it refused again at once.
-    assert!(enforcer.revoke(&key).expect("revoke"));
+    assert!(enforcer
+        .revoke(authz_agent::enforcer::PermitUse::Exec, &key)
+        .expect("revoke"));
     assert_eperm(&prog.run(&["true"]));
 }
 
@@ -103,7 +107,9 @@ fn expired_permit_is_refused_by_the_kernel() {
     let prog = scratch.program("expired");
     let (key, mut permit) = permit(prog.digest, own_cgroup_id(), 0xe1, EXACT);
     permit = authz_common::Permit::single(permit.artifact_id, boot_time_ns() - 1, false);
-    enforcer.grant(key, permit).expect("grant");
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, key, permit)
+        .expect("grant");
 
     assert_eperm(&prog.run(&["true"]));
     let ev = event_for(&mut enforcer, &prog.path);
@@ -116,7 +122,9 @@ fn modified_content_at_a_permitted_path_is_refused() {
     let scratch = Scratch::new("modified");
     let prog = scratch.program("modified");
     let (key, permit) = permit(prog.digest, own_cgroup_id(), 0x3d, EXACT);
-    enforcer.grant(key, permit).expect("grant");
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, key, permit)
+        .expect("grant");
     assert_ran(&prog.run(&["true"]));
 
     // Append one byte: same path, same inode, different content.

@@ -51,7 +51,9 @@ fn truncate_by_path_after_ima_measured_the_binary_never_runs_the_new_bytes() {
     write_original();
     let prog = Program::at(path.clone());
     let (k, p) = permit(prog.digest, jail_id, 0x41, EXACT);
-    enforcer.grant(k, p).unwrap();
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, k, p)
+        .unwrap();
 
     for round in 0..10 {
         // Permitted content runs; IMA measures it (after authz's hook) and

@@ -14,7 +14,9 @@ fn permit_allows_in_its_cgroup_and_refuses_in_a_sibling() {
     let scratch = Scratch::new("sibling");
     let prog = scratch.program("job");
     let (key, permit) = permit(prog.digest, a_id, 0x51, EXACT);
-    enforcer.grant(key, permit).expect("grant");
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, key, permit)
+        .expect("grant");
 
     assert_ran(&prog.run_in_cgroup(&a, &["true"]));
     let ev = event_for(&mut enforcer, &prog.path);
@@ -42,7 +44,9 @@ fn descendants_are_allowed_only_when_the_permit_says_so() {
 
     // Without the flag: the parent only.
     let (key, exact) = permit(prog.digest, parent_id, 0xd0, EXACT);
-    enforcer.grant(key, exact).expect("grant");
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, key, exact)
+        .expect("grant");
     assert_ran(&prog.run_in_cgroup(&parent, &["true"]));
     let _ = event_for(&mut enforcer, &prog.path);
     assert_eperm(&prog.run_in_cgroup(&child, &["true"]));
@@ -51,7 +55,9 @@ fn descendants_are_allowed_only_when_the_permit_says_so() {
 
     // With the flag: every descendant, and the event names the granting cgroup.
     let (key, inherited) = permit(prog.digest, parent_id, 0xd1, DESCENDANTS);
-    enforcer.grant(key, inherited).expect("grant");
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, key, inherited)
+        .expect("grant");
     for (dir, label) in [(&child, "child"), (&grandchild, "grandchild")] {
         assert_ran(&prog.run_in_cgroup(dir, &["true"]));
         let ev = event_for(&mut enforcer, &prog.path);
@@ -76,7 +82,9 @@ fn expiry_is_decided_by_the_kernel_without_userspace_help() {
     let (key, mut permit) = permit(prog.digest, job_id, 0xee, EXACT);
     permit =
         authz_common::Permit::single(permit.artifact_id, boot_time_ns() + 3_000_000_000, false);
-    enforcer.grant(key, permit).expect("grant");
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, key, permit)
+        .expect("grant");
 
     assert_ran(&prog.run_in_cgroup(&job, &["true"]));
     let _ = event_for(&mut enforcer, &prog.path);
@@ -149,7 +157,9 @@ fn a_copy_of_a_permitted_binary_at_another_path_is_allowed() {
     let scratch = Scratch::new("copy");
     let original = scratch.program("original");
     let (key, permit) = permit(original.digest, own_cgroup_id(), 0xc0, EXACT);
-    enforcer.grant(key, permit).expect("grant");
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, key, permit)
+        .expect("grant");
     std::fs::create_dir_all(scratch.dir.join("elsewhere")).expect("mkdir");
     let copy = Program::at({
         let p = scratch.dir.join("elsewhere/renamed-copy");
@@ -186,10 +196,14 @@ fn every_decision_has_an_event_and_the_counters_match() {
     let expired = Program::at(expired.path.clone());
 
     let (k, p) = permit(allowed.digest, job_id, 1, EXACT);
-    enforcer.grant(k, p).unwrap();
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, k, p)
+        .unwrap();
     let (k, mut p) = permit(expired.digest, job_id, 2, EXACT);
     p = authz_common::Permit::single(p.artifact_id, 1, false);
-    enforcer.grant(k, p).unwrap();
+    enforcer
+        .grant(authz_agent::enforcer::PermitUse::Exec, k, p)
+        .unwrap();
     let _ = enforcer.drain_events();
     let before = enforcer.counters().unwrap();
 
@@ -289,7 +303,9 @@ fn lineage_names_the_permit_of_the_process_that_execs() {
                 .unwrap();
             let p = Program::at(path);
             let (k, v) = permit(p.digest, job_id, 0xa0 + i as u8, EXACT);
-            enforcer.grant(k, v).unwrap();
+            enforcer
+                .grant(authz_agent::enforcer::PermitUse::Exec, k, v)
+                .unwrap();
             p
         })
         .collect();

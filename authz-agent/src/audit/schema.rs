@@ -63,6 +63,7 @@ pub fn exec_body(
 ) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("decision".into(), json!(ev.decision));
+    m.insert("hook".into(), json!(ev.hook));
     m.insert("reason".into(), json!(ev.reason));
     m.insert("mode".into(), json!(ev.mode));
     m.insert(

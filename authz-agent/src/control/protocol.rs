@@ -304,6 +304,10 @@ pub struct KernelInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusResult {
     pub mode: Mode,
+    /// Files mapped executable: `off`, `audit` or `enforce`.
+    pub libraries: Mode,
+    /// Executable memory no file backs: `allow`, `audit` or `deny`.
+    pub exec_memory: String,
     /// `host` or `subtrees`.
     pub scope: String,
     /// The enforced subtrees (empty: the whole host).

@@ -17,14 +17,13 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use authz_common::PermitKey;
 use serde_json::Value;
 
 use super::{
     decisions::Decisions,
     dropped::Ledger,
     loader::{self, NotLoaded},
-    permits::{plan, Held, PermitKeyOrd, PermitTable, RowChange},
+    permits::{plan, Held, PermitTable, RowChange, RowKey},
     revocations::{revocation_until, Revocations},
 };
 use crate::{
@@ -148,22 +147,22 @@ impl Agent {
         }
         self.permits.replace_all(now);
         self.clock = BootClock::now();
-        let current: BTreeMap<PermitKeyOrd, authz_common::Permit> = self
+        let current: BTreeMap<RowKey, authz_common::Permit> = self
             .enforcer
             .permits()
             .into_iter()
-            .map(|(k, p)| (PermitKeyOrd(k), p))
+            .map(|(use_, key, p)| (RowKey { use_, key }, p))
             .collect();
         let changes = plan(&current, &self.permits.rows(&self.clock));
         let (mut installed, mut removed) = (0, 0);
         for change in changes {
             match change {
-                RowChange::Put(key, permit) => {
-                    self.enforcer.grant(key, permit)?;
+                RowChange::Put(row, permit) => {
+                    self.enforcer.grant(row.use_, row.key, permit)?;
                     installed += 1;
                 }
-                RowChange::Delete(key) => {
-                    self.enforcer.revoke(&key)?;
+                RowChange::Delete(row) => {
+                    self.enforcer.revoke(row.use_, &row.key)?;
                     removed += 1;
                 }
             }
@@ -176,16 +175,13 @@ impl Agent {
         Ok(())
     }
 
-    /// Writes the kernel rows for `keys` as the permit table has them now.
-    fn write_rows(
-        &mut self,
-        keys: impl IntoIterator<Item = PermitKey>,
-    ) -> Result<(), EnforcerError> {
-        for key in keys {
-            match self.permits.row(&key, &self.clock) {
-                Some(permit) => self.enforcer.grant(key, permit)?,
+    /// Writes the kernel rows `rows` as the permit table has them now.
+    fn write_rows(&mut self, rows: impl IntoIterator<Item = RowKey>) -> Result<(), EnforcerError> {
+        for row in rows {
+            match self.permits.row(&row, &self.clock) {
+                Some(permit) => self.enforcer.grant(row.use_, row.key, permit)?,
                 None => {
-                    self.enforcer.revoke(&key)?;
+                    self.enforcer.revoke(row.use_, &row.key)?;
                 }
             }
         }
@@ -463,8 +459,8 @@ impl Agent {
         if (clock.offset_ns() - self.clock.offset_ns()).abs() > CLOCK_STEP_NS {
             tracing::info!("wall clock stepped; recomputing kernel expiries");
             self.clock = clock;
-            let keys: BTreeSet<PermitKeyOrd> = self.permits.rows(&self.clock).into_keys().collect();
-            if let Err(e) = self.write_rows(keys.into_iter().map(|k| k.0)) {
+            let rows: BTreeSet<RowKey> = self.permits.rows(&self.clock).into_keys().collect();
+            if let Err(e) = self.write_rows(rows) {
                 tracing::error!(error = %crate::error_chain(&e), "cannot rewrite kernel expiries");
             }
         }

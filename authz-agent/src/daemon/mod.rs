@@ -76,6 +76,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         enforced_paths: a.enforce_cgroups.clone(),
         trusted_filesystems: a.trusted_filesystems.clone(),
         allowed_sample: config.audit.allowed.kernel_value(),
+        libraries: a.libraries,
+        exec_memory: a.exec_memory,
         pin_dir: Some(a.pin_dir.clone()),
         ..LoadOptions::default()
     };

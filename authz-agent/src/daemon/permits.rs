@@ -3,21 +3,23 @@
 //! (every question takes `now`, and expiries are turned into boot-clock
 //! nanoseconds by the [`BootClock`] passed in), so it is tested on its own.
 //!
-//! An artifact is *placed* under the kernel key (digest, cgroup id) it
-//! belongs to while it is live: valid now and its cgroup exists. A key's row
-//! is computed from every artifact placed under it: the exact slot takes the
-//! latest expiry of all of them, the descendants slot the latest of those that
-//! include descendants. Each operation returns the keys whose rows may have
-//! changed; the agent writes exactly those rows (or deletes them when
+//! An artifact is *placed* under the kernel rows it grants while it is live
+//! (valid now and its cgroup exists): a [`RowKey`] is a use (exec, mapping,
+//! executable memory: one kernel map each) and a (digest, cgroup id) key. A
+//! row is computed from every artifact placed under it: the exact slot takes
+//! the latest expiry of all of them, the descendants slot the latest of those
+//! that include descendants. Each operation returns the rows that may have
+//! changed; the agent writes exactly those (or deletes them when
 //! [`PermitTable::row`] says none is left).
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     time::SystemTime,
 };
 
-use authz_common::{Permit, PermitKey};
+use authz_common::{Digest, Permit, PermitKey};
 
 pub use crate::control::protocol::PermitState;
+pub use crate::enforcer::PermitUse;
 use crate::{artifact::ArtifactId, enforcer::clock::BootClock, trust::Verified};
 
 /// An accepted artifact.
@@ -26,8 +28,8 @@ pub struct Held {
     pub verified: Verified,
     /// Its text, as submitted (the store holds the same).
     pub text: String,
-    /// The key it is placed under now.
-    placed: Option<PermitKey>,
+    /// The rows it is placed under now.
+    placed: Vec<RowKey>,
 }
 
 impl Held {
@@ -35,7 +37,7 @@ impl Held {
         Self {
             verified,
             text,
-            placed: None,
+            placed: Vec::new(),
         }
     }
 }
@@ -47,8 +49,8 @@ pub struct PermitTable {
     held: BTreeMap<ArtifactId, Held>,
     /// cgroup path -> id (None: does not exist now).
     cgroups: HashMap<String, Option<u64>>,
-    /// Artifacts placed under each key.
-    placed: HashMap<PermitKey, BTreeSet<ArtifactId>>,
+    /// Artifacts placed under each row.
+    placed: HashMap<RowKey, BTreeSet<ArtifactId>>,
 }
 
 impl PermitTable {
@@ -80,7 +82,7 @@ impl PermitTable {
         self.held.keys().copied().collect()
     }
 
-    /// Keys that have at least one artifact placed under them.
+    /// Rows that have at least one artifact placed under them.
     pub fn placed_keys(&self) -> usize {
         self.placed.len()
     }
@@ -146,27 +148,35 @@ impl PermitTable {
         out
     }
 
-    /// The key artifact `id` belongs under at `now` (None: not live).
-    fn wanted_key(&self, id: &ArtifactId, now: SystemTime) -> Option<PermitKey> {
-        let h = self.held.get(id)?;
+    /// The rows artifact `id` belongs under at `now` (none: not live).
+    fn wanted_rows(&self, id: &ArtifactId, now: SystemTime) -> Vec<RowKey> {
+        let Some(h) = self.held.get(id) else {
+            return Vec::new();
+        };
         if self.state(h, now) != PermitState::Live {
-            return None;
+            return Vec::new();
         }
-        Some(PermitKey {
-            digest: h.verified.digest,
-            cgroup_id: self.cgroup_id(&h.verified.cgroup)?,
-        })
+        let Some(cgroup_id) = self.cgroup_id(&h.verified.cgroup) else {
+            return Vec::new();
+        };
+        grants(&h.verified)
+            .into_iter()
+            .map(|(use_, digest)| RowKey {
+                use_,
+                key: PermitKey { digest, cgroup_id },
+            })
+            .collect()
     }
 
-    /// Adds (or replaces) an artifact and places it; returns the keys whose
-    /// rows may have changed. The caller has told the table about its cgroup
+    /// Adds (or replaces) an artifact and places it; returns the rows that
+    /// may have changed. The caller has told the table about its cgroup
     /// ([`set_cgroup`](Self::set_cgroup)) or it waits for one.
-    pub fn insert(&mut self, id: ArtifactId, held: Held, now: SystemTime) -> Vec<PermitKey> {
+    pub fn insert(&mut self, id: ArtifactId, held: Held, now: SystemTime) -> Vec<RowKey> {
         let mut touched = self.unplace(&id);
         self.held.insert(
             id,
             Held {
-                placed: None,
+                placed: Vec::new(),
                 ..held
             },
         );
@@ -175,7 +185,7 @@ impl PermitTable {
     }
 
     /// Removes an artifact; returns it and the keys whose rows may have changed.
-    pub fn remove(&mut self, id: &ArtifactId) -> (Option<Held>, Vec<PermitKey>) {
+    pub fn remove(&mut self, id: &ArtifactId) -> (Option<Held>, Vec<RowKey>) {
         let touched = self.unplace(id);
         (self.held.remove(id), touched)
     }
@@ -209,50 +219,57 @@ impl PermitTable {
 
     /// Moves every artifact to where it belongs at `now` (a scheduled one
     /// whose time came, one whose cgroup appeared, vanished or was
-    /// re-created, one that expired); returns the keys whose rows may have
-    /// changed.
-    pub fn replace_all(&mut self, now: SystemTime) -> Vec<PermitKey> {
+    /// re-created, one that expired); returns the rows that may have changed.
+    pub fn replace_all(&mut self, now: SystemTime) -> Vec<RowKey> {
         let ids = self.ids();
         let mut touched = BTreeSet::new();
         for id in ids {
-            touched.extend(self.place(&id, now).into_iter().map(PermitKeyOrd));
+            touched.extend(self.place(&id, now));
         }
-        touched.into_iter().map(|k| k.0).collect()
+        touched.into_iter().collect()
     }
 
-    /// Moves `id` to where it belongs at `now`; returns the keys whose rows
-    /// may have changed (none when it stays).
-    pub fn place(&mut self, id: &ArtifactId, now: SystemTime) -> Vec<PermitKey> {
-        let want = self.wanted_key(id, now);
-        let have = self.held.get(id).and_then(|h| h.placed);
+    /// Moves `id` to where it belongs at `now`; returns the rows that may have
+    /// changed (none when it stays).
+    pub fn place(&mut self, id: &ArtifactId, now: SystemTime) -> Vec<RowKey> {
+        let want = self.wanted_rows(id, now);
+        let have = self
+            .held
+            .get(id)
+            .map(|h| h.placed.clone())
+            .unwrap_or_default();
         if want == have {
             return Vec::new();
         }
         let mut touched = self.unplace(id);
-        if let (Some(key), Some(h)) = (want, self.held.get_mut(id)) {
-            h.placed = Some(key);
-            self.placed.entry(key).or_default().insert(*id);
-            touched.push(key);
+        if let Some(h) = self.held.get_mut(id) {
+            h.placed = want.clone();
+        }
+        for row in want {
+            self.placed.entry(row).or_default().insert(*id);
+            touched.push(row);
         }
         touched
     }
 
-    fn unplace(&mut self, id: &ArtifactId) -> Vec<PermitKey> {
-        let Some(key) = self.held.get_mut(id).and_then(|h| h.placed.take()) else {
+    fn unplace(&mut self, id: &ArtifactId) -> Vec<RowKey> {
+        let Some(rows) = self.held.get_mut(id).map(|h| std::mem::take(&mut h.placed)) else {
             return Vec::new();
         };
-        if let Some(ids) = self.placed.get_mut(&key) {
-            ids.remove(id);
-            if ids.is_empty() {
-                self.placed.remove(&key);
+        for row in &rows {
+            if let Some(ids) = self.placed.get_mut(row) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.placed.remove(row);
+                }
             }
         }
-        vec![key]
+        rows
     }
 
-    /// The row the kernel should hold for `key` (None: no row).
-    pub fn row(&self, key: &PermitKey, clock: &BootClock) -> Option<Permit> {
-        let ids = self.placed.get(key)?;
+    /// The row the kernel should hold for `row` (None: no row).
+    pub fn row(&self, row: &RowKey, clock: &BootClock) -> Option<Permit> {
+        let ids = self.placed.get(row)?;
         let mut permit = Permit::default();
         for id in ids {
             let Some(h) = self.held.get(id) else { continue };
@@ -270,53 +287,72 @@ impl PermitTable {
     }
 
     /// Every row the kernel should hold.
-    pub fn rows(&self, clock: &BootClock) -> BTreeMap<PermitKeyOrd, Permit> {
+    pub fn rows(&self, clock: &BootClock) -> BTreeMap<RowKey, Permit> {
         self.placed
             .keys()
-            .filter_map(|k| self.row(k, clock).map(|p| (PermitKeyOrd(*k), p)))
+            .filter_map(|k| self.row(k, clock).map(|p| (*k, p)))
             .collect()
     }
 }
 
-/// A [`PermitKey`] ordered by its bytes (for deterministic maps).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PermitKeyOrd(pub PermitKey);
+/// What an artifact grants: an exec of its binary (which may also be mapped),
+/// a mapping of each library it names, executable memory for its binary's
+/// processes when it says so.
+pub fn grants(v: &Verified) -> Vec<(PermitUse, Digest)> {
+    let mut out = vec![(PermitUse::Exec, v.digest)];
+    out.extend(v.libraries.iter().map(|d| (PermitUse::Map, *d)));
+    if v.exec_memory {
+        out.push((PermitUse::ExecMemory, v.digest));
+    }
+    out
+}
 
-impl PartialOrd for PermitKeyOrd {
+/// A kernel row: its map and its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RowKey {
+    pub use_: PermitUse,
+    pub key: PermitKey,
+}
+
+impl PartialOrd for RowKey {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for PermitKeyOrd {
+impl Ord for RowKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.0.digest, self.0.cgroup_id).cmp(&(other.0.digest, other.0.cgroup_id))
+        (self.use_, self.key.digest, self.key.cgroup_id).cmp(&(
+            other.use_,
+            other.key.digest,
+            other.key.cgroup_id,
+        ))
     }
 }
 
-/// One change to the kernel's permit map.
+/// One change to the kernel's permit maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowChange {
-    Put(PermitKey, Permit),
-    Delete(PermitKey),
+    Put(RowKey, Permit),
+    Delete(RowKey),
 }
 
 /// The changes that turn `current` into `wanted`: puts first (never a moment
 /// with fewer permits than both states agree on), then deletes.
 pub fn plan(
-    current: &BTreeMap<PermitKeyOrd, Permit>,
-    wanted: &BTreeMap<PermitKeyOrd, Permit>,
+    current: &BTreeMap<RowKey, Permit>,
+    wanted: &BTreeMap<RowKey, Permit>,
 ) -> Vec<RowChange> {
     let mut out: Vec<RowChange> = wanted
         .iter()
         .filter(|(k, p)| current.get(k) != Some(p))
-        .map(|(k, p)| RowChange::Put(k.0, *p))
+        .map(|(k, p)| RowChange::Put(*k, *p))
         .collect();
     out.extend(
         current
             .keys()
             .filter(|k| !wanted.contains_key(k))
-            .map(|k| RowChange::Delete(k.0)),
+            .map(|k| RowChange::Delete(*k)),
     );
     out
 }
@@ -339,10 +375,13 @@ mod tests {
         (v.id, Held::new(v, a.to_toml()))
     }
 
-    fn key_of(h: &Held, cgroup_id: u64) -> PermitKey {
-        PermitKey {
-            digest: h.verified.digest,
-            cgroup_id,
+    fn key_of(h: &Held, cgroup_id: u64) -> RowKey {
+        RowKey {
+            use_: PermitUse::Exec,
+            key: PermitKey {
+                digest: h.verified.digest,
+                cgroup_id,
+            },
         }
     }
 
@@ -364,7 +403,7 @@ mod tests {
         // Re-created with a new id: the row moves.
         t.set_cgroup(&cg, Some(9));
         let mut touched = t.replace_all(now);
-        touched.sort_by_key(|k| k.cgroup_id);
+        touched.sort();
         assert_eq!(touched, vec![key_of(&h, 7), key_of(&h, 9)]);
         assert!(t.row(&key_of(&h, 7), &clock()).is_none());
         assert!(t.row(&key_of(&h, 9), &clock()).is_some());
@@ -478,7 +517,7 @@ mod tests {
                 }))
                 .collect();
             let mut t = PermitTable::new();
-            let mut kernel: BTreeMap<PermitKeyOrd, Permit> = BTreeMap::new();
+            let mut kernel: BTreeMap<RowKey, Permit> = BTreeMap::new();
             let c = clock();
             for (op, which, cg) in ops {
                 let (id, h) = &artifacts[which];
@@ -493,8 +532,8 @@ mod tests {
                 };
                 for key in touched {
                     match t.row(&key, &c) {
-                        Some(p) => { kernel.insert(PermitKeyOrd(key), p); }
-                        None => { kernel.remove(&PermitKeyOrd(key)); }
+                        Some(p) => { kernel.insert(key, p); }
+                        None => { kernel.remove(&key); }
                     }
                 }
                 prop_assert_eq!(&kernel, &t.rows(&c));
@@ -508,10 +547,10 @@ mod tests {
             current in prop::collection::btree_map(0u64..6, 1u64..4, 0..6),
             wanted in prop::collection::btree_map(0u64..6, 1u64..4, 0..6),
         ) {
-            let rows = |m: &BTreeMap<u64, u64>| -> BTreeMap<PermitKeyOrd, Permit> {
+            let rows = |m: &BTreeMap<u64, u64>| -> BTreeMap<RowKey, Permit> {
                 m.iter()
                     .map(|(k, e)| (
-                        PermitKeyOrd(PermitKey { digest: [0; 32], cgroup_id: *k }),
+                        RowKey { use_: PermitUse::Exec, key: PermitKey { digest: [0; 32], cgroup_id: *k } },
                         Permit::single([1; 16], *e, false),
                     ))
                     .collect()
@@ -525,8 +564,8 @@ mod tests {
             }
             for c in changes {
                 match c {
-                    RowChange::Put(k, p) => { applied.insert(PermitKeyOrd(k), p); }
-                    RowChange::Delete(k) => { applied.remove(&PermitKeyOrd(k)); }
+                    RowChange::Put(k, p) => { applied.insert(k, p); }
+                    RowChange::Delete(k) => { applied.remove(&k); }
                 }
             }
             prop_assert_eq!(applied, want);

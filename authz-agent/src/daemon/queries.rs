@@ -5,6 +5,7 @@ use super::agent::Agent;
 use crate::{
     artifact::time::Timestamp,
     control::protocol::{KernelInfo, ListResult, PermitEntry, ReportResult, StatusResult, Window},
+    enforcer::Mode,
 };
 
 impl Agent {
@@ -58,6 +59,13 @@ impl Agent {
         let policy = self.log.policy();
         StatusResult {
             mode: self.enforcer.mode(),
+            libraries: Mode::from_raw(config.libraries),
+            exec_memory: match Mode::from_raw(config.exec_memory) {
+                Mode::Off => "allow",
+                Mode::Audit => "audit",
+                Mode::Enforce => "deny",
+            }
+            .into(),
             scope: if config.scope == authz_common::scope::SUBTREES {
                 "subtrees"
             } else {

@@ -119,8 +119,23 @@ fn offsets_from(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         iattr_valid: 0,
         shmem_seals_delta: 0,
         known: 0,
+        vma_file: optional("vm_area_struct", &[&["vm_file"]]),
+        vma_flags: 0,
+        vma_anon_vma: optional("vm_area_struct", &[&["anon_vma"]]),
+        file_path: optional("file", &[&["f_path"]]),
+        file_dentry: optional("file", &[&["f_path", "dentry"]]),
+        dentry_name: optional("dentry", &[&["d_name", "name"]]),
     };
     let mut offsets = offsets;
+    match member_offset(btf, "vm_area_struct", "vm_flags") {
+        Ok(offset) => {
+            offsets.vma_flags = offset;
+            offsets.known |= offset_known::VMA_FLAGS;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "mapping flags cannot be read: executable mappings in scope will be refused")
+        }
+    }
     match member_offset(btf, "iattr", "ia_valid") {
         Ok(offset) => {
             offsets.iattr_valid = offset;

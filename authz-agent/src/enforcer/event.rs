@@ -11,6 +11,8 @@ pub struct DecisionEvent {
     pub seq: u64,
     /// The loaded copy of the programs that decided.
     pub instance: u64,
+    /// Which check decided: `exec`, `mmap`, `mprotect` or `memory-write`.
+    pub hook: &'static str,
     pub pid: u32,
     pub tgid: u32,
     pub ppid: u32,
@@ -64,6 +66,12 @@ pub enum Reason {
     MutableContent,
     UntrustedFilesystem,
     DigestStale,
+    ExecMemory,
+    UnverifiedMprotect,
+    CodeWrite,
+    LibraryNoPermit,
+    LibraryExpired,
+    LibraryWrongCgroup,
     Unknown(u32),
 }
 
@@ -83,6 +91,12 @@ impl Reason {
             Reason::MutableContent => reason::name(reason::MUTABLE_CONTENT),
             Reason::UntrustedFilesystem => reason::name(reason::UNTRUSTED_FS),
             Reason::DigestStale => reason::name(reason::DIGEST_STALE),
+            Reason::ExecMemory => reason::name(reason::EXEC_MEMORY),
+            Reason::UnverifiedMprotect => reason::name(reason::UNVERIFIED_MPROTECT),
+            Reason::CodeWrite => reason::name(reason::CODE_WRITE),
+            Reason::LibraryNoPermit => reason::name(reason::LIBRARY_NO_PERMIT),
+            Reason::LibraryExpired => reason::name(reason::LIBRARY_EXPIRED),
+            Reason::LibraryWrongCgroup => reason::name(reason::LIBRARY_WRONG_CGROUP),
         }
     }
 }
@@ -131,6 +145,7 @@ impl DecisionEvent {
             boot_ns: raw.boot_ns,
             seq: raw.seq,
             instance: raw.instance,
+            hook: authz_common::hook::name(raw.hook),
             pid: raw.pid,
             tgid: raw.tgid,
             ppid: raw.ppid,
@@ -159,6 +174,12 @@ impl DecisionEvent {
                 reason::MUTABLE_CONTENT => Reason::MutableContent,
                 reason::UNTRUSTED_FS => Reason::UntrustedFilesystem,
                 reason::DIGEST_STALE => Reason::DigestStale,
+                reason::EXEC_MEMORY => Reason::ExecMemory,
+                reason::UNVERIFIED_MPROTECT => Reason::UnverifiedMprotect,
+                reason::CODE_WRITE => Reason::CodeWrite,
+                reason::LIBRARY_NO_PERMIT => Reason::LibraryNoPermit,
+                reason::LIBRARY_EXPIRED => Reason::LibraryExpired,
+                reason::LIBRARY_WRONG_CGROUP => Reason::LibraryWrongCgroup,
                 other => Reason::Unknown(other),
             },
             mode: mode::name(raw.mode),

@@ -39,31 +39,60 @@ pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 /// cache invalidation (`file_open`, `inode_setattr`) and lineage bookkeeping
 /// are in place before the first decision. `inode_setattr` is replaced by
 /// `inode_setattr_idmap` on kernels whose hook has a leading `idmap`.
-pub(crate) const PROGRAMS: [&str; 5] = [
+pub(crate) const PROGRAMS: [&str; 8] = [
     "file_open",
     SETATTR,
     "task_alloc",
     "bprm_committed_creds",
     "bprm_check_security",
+    "mmap_file",
+    "file_mprotect",
+    "ptrace_access_check",
 ];
 const SETATTR: &str = "inode_setattr";
 const SETATTR_IDMAP: &str = "inode_setattr_idmap";
 
 /// Every program the object has (both `inode_setattr` variants), for
 /// finding and removing pins.
-pub(crate) const ALL_PROGRAMS: [&str; 6] = [
+pub(crate) const ALL_PROGRAMS: [&str; 9] = [
     "file_open",
     SETATTR,
     SETATTR_IDMAP,
     "task_alloc",
     "bprm_committed_creds",
     "bprm_check_security",
+    "mmap_file",
+    "file_mprotect",
+    "ptrace_access_check",
 ];
+
+/// Which permit map a row lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PermitUse {
+    /// `authz_permits`: exec (and mapping) of the binary.
+    Exec,
+    /// `authz_mappings`: mapping only (a library, the loader).
+    Map,
+    /// `authz_jit`: the binary's processes may make memory executable.
+    ExecMemory,
+}
+
+impl PermitUse {
+    pub fn map_name(self) -> &'static str {
+        match self {
+            PermitUse::Exec => maps::PERMITS,
+            PermitUse::Map => maps::MAPPINGS,
+            PermitUse::ExecMemory => maps::JIT,
+        }
+    }
+}
 
 /// The object's maps, by the name the kernel shows (`bpftool map show`).
 pub mod maps {
     pub const CONFIG: &str = "authz_config";
     pub const PERMITS: &str = "authz_permits";
+    pub const MAPPINGS: &str = "authz_mappings";
+    pub const JIT: &str = "authz_jit";
     pub const DIGESTS: &str = "authz_digests";
     pub const SCOPE: &str = "authz_scope";
     pub const FILESYSTEMS: &str = "authz_fs";
@@ -204,6 +233,10 @@ pub struct LoadOptions {
     pub trusted_filesystems: Vec<u64>,
     /// Which allowed execs send an event (`authz_common::sample`).
     pub allowed_sample: u32,
+    /// Files mapped executable: off, audit or enforce (within `mode`).
+    pub libraries: Mode,
+    /// Executable memory no file backs: off (allow), audit or enforce (deny).
+    pub exec_memory: Mode,
     /// Size of the decision event ring buffer in bytes (a power of two, at
     /// least a page); `None` keeps the built-in 1 MiB.
     pub event_ring_bytes: Option<u32>,
@@ -223,6 +256,8 @@ impl Default for LoadOptions {
             enforced_paths: Vec::new(),
             trusted_filesystems: Vec::new(),
             allowed_sample: authz_common::sample::ALL,
+            libraries: Mode::Off,
+            exec_memory: Mode::Off,
             event_ring_bytes: None,
             pin_dir: None,
         }
@@ -237,6 +272,8 @@ pub struct Enforcer {
     ebpf: Ebpf,
     config_map: Array<MapData, Config>,
     permits: HashMap<MapData, PermitKey, Permit>,
+    mappings: HashMap<MapData, PermitKey, Permit>,
+    jit: HashMap<MapData, PermitKey, Permit>,
     digests: HashMap<MapData, Digest, u32>,
     scope: HashMap<MapData, ScopeKey, ScopeNode>,
     filesystems: HashMap<MapData, u64, u32>,
@@ -247,7 +284,7 @@ pub struct Enforcer {
     /// Epoch of the sequence numbers in the (possibly adopted) maps.
     epoch: u64,
     /// The programs this kernel gets, in attach order.
-    programs: [&'static str; 5],
+    programs: [&'static str; 8],
     /// The enforced subtrees last written (empty: the whole host).
     scope_paths: Vec<String>,
     counters: PerCpuArray<MapData, u64>,
@@ -306,6 +343,8 @@ impl Enforcer {
             .override_global("OFFSETS", &offsets, true)
             .override_global("INSTANCE", &instance, true)
             .map_max_entries(maps::PERMITS, opts.max_permits)
+            .map_max_entries(maps::MAPPINGS, opts.max_permits)
+            .map_max_entries(maps::JIT, opts.max_permits)
             .map_max_entries(maps::DIGESTS, opts.max_permits)
             .map_max_entries(maps::EVENTS, ring_bytes);
         let mut adopted = false;
@@ -333,6 +372,8 @@ impl Enforcer {
         let config_map: Array<MapData, Config> =
             Array::try_from(take(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
         let permits = HashMap::try_from(take(maps::PERMITS)?).map_err(map_err(maps::PERMITS))?;
+        let mappings = HashMap::try_from(take(maps::MAPPINGS)?).map_err(map_err(maps::MAPPINGS))?;
+        let jit = HashMap::try_from(take(maps::JIT)?).map_err(map_err(maps::JIT))?;
         let digests = HashMap::try_from(take(maps::DIGESTS)?).map_err(map_err(maps::DIGESTS))?;
         let scope_map = HashMap::try_from(take(maps::SCOPE)?).map_err(map_err(maps::SCOPE))?;
         let filesystems =
@@ -361,12 +402,16 @@ impl Enforcer {
         };
         let config = Config {
             allowed_sample: opts.allowed_sample,
+            libraries: opts.libraries.raw(),
+            exec_memory: opts.exec_memory.raw(),
             ..config
         };
         let mut enforcer = Self {
             ebpf,
             config_map,
             permits,
+            mappings,
+            jit,
             digests,
             scope: scope_map,
             filesystems,
@@ -619,17 +664,31 @@ impl Enforcer {
             .map_err(map_err(maps::CONFIG))
     }
 
-    /// Installs (or replaces) a permit.
-    #[tracing::instrument(skip_all, fields(digest = %hex::encode(key.digest), cgroup_id = key.cgroup_id))]
-    pub fn grant(&mut self, key: PermitKey, permit: Permit) -> Result<(), EnforcerError> {
-        let existed = self.permits.get(&key, 0).is_ok();
+    fn permit_map(&mut self, use_: PermitUse) -> &mut HashMap<MapData, PermitKey, Permit> {
+        match use_ {
+            PermitUse::Exec => &mut self.permits,
+            PermitUse::Map => &mut self.mappings,
+            PermitUse::ExecMemory => &mut self.jit,
+        }
+    }
+
+    /// Installs (or replaces) a permit row in the map for `use_`.
+    #[tracing::instrument(skip_all, fields(?use_, digest = %hex::encode(key.digest), cgroup_id = key.cgroup_id))]
+    pub fn grant(
+        &mut self,
+        use_: PermitUse,
+        key: PermitKey,
+        permit: Permit,
+    ) -> Result<(), EnforcerError> {
+        let name = use_.map_name();
+        let existed = self.permit_map(use_).get(&key, 0).is_ok();
         if !existed {
             let count = self.digests.get(&key.digest, 0).unwrap_or(0);
             self.digests
                 .insert(key.digest, count + 1, 0)
                 .map_err(map_err(maps::DIGESTS))?;
         }
-        match self.permits.insert(key, permit, 0) {
+        match self.permit_map(use_).insert(key, permit, 0) {
             Ok(()) => Ok(()),
             Err(e) => {
                 if !existed {
@@ -638,32 +697,32 @@ impl Enforcer {
                 if is_full(&e) {
                     Err(EnforcerError::PermitsFull(self.max_permits))
                 } else {
-                    Err(map_err(maps::PERMITS)(e))
+                    Err(map_err(name)(e))
                 }
             }
         }
     }
 
-    /// Removes a permit; returns whether it was there.
-    #[tracing::instrument(skip_all, fields(digest = %hex::encode(key.digest), cgroup_id = key.cgroup_id))]
-    pub fn revoke(&mut self, key: &PermitKey) -> Result<bool, EnforcerError> {
-        match self.permits.remove(key) {
+    /// Removes a permit row; returns whether it was there.
+    #[tracing::instrument(skip_all, fields(?use_, digest = %hex::encode(key.digest), cgroup_id = key.cgroup_id))]
+    pub fn revoke(&mut self, use_: PermitUse, key: &PermitKey) -> Result<bool, EnforcerError> {
+        match self.permit_map(use_).remove(key) {
             Ok(()) => {
                 self.release_digest(&key.digest);
                 Ok(true)
             }
             Err(MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(map_err(maps::PERMITS)(e)),
+            Err(e) => Err(map_err(use_.map_name())(e)),
         }
     }
 
-    /// Removes every permit (incident response). Returns how many were removed.
+    /// Removes every permit row of every use (incident response). Returns how
+    /// many were removed.
     #[tracing::instrument(skip_all)]
     pub fn flush(&mut self) -> Result<usize, EnforcerError> {
-        let keys: Vec<PermitKey> = self.permits.keys().filter_map(Result::ok).collect();
         let mut removed = 0;
-        for key in &keys {
-            if self.revoke(key)? {
+        for (use_, key, _) in self.permits() {
+            if self.revoke(use_, &key)? {
                 removed += 1;
             }
         }
@@ -681,9 +740,18 @@ impl Enforcer {
         }
     }
 
-    /// Every permit in the kernel map.
-    pub fn permits(&self) -> Vec<(PermitKey, Permit)> {
-        self.permits.iter().filter_map(Result::ok).collect()
+    /// Every permit row in the kernel's maps.
+    pub fn permits(&self) -> Vec<(PermitUse, PermitKey, Permit)> {
+        let rows = |use_: PermitUse, map: &HashMap<MapData, PermitKey, Permit>| {
+            map.iter()
+                .filter_map(Result::ok)
+                .map(move |(k, p)| (use_, k, p))
+                .collect::<Vec<_>>()
+        };
+        let mut out = rows(PermitUse::Exec, &self.permits);
+        out.extend(rows(PermitUse::Map, &self.mappings));
+        out.extend(rows(PermitUse::ExecMemory, &self.jit));
+        out
     }
 
     /// The kernel's counters, summed over CPUs.

@@ -30,9 +30,11 @@ use sha2::{Digest as _, Sha256};
 
 /// Every map of the object that outlives a run, by name. (`authz_role` is
 /// not here: each loaded copy has its own, see `authz_common::role`.)
-pub const MAPS: [&str; 10] = [
+pub const MAPS: [&str; 12] = [
     maps::CONFIG,
     maps::PERMITS,
+    maps::MAPPINGS,
+    maps::JIT,
     maps::DIGESTS,
     maps::SCOPE,
     maps::FILESYSTEMS,
@@ -62,12 +64,18 @@ impl Layout {
     pub fn new(max_permits: u32, ring_bytes: u32) -> Self {
         use std::mem::size_of;
         let description = format!(
-            "v2 {}:4:{}:1 {}:{}:{}:{max_permits} {}:{}:4:{max_permits} \
+            "v3 {}:4:{}:1 {}:{}:{}:{max_permits} {}:{}:{}:{max_permits}:noprealloc {}:{}:{}:{max_permits}:noprealloc {}:{}:4:{max_permits} \
              {}:{}:{}:{MAX_SCOPE_NODES} {}:8:4:{MAX_FILESYSTEMS} {}:4:8:{} {}:4:8:{} \
              {}:{ring_bytes}:{} {}:{} {}:{}",
             maps::CONFIG,
             size_of::<Config>(),
             maps::PERMITS,
+            size_of::<PermitKey>(),
+            size_of::<Permit>(),
+            maps::MAPPINGS,
+            size_of::<PermitKey>(),
+            size_of::<Permit>(),
+            maps::JIT,
             size_of::<PermitKey>(),
             size_of::<Permit>(),
             maps::DIGESTS,

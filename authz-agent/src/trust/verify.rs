@@ -177,6 +177,11 @@ pub struct Verified {
     pub id: ArtifactId,
     /// SHA-256 of the binary allowed to run.
     pub digest: Digest,
+    /// SHA-256 of each file the permit allows to be mapped executable (its
+    /// libraries and loader), not exec'd.
+    pub libraries: Vec<Digest>,
+    /// The binary's processes may make memory executable (a JIT).
+    pub exec_memory: bool,
     /// Canonical cgroup path (`/a/b`).
     pub cgroup: String,
     pub descendants: bool,
@@ -557,6 +562,8 @@ fn complete(
         reason: artifact.provenance.reason.clone(),
         subject_path: artifact.subject.path.clone(),
         subject_name: artifact.subject.name.clone(),
+        libraries: Vec::new(),
+        exec_memory: false,
     })
 }
 
