@@ -118,3 +118,54 @@ pub fn build_bench() -> Result<(PathBuf, PathBuf)> {
         .context("cargo built no `authz` benchmark binary")?;
     Ok((agent, bench))
 }
+
+/// Where the C test programs live inside the VM (their libraries' rpath).
+pub const C_TESTS_IN_VM: &str = "/authz/c";
+
+/// Builds the C programs and libraries the code-execution tests use
+/// (tests/c: a preloaded library, ten libraries of a dynamically linked
+/// program, a dlopen caller, a JIT...) with the host's gcc; returns the
+/// directory holding them.
+pub fn c_tests() -> Result<PathBuf> {
+    let src = workspace_root().join("tests/c");
+    let out = crate::util::target_dir().join("c-tests");
+    std::fs::create_dir_all(&out)?;
+    let gcc = |args: &[&str], what: &str| -> Result<()> {
+        crate::util::run(
+            Command::new("gcc")
+                .args(["-O1", "-Wall", "-Werror"])
+                .args(args)
+                .current_dir(&src),
+            &format!("building the C test program {what} (needs gcc)"),
+        )
+    };
+    let o = |name: &str| out.join(name).to_string_lossy().into_owned();
+    for n in 1..=10 {
+        let lib = o(&format!("libauthz{n}.so"));
+        gcc(
+            &["-shared", "-fPIC", &format!("-DN={n}"), "lib.c", "-o", &lib],
+            "lib.c",
+        )?;
+    }
+    gcc(
+        &["-shared", "-fPIC", "evil.c", "-o", &o("evil.so")],
+        "evil.c",
+    )?;
+    let rpath = format!("-Wl,-rpath,{C_TESTS_IN_VM}");
+    let libdir = format!("-L{}", out.display());
+    let mut dyn_args = vec!["dynprog.c", "-o"];
+    let dynprog = o("dynprog");
+    dyn_args.push(&dynprog);
+    dyn_args.push(&libdir);
+    dyn_args.push(&rpath);
+    let libs: Vec<String> = (1..=10).map(|n| format!("-lauthz{n}")).collect();
+    dyn_args.extend(libs.iter().map(String::as_str));
+    gcc(&dyn_args, "dynprog.c")?;
+    for prog in ["payload", "dl", "jit", "mapfile", "pokemem"] {
+        gcc(
+            &[&format!("{prog}.c"), "-o", &o(prog)],
+            &format!("{prog}.c"),
+        )?;
+    }
+    Ok(out)
+}

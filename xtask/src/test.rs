@@ -332,6 +332,19 @@ fn vm_boot_tests(
             initramfs.add_binary(bin, &format!("/authz/tests/{name}"))?;
         }
     }
+    let c_tests = build::c_tests()?;
+    for entry in std::fs::read_dir(&c_tests)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        initramfs.add_file(
+            &format!("{}/{name}", build::C_TESTS_IN_VM),
+            &std::fs::read(&path)?,
+            0o755,
+        )?;
+    }
     initramfs.add_file("/authz/run-tests.sh", RUNNER.as_bytes(), 0o755)?;
     // The runner matches `binary::test`: this boot's label is not part of it.
     let inner = filter.strip_prefix(boot.label).unwrap_or(filter);

@@ -596,6 +596,19 @@ impl Enforcer {
         self.write_config()
     }
 
+    /// Changes the `libraries` and `exec_memory` settings; takes effect for
+    /// the next mapping.
+    #[tracing::instrument(skip(self))]
+    pub fn set_code_checks(
+        &mut self,
+        libraries: Mode,
+        exec_memory: Mode,
+    ) -> Result<(), EnforcerError> {
+        self.config.libraries = libraries.raw();
+        self.config.exec_memory = exec_memory.raw();
+        self.write_config()
+    }
+
     pub(crate) fn set_selftest_cgroup(&mut self, cgroup_id: u64) -> Result<(), EnforcerError> {
         self.config.selftest_cgroup_id = cgroup_id;
         self.write_config()
