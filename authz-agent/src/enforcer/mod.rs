@@ -50,6 +50,8 @@ pub(crate) const PROGRAMS: [&str; 8] = [
     "ptrace_access_check",
 ];
 const SETATTR: &str = "inode_setattr";
+/// The program `probe` loads: the smallest.
+const PROBE_PROGRAM: &str = "bprm_committed_creds";
 const SETATTR_IDMAP: &str = "inode_setattr_idmap";
 
 /// Every program the object has (both `inode_setattr` variants), for
@@ -462,7 +464,7 @@ impl Enforcer {
         self.epoch
     }
 
-    /// Can this kernel run authz? Loads the object and every program (the
+    /// Can this kernel run authz? Loads the object and one program (the
     /// verifier runs) without attaching anything, then unloads. This is what
     /// turns "this kernel refuses trampoline programs" into an error before
     /// anything else is read or changed.
@@ -474,7 +476,14 @@ impl Enforcer {
             event_ring_bytes: Some(PROBE_RING_BYTES),
             ..LoadOptions::default()
         })?;
-        probe.load_programs()?;
+        // One small program answers the question (trampoline programs load
+        // or not); verifying all of them twice would only slow a start.
+        let kernel_btf = aya::Btf::from_sys_fs()
+            .map_err(|e| EnforcerError::Object(aya::EbpfError::BtfError(e)))?;
+        probe
+            .lsm(PROBE_PROGRAM)?
+            .load(PROBE_PROGRAM, &kernel_btf)
+            .map_err(classify_load_error)?;
         Ok(probe.support.clone())
     }
 
