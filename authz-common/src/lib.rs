@@ -207,6 +207,10 @@ pub mod reason {
     /// holds a measurement of it that may predate the change: no fresh digest
     /// can be had.
     pub const DIGEST_STALE: u32 = 18;
+    /// Lockdown: someone other than the agent reached for authz's BPF
+    /// objects, pins or process, or loaded a program that could override an
+    /// LSM decision.
+    pub const TAMPER: u32 = 25;
     /// Memory made executable that no file backs: anonymous memory, or a
     /// private mapping written to (a JIT, or injected code), while
     /// `exec_memory` is not `allow` and the process's permit grants none.
@@ -245,6 +249,7 @@ pub mod reason {
             LIBRARY_NO_PERMIT => "library-no-permit",
             LIBRARY_EXPIRED => "library-expired",
             LIBRARY_WRONG_CGROUP => "library-wrong-cgroup",
+            TAMPER => "tamper",
             _ => "unknown",
         }
     }
@@ -276,8 +281,10 @@ pub mod counter {
     pub const EXEC_MEMORY_DENIED: u32 = 18;
     /// Writes into process memory from outside, refused.
     pub const CODE_WRITES_DENIED: u32 = 19;
+    /// Lockdown refusals.
+    pub const TAMPER_DENIED: u32 = 20;
     /// Number of counters (size of the map).
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 21;
 
     /// Names in index order, for reports.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -301,6 +308,7 @@ pub mod counter {
         "maps_denied",
         "exec_memory_denied",
         "code_writes_denied",
+        "tamper_denied",
     ];
 }
 
@@ -314,6 +322,8 @@ pub mod hook {
     pub const MPROTECT: u32 = 2;
     /// A write into process memory from outside (`/proc/PID/mem`, ptrace).
     pub const MEMORY_WRITE: u32 = 3;
+    /// Lockdown's guards (bpf objects, pins, the agent's process).
+    pub const GUARD: u32 = 4;
 
     pub const fn name(hook: u32) -> &'static str {
         match hook {
@@ -321,6 +331,7 @@ pub mod hook {
             MMAP => "mmap",
             MPROTECT => "mprotect",
             MEMORY_WRITE => "memory-write",
+            GUARD => "guard",
             _ => "unknown",
         }
     }
@@ -362,7 +373,11 @@ pub struct Config {
     /// Executable memory no file backs, and writes into process memory from
     /// outside: one of [`mode`] (off = allow), within the global mode.
     pub exec_memory: u32,
-    pub _reserved: u32,
+    /// 1: only the agent (a task exec'd from a binary whose digest is in
+    /// `authz_agents`) may obtain descriptors to authz's maps, programs and
+    /// links, remove or rename its pins, unmount their bpffs, load programs
+    /// that could override an LSM decision, or ptrace the agent.
+    pub lockdown: u32,
 }
 
 /// Values of [`Config::allowed_sample`]: `N` sends one allowed exec in N (per
@@ -500,6 +515,18 @@ pub struct KernelOffsets {
     pub file_dentry: u32,
     /// `struct dentry`, member `d_name.name`.
     pub dentry_name: u32,
+    /// `struct bpf_map`, member `id`.
+    pub bpf_map_id: u32,
+    /// `struct bpf_prog`, member `aux`.
+    pub bpf_prog_aux: u32,
+    /// `struct bpf_prog_aux`, member `id`.
+    pub bpf_prog_aux_id: u32,
+    /// `struct vfsmount`, member `mnt_sb`.
+    pub vfsmount_sb: u32,
+    /// `struct super_block`, member `s_dev`.
+    pub sb_dev: u32,
+    /// `struct inode`, member `i_ino`.
+    pub inode_ino: u32,
 }
 
 impl KernelOffsets {
@@ -529,6 +556,20 @@ impl KernelOffsets {
     /// every executable mapping in scope is refused.
     pub const fn mapping_usable(&self) -> bool {
         self.vma_file != 0 && self.vma_anon_vma != 0 && self.known & offset_known::VMA_FLAGS != 0
+    }
+
+    /// Whether every field lockdown's guards read is known. Without them
+    /// lockdown cannot be turned on.
+    pub const fn guard_usable(&self) -> bool {
+        self.bpf_map_id != 0
+            && self.bpf_prog_aux != 0
+            && self.bpf_prog_aux_id != 0
+            && self.vfsmount_sb != 0
+            && self.sb_dev != 0
+            && self.inode_ino != 0
+            && self.inode_sb != 0
+            && self.sb_magic != 0
+            && self.dentry_inode != 0
     }
 
     /// Whether every field the digest cache's validity check reads is known,
@@ -821,6 +862,78 @@ pub struct TaskLabel {
 pub mod label_flags {
     /// The image runs under a permit that grants executable memory (a JIT).
     pub const EXEC_MEMORY: u32 = 1 << 0;
+    /// The image is an authz agent (its digest is in `authz_agents`).
+    pub const AGENT: u32 = 1 << 1;
+}
+
+/// Kinds of object in the `authz_own` map: what lockdown guards.
+pub mod own {
+    pub const MAP: u32 = 1;
+    pub const PROG: u32 = 2;
+    pub const LINK: u32 = 3;
+    /// A bpffs directory holding authz's pins (by inode number).
+    pub const PIN_DIR: u32 = 4;
+    /// The bpffs superblock holding authz's pins (by `s_dev`).
+    pub const PIN_FS: u32 = 5;
+}
+
+/// Key of the `authz_own` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OwnKey {
+    /// One of [`own`].
+    pub kind: u32,
+    pub _pad: u32,
+    /// The object's id (map, program, link), inode number or device.
+    pub id: u64,
+}
+
+/// Capacity of the `authz_own` map.
+pub const MAX_OWN: u32 = 256;
+/// Capacity of the `authz_agents` map (agent binaries authorized at once).
+pub const MAX_AGENTS: u32 = 64;
+
+/// Longest pin directory path the `bpf` hook compares (`BPF_OBJ_GET`).
+pub const PIN_PATH_LEN: usize = 128;
+
+/// What lockdown needs to know beyond [`OwnKey`]s: element 0 of `authz_guard`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Guard {
+    /// The pin directory, NUL-terminated (`BPF_OBJ_GET` below it is refused).
+    pub pin_dir: [u8; PIN_PATH_LEN],
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            pin_dir: [0; PIN_PATH_LEN],
+        }
+    }
+}
+
+/// `BPF_FS_MAGIC`: bpffs.
+pub const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+
+/// `bpf(2)` commands and `union bpf_attr` offsets the `bpf` hook reads
+/// (include/uapi/linux/bpf.h: stable ABI).
+pub mod bpf_cmd {
+    pub const PROG_LOAD: u32 = 5;
+    pub const OBJ_GET: u32 = 7;
+    pub const LINK_GET_FD_BY_ID: u32 = 30;
+    /// `BPF_PROG_TYPE_TRACING`.
+    pub const PROG_TYPE_TRACING: u32 = 26;
+    /// `BPF_PROG_TYPE_LSM`.
+    pub const PROG_TYPE_LSM: u32 = 29;
+    /// `BPF_MODIFY_RETURN`: a tracing program that can change a return value.
+    pub const ATTACH_MODIFY_RETURN: u32 = 26;
+    /// `prog_load.prog_type`, `.expected_attach_type`.
+    pub const OFF_PROG_TYPE: u64 = 0;
+    pub const OFF_EXPECTED_ATTACH_TYPE: u64 = 68;
+    /// `obj_get.pathname` (a user pointer).
+    pub const OFF_PATHNAME: u64 = 0;
+    /// `link_id` of `BPF_LINK_GET_FD_BY_ID`.
+    pub const OFF_LINK_ID: u64 = 0;
 }
 
 /// One exec decision, sent through the `EVENTS` ring buffer.
@@ -906,9 +1019,11 @@ impl ExecEvent {
 const _: () = assert!(core::mem::size_of::<Config>() == 4 + 4 + 8 + 4 * 4);
 const _: () = assert!(core::mem::size_of::<PermitKey>() == DIGEST_LEN + 8);
 const _: () = assert!(core::mem::size_of::<Permit>() == 2 * 8 + 2 * ARTIFACT_ID_LEN);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 31 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 37 * 4);
 const _: () = assert!(core::mem::size_of::<ScopeKey>() == 2 * 4 + SCOPE_NAME_LEN);
 const _: () = assert!(core::mem::size_of::<ScopeNode>() == 2 * 4);
+const _: () = assert!(core::mem::size_of::<OwnKey>() == 2 * 4 + 8);
+const _: () = assert!(core::mem::size_of::<Guard>() == PIN_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == DIGEST_LEN + 3 * 8 + 2 * 4);
 const _: () = assert!(core::mem::size_of::<TaskLabel>() == 2 * ARTIFACT_ID_LEN + 4 * 4);
 const _: () = assert!(
@@ -939,4 +1054,8 @@ mod pod {
     unsafe impl aya::Pod for ScopeKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ScopeNode {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for OwnKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Guard {}
 }

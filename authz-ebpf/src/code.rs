@@ -342,6 +342,7 @@ pub unsafe fn check_memory_write_open(file: *const c_void) -> i32 {
 /// write its code (`PTRACE_POKETEXT`).
 #[inline(always)]
 pub fn check_ptrace(ctx: &LsmContext) -> i32 {
+    let child: *mut aya_ebpf::bindings::task_struct = ctx.arg(0);
     let mode_bits: u32 = ctx.arg(1);
     let previous: i32 = ctx.arg(2);
     if previous != 0 {
@@ -349,6 +350,10 @@ pub fn check_ptrace(ctx: &LsmContext) -> i32 {
     }
     if mode_bits & PTRACE_MODE_ATTACH == 0 {
         return 0;
+    }
+    // SAFETY: `child` is the hook's BTF argument.
+    if unsafe { crate::guard::ptrace_of_agent(child) } {
+        return crate::guard::refuse_ptrace();
     }
     memory_write(Paths::None)
 }

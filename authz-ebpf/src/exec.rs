@@ -59,10 +59,17 @@ pub fn check(ctx: &LsmContext) -> i32 {
             if config.mode != mode::OFF {
                 maps::count(counter::OUT_OF_SCOPE);
             }
-            // The new image runs under no permit.
+            // The new image runs under no permit; under lockdown it may be an
+            // agent (which needs its digest, as an in-scope exec would).
             // SAFETY: `bprm` is the hook's argument.
             if unsafe { kernel::is_first_pass(bprm) } {
-                crate::lineage::set_pending(NO_PERMIT_ID, true, 0);
+                let label = if config.lockdown == 1 {
+                    // SAFETY: as above.
+                    unsafe { undecided_agent_flag(bprm) }
+                } else {
+                    0
+                };
+                crate::lineage::set_pending(NO_PERMIT_ID, true, label);
             }
             return 0;
         }
@@ -139,7 +146,7 @@ pub fn check(ctx: &LsmContext) -> i32 {
     // SAFETY: `bprm` is the hook's argument.
     if unsafe { kernel::is_first_pass(bprm) } {
         let label = if verdict.allowed {
-            exec_memory_grant(&digest, cgroup_id, &config)
+            exec_memory_grant(&digest, cgroup_id, &config) | crate::guard::agent_flag(&digest)
         } else {
             0
         };
@@ -170,6 +177,33 @@ pub fn check(ctx: &LsmContext) -> i32 {
         previous
     } else {
         0
+    }
+}
+
+/// The agent flag for an exec nobody decides (out of scope, mode off): its
+/// digest when its content is final and on a trusted filesystem, checked
+/// against the agent digests.
+///
+/// # Safety
+/// `bprm` must be the hook's `struct linux_binprm *` argument.
+#[inline(always)]
+unsafe fn undecided_agent_flag(bprm: *const c_void) -> u32 {
+    // SAFETY: per the contract.
+    let file = unsafe { kernel::binprm_file(bprm) };
+    // SAFETY: `file` is `bprm->file`.
+    let Some(facts) = (unsafe { kernel::file_facts(file) }) else {
+        return 0;
+    };
+    let fs = maps::fs_flags(facts.magic);
+    if fs & fs_flags::EXEC == 0 || !facts.final_content {
+        return 0;
+    }
+    let cacheable = fs & fs_flags::CACHE != 0 && facts.linked_no_writer;
+    let mut digest: Digest = [0; DIGEST_LEN];
+    // SAFETY: as above.
+    match unsafe { digest::file_sha256_cached(file, &facts, cacheable, &mut digest) } {
+        Ok(_) => crate::guard::agent_flag(&digest),
+        Err(_) => 0,
     }
 }
 

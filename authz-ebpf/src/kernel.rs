@@ -50,6 +50,12 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     file_path: 0,
     file_dentry: 0,
     dentry_name: 0,
+    bpf_map_id: 0,
+    bpf_prog_aux: 0,
+    bpf_prog_aux_id: 0,
+    vfsmount_sb: 0,
+    sb_dev: 0,
+    inode_ino: 0,
 };
 
 /// Random id of this loaded copy, set by the agent at load (0: unset).

@@ -79,6 +79,22 @@ pub fn current_flags() -> u32 {
     unsafe { (*label).flags }
 }
 
+/// The [`authz_common::label_flags`] of `task` (0 without a label).
+///
+/// # Safety
+/// `task` must be a BTF `struct task_struct *` the verifier trusts (a hook
+/// argument).
+#[inline(always)]
+pub unsafe fn flags_of(task: *mut task_struct) -> u32 {
+    // SAFETY: per the contract; lookup only.
+    let label = unsafe { TASK_LABELS.get(task, None) };
+    if label.is_null() {
+        return 0;
+    }
+    // SAFETY: non-null pointer to that task's storage value.
+    unsafe { (*label).flags }
+}
+
 /// `task_alloc`: a new task inherits its parent's permit.
 ///
 /// # Safety

@@ -22,6 +22,8 @@ mod events;
 #[cfg(target_arch = "bpf")]
 mod exec;
 #[cfg(target_arch = "bpf")]
+mod guard;
+#[cfg(target_arch = "bpf")]
 mod kernel;
 #[cfg(target_arch = "bpf")]
 mod lineage;
@@ -115,6 +117,59 @@ fn resized(dentry: *const core::ffi::c_void, attr: *const core::ffi::c_void) {
         // SAFETY: `r.inode` is `dentry->d_inode`, a BTF pointer; sleepable program.
         unsafe { digest::forget_resized(r.inode as *mut aya_ebpf::bindings::inode, r.by_path) };
     }
+}
+
+/// `int security_bpf(int cmd, union bpf_attr *attr, unsigned int size)`:
+/// lockdown (see `guard`). Sleepable: reads the user's path.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "bpf", sleepable)]
+pub fn bpf(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    guard::check_bpf(&ctx)
+}
+
+/// `int security_bpf_map(struct bpf_map *map, fmode_t fmode)`: lockdown.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "bpf_map")]
+pub fn bpf_map(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    guard::check_bpf_map(&ctx)
+}
+
+/// `int security_bpf_prog(struct bpf_prog *prog)`: lockdown.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "bpf_prog")]
+pub fn bpf_prog(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    guard::check_bpf_prog(&ctx)
+}
+
+/// `int security_inode_unlink(struct inode *dir, struct dentry *dentry)`:
+/// lockdown (pins).
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "inode_unlink")]
+pub fn inode_unlink(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    guard::check_unlink(&ctx)
+}
+
+/// `int security_inode_rename(struct inode *old_dir, struct dentry
+/// *old_dentry, struct inode *new_dir, struct dentry *new_dentry)`: lockdown.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "inode_rename")]
+pub fn inode_rename(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    guard::check_rename(&ctx)
+}
+
+/// `int security_inode_rmdir(struct inode *dir, struct dentry *dentry)`:
+/// lockdown.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "inode_rmdir")]
+pub fn inode_rmdir(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    guard::check_rmdir(&ctx)
+}
+
+/// `int security_sb_umount(struct vfsmount *mnt, int flags)`: lockdown.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "sb_umount")]
+pub fn sb_umount(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    guard::check_umount(&ctx)
 }
 
 /// `int security_task_alloc(struct task_struct *task, unsigned long clone_flags)`:

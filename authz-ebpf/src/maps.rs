@@ -3,8 +3,8 @@
 //! digest cache and lineage labels. Every map is named `authz_*` (the kernel
 //! keeps 15 characters), so `bpftool map show` says whose it is.
 use authz_common::{
-    counter, seq, CacheEntry, Config, Digest, Permit, PermitKey, ScopeKey, ScopeNode, TaskLabel,
-    MAX_FILESYSTEMS, MAX_SCOPE_NODES,
+    counter, seq, CacheEntry, Config, Digest, Guard, OwnKey, Permit, PermitKey, ScopeKey,
+    ScopeNode, TaskLabel, MAX_FILESYSTEMS, MAX_SCOPE_NODES,
 };
 use aya_ebpf::bindings::{
     bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, task_struct, BPF_F_NO_PREALLOC,
@@ -16,6 +16,11 @@ use aya_ebpf::{
     macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
+
+/// Capacity of `authz_own` (maps, programs, links, pin directories).
+pub const MAX_OWN: u32 = authz_common::MAX_OWN;
+/// Capacity of `authz_agents`.
+pub const MAX_AGENTS: u32 = authz_common::MAX_AGENTS;
 
 /// Default capacity of the permit map; the agent may resize it before load.
 pub const MAX_PERMITS: u32 = authz_common::DEFAULT_MAX_PERMITS;
@@ -51,6 +56,20 @@ pub static SCOPE: HashMap<ScopeKey, ScopeNode> = HashMap::with_max_entries(MAX_S
 /// A magic that is not here may do nothing.
 #[map(name = "authz_fs")]
 pub static FILESYSTEMS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_FILESYSTEMS, 0);
+
+/// authz's own BPF objects and pin locations, for lockdown
+/// (`authz_common::own`).
+#[map(name = "authz_own")]
+pub static OWN: HashMap<OwnKey, u32> = HashMap::with_max_entries(MAX_OWN, 0);
+
+/// Digests of the authorized agent binaries: a task exec'd from one is an
+/// agent (`authz_common::label_flags::AGENT`).
+#[map(name = "authz_agents")]
+pub static AGENTS: HashMap<Digest, u32> = HashMap::with_max_entries(MAX_AGENTS, 0);
+
+/// Element 0: what lockdown compares paths with.
+#[map(name = "authz_guard")]
+pub static GUARD: Array<Guard> = Array::with_max_entries(1, 0);
 
 /// Element 0: the runtime [`Config`].
 #[map(name = "authz_config")]

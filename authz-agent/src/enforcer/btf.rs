@@ -125,6 +125,12 @@ fn offsets_from(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         file_path: optional("file", &[&["f_path"]]),
         file_dentry: optional("file", &[&["f_path", "dentry"]]),
         dentry_name: optional("dentry", &[&["d_name", "name"]]),
+        bpf_map_id: optional("bpf_map", &[&["id"]]),
+        bpf_prog_aux: optional("bpf_prog", &[&["aux"]]),
+        bpf_prog_aux_id: optional("bpf_prog_aux", &[&["id"]]),
+        vfsmount_sb: optional("vfsmount", &[&["mnt_sb"]]),
+        sb_dev: optional("super_block", &[&["s_dev"]]),
+        inode_ino: optional("inode", &[&["i_ino"]]),
     };
     let mut offsets = offsets;
     match member_offset(btf, "vm_area_struct", "vm_flags") {
