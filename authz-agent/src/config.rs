@@ -96,6 +96,9 @@ pub struct AgentSection {
     pub cgroup_poll: Duration,
     /// How often expired permits are swept from the kernel's maps.
     pub sweep_interval: Duration,
+    /// How often the kernel's state is compared with the agent's and
+    /// restored (also before every `status`).
+    pub tamper_check: Duration,
 }
 
 /// `[log]`.
@@ -144,6 +147,7 @@ struct RawAgent {
     max_permits: Option<u32>,
     cgroup_poll: Option<String>,
     sweep_interval: Option<String>,
+    tamper_check: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -251,7 +255,8 @@ impl Config {
         };
         let cgroup_poll = duration("agent.cgroup_poll", a.cgroup_poll, 1)?;
         let sweep_interval = duration("agent.sweep_interval", a.sweep_interval, 30)?;
-        if cgroup_poll.is_zero() || sweep_interval.is_zero() {
+        let tamper_check = duration("agent.tamper_check", a.tamper_check, 2)?;
+        if cgroup_poll.is_zero() || sweep_interval.is_zero() || tamper_check.is_zero() {
             return Err(invalid(
                 "agent",
                 "intervals must be at least one second".into(),
@@ -287,6 +292,7 @@ impl Config {
                 max_permits,
                 cgroup_poll,
                 sweep_interval,
+                tamper_check,
             },
             log: LogSection {
                 level: raw.log.level.unwrap_or_else(|| "info".into()),

@@ -88,10 +88,12 @@ pub fn check_bpf(ctx: &LsmContext) -> i32 {
     let attr = attr as u64;
     match cmd {
         bpf_cmd::PROG_LOAD => {
-            let prog_type: u32 = read(attr + bpf_cmd::OFF_PROG_TYPE).unwrap_or(bpf_cmd::PROG_TYPE_LSM);
+            let prog_type: u32 =
+                read(attr + bpf_cmd::OFF_PROG_TYPE).unwrap_or(bpf_cmd::PROG_TYPE_LSM);
             let attach: u32 = read(attr + bpf_cmd::OFF_EXPECTED_ATTACH_TYPE).unwrap_or(0);
             if prog_type == bpf_cmd::PROG_TYPE_LSM
-                || (prog_type == bpf_cmd::PROG_TYPE_TRACING && attach == bpf_cmd::ATTACH_MODIFY_RETURN)
+                || (prog_type == bpf_cmd::PROG_TYPE_TRACING
+                    && attach == bpf_cmd::ATTACH_MODIFY_RETURN)
             {
                 return refuse();
             }

@@ -314,8 +314,10 @@ pub struct StatusResult {
     pub enforced_cgroups: Vec<String>,
     /// Accepted artifacts by state.
     pub permits: std::collections::BTreeMap<PermitState, usize>,
-    /// Entries in the kernel's permit map the agent installed.
+    /// Rows in the kernel's permit maps (read from the kernel).
     pub kernel_permit_entries: usize,
+    /// Whether the kernel is in lockdown.
+    pub lockdown: bool,
     /// Entries in the revocation list.
     pub revoked: usize,
     /// The kernel's decision counters, summed over CPUs (absent when they

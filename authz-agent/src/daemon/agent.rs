@@ -450,6 +450,48 @@ impl Agent {
         }
     }
 
+    /// Compares what the kernel enforces with what this agent holds (its
+    /// configuration, scope, filesystem policy, role, pins, and every permit
+    /// row), puts back whatever differs, and writes a `tamper` record for
+    /// each difference. Periodic, and before every `status`.
+    pub fn check_integrity(&mut self) -> Vec<crate::enforcer::Tamper> {
+        let mut found = self.enforcer.repair();
+        let kernel: BTreeMap<RowKey, authz_common::Permit> = self
+            .enforcer
+            .permits()
+            .into_iter()
+            .map(|(use_, key, p)| (RowKey { use_, key }, p))
+            .collect();
+        let changes = plan(&kernel, &self.permits.rows(&self.clock));
+        if !changes.is_empty() {
+            let (mut extra, mut missing) = (0, 0);
+            for change in &changes {
+                let result = match *change {
+                    RowChange::Put(row, permit) => {
+                        missing += 1;
+                        self.enforcer.grant(row.use_, row.key, permit)
+                    }
+                    RowChange::Delete(row) => {
+                        extra += 1;
+                        self.enforcer.revoke(row.use_, &row.key).map(|_| ())
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::error!(error = %crate::error_chain(&e), "cannot restore a permit row");
+                }
+            }
+            found.push(crate::enforcer::Tamper::new(
+                "permits",
+                format!("{extra} rows nobody granted, {missing} rows changed or missing"),
+                "the rows the accepted artifacts call for".into(),
+            ));
+        }
+        for t in &found {
+            self.log.admin("tamper", serde_json::json!(t));
+        }
+        found
+    }
+
     /// Periodic: kernel expiries follow wall-clock steps; expired artifacts
     /// leave the kernel and the store; scheduled ones whose time came are
     /// installed; revocations are credited with the real time observed and

@@ -166,6 +166,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot watch the event ring: {e}"))?;
     let mut poll = tokio::time::interval(a.cgroup_poll);
     let mut sweep = tokio::time::interval(a.sweep_interval);
+    let mut integrity = tokio::time::interval(a.tamper_check);
     let mut audit_tick = tokio::time::interval(std::time::Duration::from_millis(500));
     // Allowed execs are queued by the kernel without a wakeup: drain on a timer.
     let mut drain = tokio::time::interval(std::time::Duration::from_millis(100));
@@ -208,6 +209,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
             _ = poll.tick() => agent.poll_cgroups(SystemTime::now()),
             _ = sweep.tick() => agent.sweep(SystemTime::now()),
+            _ = integrity.tick() => {
+                agent.check_integrity();
+            }
         }
     }
     notify("STOPPING=1");
@@ -283,7 +287,11 @@ fn execute(agent: &mut Agent, request: Request, now: SystemTime) -> Result<Reply
         Request::List {} => Reply::List(agent.list(now)),
         Request::Revoke { id, reason } => Reply::Revoke(agent.revoke(&id, reason, now)?),
         Request::RevokeAll { reason } => Reply::RevokeAll(agent.revoke_all(reason, now)?),
-        Request::Status {} => Reply::Status(Box::new(agent.status(now))),
+        Request::Status {} => {
+            // The kernel's actual state, checked and restored before it is told.
+            agent.check_integrity();
+            Reply::Status(Box::new(agent.status(now)))
+        }
         Request::SetMode { mode } => Reply::SetMode(agent.set_mode(mode)?),
         Request::Report {} => Reply::Report(agent.report()),
     })

@@ -57,8 +57,11 @@ impl Agent {
         let config = self.enforcer.config();
         let kernel = self.enforcer.kernel();
         let policy = self.log.policy();
+        // What the kernel really holds, not what this agent last wrote.
+        let kernel_config = self.enforcer.kernel_config().ok();
+        let config = kernel_config.unwrap_or(config);
         StatusResult {
-            mode: self.enforcer.mode(),
+            mode: Mode::from_raw(config.mode),
             libraries: Mode::from_raw(config.libraries),
             exec_memory: match Mode::from_raw(config.exec_memory) {
                 Mode::Off => "allow",
@@ -74,7 +77,8 @@ impl Agent {
             .into(),
             enforced_cgroups: self.enforcer.scope_paths().to_vec(),
             permits: self.permits.states(now),
-            kernel_permit_entries: self.permits.placed_keys(),
+            kernel_permit_entries: self.enforcer.permits().len(),
+            lockdown: config.lockdown == 1,
             revoked: self.revocations.len(),
             events_dropped: counters
                 .as_ref()

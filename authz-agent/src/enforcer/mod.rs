@@ -19,8 +19,8 @@ use std::{
 };
 
 use authz_common::{
-    counter, mode, role, scope as scope_kind, seq, Config, Digest, Permit, PermitKey, ScopeKey,
-    ScopeNode,
+    counter, mode, own, role, scope as scope_kind, seq, Config, Digest, Guard, OwnKey, Permit,
+    PermitKey, ScopeKey, ScopeNode,
 };
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
@@ -39,7 +39,7 @@ pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 /// cache invalidation (`file_open`, `inode_setattr`) and lineage bookkeeping
 /// are in place before the first decision. `inode_setattr` is replaced by
 /// `inode_setattr_idmap` on kernels whose hook has a leading `idmap`.
-pub(crate) const PROGRAMS: [&str; 8] = [
+pub(crate) const PROGRAMS: [&str; 15] = [
     "file_open",
     SETATTR,
     "task_alloc",
@@ -48,6 +48,13 @@ pub(crate) const PROGRAMS: [&str; 8] = [
     "mmap_file",
     "file_mprotect",
     "ptrace_access_check",
+    "bpf",
+    "bpf_map",
+    "bpf_prog",
+    "inode_unlink",
+    "inode_rename",
+    "inode_rmdir",
+    "sb_umount",
 ];
 const SETATTR: &str = "inode_setattr";
 /// The program `probe` loads: the smallest.
@@ -56,7 +63,7 @@ const SETATTR_IDMAP: &str = "inode_setattr_idmap";
 
 /// Every program the object has (both `inode_setattr` variants), for
 /// finding and removing pins.
-pub(crate) const ALL_PROGRAMS: [&str; 9] = [
+pub(crate) const ALL_PROGRAMS: [&str; 16] = [
     "file_open",
     SETATTR,
     SETATTR_IDMAP,
@@ -66,6 +73,13 @@ pub(crate) const ALL_PROGRAMS: [&str; 9] = [
     "mmap_file",
     "file_mprotect",
     "ptrace_access_check",
+    "bpf",
+    "bpf_map",
+    "bpf_prog",
+    "inode_unlink",
+    "inode_rename",
+    "inode_rmdir",
+    "sb_umount",
 ];
 
 /// Which permit map a row lives in.
@@ -95,6 +109,9 @@ pub mod maps {
     pub const PERMITS: &str = "authz_permits";
     pub const MAPPINGS: &str = "authz_mappings";
     pub const JIT: &str = "authz_jit";
+    pub const OWN: &str = "authz_own";
+    pub const AGENTS: &str = "authz_agents";
+    pub const GUARD: &str = "authz_guard";
     pub const DIGESTS: &str = "authz_digests";
     pub const SCOPE: &str = "authz_scope";
     pub const FILESYSTEMS: &str = "authz_fs";
@@ -286,9 +303,19 @@ pub struct Enforcer {
     /// Epoch of the sequence numbers in the (possibly adopted) maps.
     epoch: u64,
     /// The programs this kernel gets, in attach order.
-    programs: [&'static str; 8],
+    programs: [&'static str; 15],
     /// The enforced subtrees last written (empty: the whole host).
     scope_paths: Vec<String>,
+    /// The extra filesystems trusted, as last written.
+    trusted_filesystems: Vec<u64>,
+    /// Ids of every map of the object.
+    map_ids: Vec<u32>,
+    /// The links this agent attached and pinned: holding them keeps the
+    /// programs attached even if the pins are removed.
+    held_links: Vec<(&'static str, aya::programs::links::FdLink)>,
+    own: HashMap<MapData, OwnKey, u32>,
+    agents: HashMap<MapData, Digest, u32>,
+    guard: Array<MapData, Guard>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     pending: VecDeque<DecisionEvent>,
@@ -369,6 +396,10 @@ impl Enforcer {
         }
         let mut ebpf = loader.load(BPF_OBJECT).map_err(EnforcerError::Object)?;
 
+        let map_ids: Vec<u32> = ebpf
+            .maps()
+            .filter_map(|(_, m)| map_data(m).info().ok().map(|i| i.id()))
+            .collect();
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(EnforcerError::MissingMap(name));
         let config_map: Array<MapData, Config> =
@@ -385,6 +416,9 @@ impl Enforcer {
         let role_map = Array::try_from(take(maps::ROLE)?).map_err(map_err(maps::ROLE))?;
         let counters =
             PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+        let own = HashMap::try_from(take(maps::OWN)?).map_err(map_err(maps::OWN))?;
+        let agents = HashMap::try_from(take(maps::AGENTS)?).map_err(map_err(maps::AGENTS))?;
+        let guard = Array::try_from(take(maps::GUARD)?).map_err(map_err(maps::GUARD))?;
         let events = RingBuf::try_from(take(maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
 
         let config = if adopted {
@@ -423,6 +457,12 @@ impl Enforcer {
             epoch: 0,
             programs,
             scope_paths: Vec::new(),
+            trusted_filesystems: Vec::new(),
+            map_ids,
+            held_links: Vec::new(),
+            own,
+            agents,
+            guard,
             counters,
             events: Some(events),
             pending: VecDeque::new(),
@@ -573,11 +613,181 @@ impl Enforcer {
                 let link = program
                     .take_link(link_id)
                     .map_err(|e| EnforcerError::Attach(name, e))?;
-                pin::pin_link(&dir, name, aya::programs::links::FdLink::from(link))?;
+                let held = pin::pin_link(&dir, name, aya::programs::links::FdLink::from(link))?;
+                self.held_links.push((name, held));
             }
             pin::remove_stale_maps(&dir, &self.layout);
         }
+        self.register_own()?;
         Ok(())
+    }
+
+    /// Records authz's own maps, programs, links, pin directories and pin
+    /// filesystem in `authz_own`, which lockdown guards.
+    fn register_own(&mut self) -> Result<(), EnforcerError> {
+        let mut wanted: Vec<OwnKey> = self
+            .map_ids
+            .iter()
+            .map(|id| own_key(own::MAP, u64::from(*id)))
+            .collect();
+        for name in self.programs {
+            if let Ok(info) = self
+                .lsm(name)
+                .and_then(|p| p.info().map_err(EnforcerError::Program))
+            {
+                wanted.push(own_key(own::PROG, u64::from(info.id())));
+            }
+        }
+        for (_, link) in &self.held_links {
+            if let Ok(info) = link.info() {
+                wanted.push(own_key(own::LINK, u64::from(info.id())));
+            }
+        }
+        if let Some(dir) = &self.pin_dir {
+            use std::os::unix::fs::MetadataExt as _;
+            for d in [dir.clone(), self.layout.maps_dir(dir)] {
+                if let Ok(meta) = std::fs::metadata(&d) {
+                    wanted.push(own_key(own::PIN_DIR, meta.ino()));
+                    // The kernel's dev_t: MKDEV(major, minor) = major << 20 | minor.
+                    let dev = (u64::from(libc::major(meta.dev())) << 20)
+                        | u64::from(libc::minor(meta.dev()));
+                    wanted.push(own_key(own::PIN_FS, dev));
+                }
+            }
+            let mut guard = Guard::default();
+            let bytes = dir.as_os_str().as_encoded_bytes();
+            let n = bytes.len().min(authz_common::PIN_PATH_LEN - 1);
+            guard.pin_dir[..n].copy_from_slice(&bytes[..n]);
+            self.guard.set(0, guard, 0).map_err(map_err(maps::GUARD))?;
+        }
+        let existing: Vec<OwnKey> = self.own.keys().filter_map(Result::ok).collect();
+        for key in &wanted {
+            self.own.insert(key, 1, 0).map_err(map_err(maps::OWN))?;
+        }
+        for key in existing.iter().filter(|k| !wanted.contains(k)) {
+            let _ = self.own.remove(key);
+        }
+        Ok(())
+    }
+
+    /// Turns lockdown on or off (see the kernel's `guard` module). Only an
+    /// agent can do this once it is on.
+    #[tracing::instrument(skip(self))]
+    pub fn set_lockdown(&mut self, on: bool) -> Result<(), EnforcerError> {
+        self.config.lockdown = u32::from(on);
+        self.write_config()
+    }
+
+    /// Whether the kernel is in lockdown now (read from the kernel).
+    pub fn lockdown(&self) -> bool {
+        self.kernel_config().is_ok_and(|c| c.lockdown == 1)
+    }
+
+    /// Authorizes an agent binary by its digest.
+    pub fn add_agent(&mut self, digest: Digest) -> Result<(), EnforcerError> {
+        self.agents
+            .insert(digest, 1, 0)
+            .map_err(map_err(maps::AGENTS))
+    }
+
+    /// The authorized agent digests.
+    pub fn agents(&self) -> Vec<Digest> {
+        self.agents.keys().filter_map(Result::ok).collect()
+    }
+
+    /// The configuration as the kernel holds it now (not as this agent last
+    /// wrote it).
+    pub fn kernel_config(&self) -> Result<Config, EnforcerError> {
+        self.config_map.get(&0, 0).map_err(map_err(maps::CONFIG))
+    }
+
+    /// Compares what the kernel enforces with what this agent wrote, puts
+    /// back whatever differs, and says what it found. Pins removed while the
+    /// agent runs are put back from the link descriptors it holds.
+    pub fn repair(&mut self) -> Vec<Tamper> {
+        let mut found = Vec::new();
+        match self.kernel_config() {
+            Ok(c) if c == self.config => {}
+            Ok(c) => {
+                found.push(Tamper::new(
+                    "config",
+                    format!("{c:?}"),
+                    format!("{:?}", self.config),
+                ));
+                let _ = self.write_config();
+            }
+            Err(e) => found.push(Tamper::new(
+                "config",
+                crate::error_chain(&e),
+                "unreadable".into(),
+            )),
+        }
+        match self.role.get(&0, 0) {
+            Ok(role::ACTIVE) | Err(_) => {}
+            Ok(other) => {
+                found.push(Tamper::new("role", other.to_string(), "active".into()));
+                let _ = self.set_role(role::ACTIVE);
+            }
+        }
+        let paths = self.scope_paths.clone();
+        if let Ok(trie) = scope::Trie::build(&paths) {
+            let kernel: Vec<(ScopeKey, ScopeNode)> =
+                self.scope.iter().filter_map(Result::ok).collect();
+            let wanted = if trie.is_host() {
+                Vec::new()
+            } else {
+                trie.nodes()
+            };
+            let same = kernel.len() == wanted.len()
+                && wanted
+                    .iter()
+                    .all(|(k, n)| kernel.iter().any(|(kk, nn)| kk == k && nn == n));
+            if !same {
+                found.push(Tamper::new(
+                    "scope",
+                    format!("{} nodes", kernel.len()),
+                    format!("{} nodes", wanted.len()),
+                ));
+                let _ = self.set_scope(&paths);
+            }
+        }
+        let policy = scope::filesystem_policy(&self.trusted_filesystems);
+        let kernel: std::collections::BTreeMap<u64, u32> =
+            self.filesystems.iter().filter_map(Result::ok).collect();
+        if kernel != policy {
+            found.push(Tamper::new(
+                "filesystems",
+                format!("{} entries", kernel.len()),
+                format!("{} entries", policy.len()),
+            ));
+            let trusted = self.trusted_filesystems.clone();
+            let _ = self.set_filesystems(&trusted);
+        }
+        if let Some(dir) = self.pin_dir.clone() {
+            let links = std::mem::take(&mut self.held_links);
+            for (name, link) in links {
+                let path = pin::link_pin(&dir, name);
+                if path.exists() {
+                    self.held_links.push((name, link));
+                    continue;
+                }
+                found.push(Tamper::new(
+                    "pin",
+                    format!("{} missing", path.display()),
+                    "pinned again".into(),
+                ));
+                match pin::pin_link(&dir, name, link) {
+                    Ok(link) => self.held_links.push((name, link)),
+                    Err(e) => {
+                        tracing::error!(error = %crate::error_chain(&e), "cannot pin a link again")
+                    }
+                }
+            }
+        }
+        for t in &found {
+            tracing::warn!(object = t.object, found = %t.found, restored = %t.restored, "kernel state changed behind the agent's back; restored");
+        }
+        found
     }
 
     fn set_role(&mut self, value: u32) -> Result<(), EnforcerError> {
@@ -667,6 +877,7 @@ impl Enforcer {
     /// cache): authz's built-in table plus `trusted` magics.
     #[tracing::instrument(skip(self))]
     pub fn set_filesystems(&mut self, trusted: &[u64]) -> Result<(), EnforcerError> {
+        self.trusted_filesystems = trusted.to_vec();
         let wanted = scope::filesystem_policy(trusted);
         let existing: Vec<u64> = self.filesystems.keys().filter_map(Result::ok).collect();
         for (magic, flags) in &wanted {
@@ -841,6 +1052,66 @@ impl Enforcer {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+/// Something found changed in the kernel's state behind the agent's back.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Tamper {
+    /// What: `config`, `role`, `scope`, `filesystems`, `pin`, `permits`.
+    pub object: &'static str,
+    pub found: String,
+    pub restored: String,
+}
+
+impl Tamper {
+    pub fn new(object: &'static str, found: String, restored: String) -> Self {
+        Self {
+            object,
+            found,
+            restored,
+        }
+    }
+}
+
+fn own_key(kind: u32, id: u64) -> OwnKey {
+    OwnKey { kind, _pad: 0, id }
+}
+
+/// The map data behind any map of the object (to read its id).
+fn map_data(map: &aya::maps::Map) -> &MapData {
+    use aya::maps::Map as M;
+    match map {
+        M::Array(m)
+        | M::HashMap(m)
+        | M::PerCpuArray(m)
+        | M::RingBuf(m)
+        | M::InodeStorage(m)
+        | M::Unsupported(m)
+        | M::ArrayOfMaps(m)
+        | M::BloomFilter(m)
+        | M::CgroupArray(m)
+        | M::CgroupStorage(m)
+        | M::CgrpStorage(m)
+        | M::CpuMap(m)
+        | M::DevMap(m)
+        | M::DevMapHash(m)
+        | M::HashOfMaps(m)
+        | M::LpmTrie(m)
+        | M::LruHashMap(m)
+        | M::PerCpuCgroupStorage(m)
+        | M::PerCpuHashMap(m)
+        | M::PerCpuLruHashMap(m)
+        | M::PerfEventArray(m)
+        | M::ProgramArray(m)
+        | M::Queue(m)
+        | M::ReusePortSockArray(m)
+        | M::SockHash(m)
+        | M::SockMap(m)
+        | M::SkStorage(m)
+        | M::Stack(m)
+        | M::StackTraceMap(m)
+        | M::XskMap(m) => m,
     }
 }
 

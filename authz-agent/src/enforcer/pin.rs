@@ -30,8 +30,11 @@ use sha2::{Digest as _, Sha256};
 
 /// Every map of the object that outlives a run, by name. (`authz_role` is
 /// not here: each loaded copy has its own, see `authz_common::role`.)
-pub const MAPS: [&str; 12] = [
+pub const MAPS: [&str; 15] = [
     maps::CONFIG,
+    maps::OWN,
+    maps::AGENTS,
+    maps::GUARD,
     maps::PERMITS,
     maps::MAPPINGS,
     maps::JIT,
@@ -64,9 +67,13 @@ impl Layout {
     pub fn new(max_permits: u32, ring_bytes: u32) -> Self {
         use std::mem::size_of;
         let description = format!(
-            "v3 {}:4:{}:1 {}:{}:{}:{max_permits} {}:{}:{}:{max_permits}:noprealloc {}:{}:{}:{max_permits}:noprealloc {}:{}:4:{max_permits} \
+            "v4 own:{}:{} agents:{} guard:{} {}:4:{}:1 {}:{}:{}:{max_permits} {}:{}:{}:{max_permits}:noprealloc {}:{}:{}:{max_permits}:noprealloc {}:{}:4:{max_permits} \
              {}:{}:{}:{MAX_SCOPE_NODES} {}:8:4:{MAX_FILESYSTEMS} {}:4:8:{} {}:4:8:{} \
              {}:{ring_bytes}:{} {}:{} {}:{}",
+            size_of::<authz_common::OwnKey>(),
+            authz_common::MAX_OWN,
+            authz_common::MAX_AGENTS,
+            size_of::<authz_common::Guard>(),
             maps::CONFIG,
             size_of::<Config>(),
             maps::PERMITS,
@@ -109,7 +116,9 @@ fn link_path(pin_dir: &Path, program: &str) -> PathBuf {
 }
 
 /// Pins `link` as the program's link, replacing an earlier pin atomically.
-pub fn pin_link(pin_dir: &Path, program: &'static str, link: FdLink) -> Result<(), PinError> {
+/// Returns the link again: the agent keeps its descriptor, so removing the
+/// pin detaches nothing while it runs (and it can pin it again).
+pub fn pin_link(pin_dir: &Path, program: &'static str, link: FdLink) -> Result<FdLink, PinError> {
     let final_path = link_path(pin_dir, program);
     // No dots: bpffs refuses names containing '.' with EPERM.
     let temp = pin_dir.join(format!("new-link-{program}"));
@@ -118,10 +127,13 @@ pub fn pin_link(pin_dir: &Path, program: &'static str, link: FdLink) -> Result<(
     // rename(2) over the old pin: the old link loses its last reference and
     // detaches only after the new one is in place.
     fs::rename(&temp, &final_path).map_err(|e| PinError::Io(final_path.clone(), e))?;
-    // Dropping the handle closes our fd; the pin keeps the link.
-    drop(pinned);
     tracing::debug!(path = %final_path.display(), "link pinned");
-    Ok(())
+    Ok(FdLink::from(pinned))
+}
+
+/// Where the link of `program` is pinned.
+pub fn link_pin(pin_dir: &Path, program: &str) -> PathBuf {
+    link_path(pin_dir, program)
 }
 
 /// Removes map directories of other layouts (their programs were detached by
