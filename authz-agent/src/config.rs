@@ -11,7 +11,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{artifact::time::parse_duration, enforcer::Mode, trust::TrustPolicy};
+use crate::{enforcer::Mode, trust::TrustPolicy, vocab::time::parse_duration};
 
 /// Where the daemon looks by default.
 pub const DEFAULT_PATH: &str = "/etc/authz/agent.toml";

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod enforcer;
 pub mod store;
 pub mod trust;
+pub mod vocab;
 
 /// "outer: inner: innermost" for an error and its sources, each cause once.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -11,7 +11,7 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::{json, Map, Value};
 
 use super::{checkpoint_message, hash_line, record::rfc3339_nanos, Record, GENESIS};
-use crate::trust::KeyId;
+use crate::vocab::keyid::KeyId;
 
 /// Which allowed execs are logged (refusals always are). The kernel decides,
 /// so an allowed exec that is not logged costs no ring space and no copy.

@@ -7,17 +7,20 @@ use clap::{Args, Subcommand};
 use super::{parse_start, write_output, PolicySource, DEFAULT_CONFIG};
 use crate::{
     artifact::{
-        fields::join_prefixes,
         issue::{self, Request},
-        text::{ArtifactError, FileError},
-        time::{format_duration, parse_duration},
-        Artifact, ArtifactId, CgroupPath, Provenance, Scope, Timestamp,
+        Artifact, Provenance, Scope,
     },
     trust::{
-        delegation::Delegation,
-        keys::{self, KeyId},
+        keys,
         verify::{chain_window, effective_window, Limits, Window},
         TrustPolicy,
+    },
+    vocab::{
+        delegation::Delegation,
+        fields::{join_prefixes, ArtifactId, CgroupPath},
+        keyid::KeyId,
+        text::{ArtifactError, FileError},
+        time::{format_duration, parse_duration, Timestamp},
     },
 };
 

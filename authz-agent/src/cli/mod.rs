@@ -16,12 +16,17 @@ use clap::{Args, Subcommand};
 
 pub use self::artifact::{run as artifact, ArtifactArgs};
 use crate::{
-    artifact::{fields::ArtifactId, text, time, CgroupPath, Timestamp},
     trust::{
-        delegation::{Delegation, Grant},
-        keys::{self, KeyId, PublicKey},
+        keys::{self, PublicKey},
         verify::{Limits, Part},
         TrustPolicy,
+    },
+    vocab::{
+        delegation::{Delegation, Grant},
+        fields::{ArtifactId, CgroupPath},
+        keyid::KeyId,
+        text,
+        time::{self, Timestamp},
     },
 };
 
@@ -300,7 +305,7 @@ pub fn delegate(args: DelegateArgs) -> anyhow::Result<ExitCode> {
         } else {
             "s"
         },
-        crate::artifact::fields::join_prefixes(&last.cgroup_prefixes),
+        crate::vocab::fields::join_prefixes(&last.cgroup_prefixes),
         time::format_duration(last.max_ttl_seconds),
         last.expires
     );
