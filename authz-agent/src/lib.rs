@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod defaults;
 pub mod enforcer;
 pub mod store;
 pub mod trust;

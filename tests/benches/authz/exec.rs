@@ -131,7 +131,7 @@ impl InCgroup {
 
 impl Drop for InCgroup {
     fn drop(&mut self) {
-        join(Path::new(authz_agent::cgroup::CGROUP_ROOT));
+        join(Path::new(authz_agent::defaults::CGROUP_ROOT));
     }
 }
 

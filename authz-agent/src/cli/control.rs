@@ -1,5 +1,12 @@
-//! CLI commands that talk to the running daemon over its control socket.
+//! `submit`, `list`, `revoke`, `status`, `mode`, `report`: requests to the
+//! running agent over its control socket; and `unload`, which removes the
+//! agent's pins directly (it is not a socket request).
+//!
+//! Each answer is rendered for people by one small function per command,
+//! taking the result the agent sent (`render_*`); `--json` prints that result
+//! as it is.
 use std::{
+    fmt::Write as _,
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -7,24 +14,31 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 
-use super::{
-    client::{call, ClientError},
-    protocol::Request,
+use super::output::Output;
+use crate::{
+    control::{
+        client::{call, ClientError},
+        protocol::Request,
+    },
+    defaults,
+    enforcer::Mode,
 };
-use crate::enforcer::Mode;
-
-/// Default control socket.
-pub const DEFAULT_SOCKET: &str = "/run/authz/agent.sock";
 
 /// Options every socket command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SocketArgs {
-    /// The agent's control socket.
-    #[arg(long, env = "AUTHZ_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
+    /// The agent's control socket (the config's `[agent] socket`).
+    #[arg(long, env = "AUTHZ_SOCKET", default_value = defaults::SOCKET, global = true)]
     pub socket: PathBuf,
     /// Print the agent's answer as JSON.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+impl SocketArgs {
+    fn output(&self) -> Output {
+        Output::json_if(self.json)
+    }
 }
 
 /// `submit FILE...`
@@ -73,11 +87,12 @@ pub struct QueryArgs {
 /// `unload`
 #[derive(Debug, clap::Args)]
 pub struct UnloadArgs {
-    /// The bpffs directory the agent pins its state in.
-    #[arg(long, default_value = "/sys/fs/bpf/authz")]
+    /// The bpffs directory the agent pins its state in (the config's
+    /// `[agent] pin_dir`).
+    #[arg(long, default_value = defaults::PIN_DIR)]
     pub pin_dir: PathBuf,
     /// The control socket, to check that no agent is running.
-    #[arg(long, default_value = DEFAULT_SOCKET)]
+    #[arg(long, default_value = defaults::SOCKET)]
     pub socket: PathBuf,
 }
 
@@ -88,10 +103,7 @@ fn ask(args: &SocketArgs, request: &Request) -> anyhow::Result<Value> {
     })
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
-
+/// A result field as text: strings bare, null as `-`.
 fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -115,6 +127,7 @@ fn read_artifact(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// Runs `authz-agent submit`: each file in turn; exits 1 if any was refused.
 pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     for file in &args.files {
@@ -123,26 +136,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::new)
         });
         match result {
-            Ok(v) if args.socket.json => print_json(&v),
-            Ok(v) => {
-                let again = if v["already_accepted"] == Value::Bool(true) {
-                    " (already accepted)"
-                } else {
-                    ""
-                };
-                let from = if v["state"] == "scheduled" {
-                    format!(" from {}", s(&v["not_before"]))
-                } else {
-                    String::new()
-                };
-                println!(
-                    "accepted {}: {} in {}{from} until {}{again}",
-                    file.display(),
-                    s(&v["state"]),
-                    s(&v["cgroup"]),
-                    s(&v["expires"]),
-                );
-            }
+            Ok(v) => args.socket.output().print(&v, |v| render_submit(file, v))?,
             Err(e) => {
                 failed += 1;
                 let msg = match e.downcast_ref::<ClientError>() {
@@ -160,16 +154,40 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn render_submit(file: &Path, v: &Value) -> String {
+    let again = if v["already_accepted"] == Value::Bool(true) {
+        " (already accepted)"
+    } else {
+        ""
+    };
+    let from = if v["state"] == "scheduled" {
+        format!(" from {}", s(&v["not_before"]))
+    } else {
+        String::new()
+    };
+    format!(
+        "accepted {}: {} in {}{from} until {}{again}\n",
+        file.display(),
+        s(&v["state"]),
+        s(&v["cgroup"]),
+        s(&v["expires"]),
+    )
+}
+
+/// Runs `authz-agent list`.
 pub fn list(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let v = ask(&args.socket, &Request::List {})?;
-    if args.socket.json {
-        print_json(&v);
-        return Ok(ExitCode::SUCCESS);
-    }
+    args.socket.output().print(&v, render_list)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_list(v: &Value) -> String {
+    let mut out = String::new();
     let permits = v["permits"].as_array().cloned().unwrap_or_default();
     // FROM and EXPIRES: the effective window (the permit's own narrowed by
     // its delegation chain); `--json` also gives the permit's own.
-    println!(
+    let _ = writeln!(
+        out,
         "{:<32}  {:<18}  {:<24}  {:<20}  {:<20}  {:<16}  REQUESTED BY",
         "ID", "STATE", "CGROUP", "FROM", "EXPIRES", "DIGEST"
     );
@@ -183,7 +201,8 @@ pub fn list(args: QueryArgs) -> anyhow::Result<ExitCode> {
                 ""
             }
         );
-        println!(
+        let _ = writeln!(
+            out,
             "{:<32}  {:<18}  {:<24}  {:<20}  {:<20}  {:<16}  {}",
             s(&p["id"]),
             s(&p["state"]),
@@ -194,114 +213,133 @@ pub fn list(args: QueryArgs) -> anyhow::Result<ExitCode> {
             s(&p["requested_by"]),
         );
     }
-    println!(
+    let _ = writeln!(
+        out,
         "{} artifacts; {} revoked ids on record",
         permits.len(),
         s(&v["revoked"])
     );
-    Ok(ExitCode::SUCCESS)
+    out
 }
 
+/// Runs `authz-agent revoke`.
 pub fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
-    let request = if args.all {
-        Request::RevokeAll {
+    if args.all {
+        let request = Request::RevokeAll {
             reason: args.reason,
-        }
+        };
+        let v = ask(&args.socket, &request)?;
+        args.socket.output().print(&v, render_revoke_all)?;
     } else {
-        Request::Revoke {
+        let request = Request::Revoke {
             id: args.id.unwrap_or_default(),
             reason: args.reason,
-        }
-    };
-    let v = ask(&args.socket, &request)?;
-    if args.socket.json {
-        print_json(&v);
-    } else if args.all {
-        println!(
-            "revoked {} artifacts; flushed {} kernel permits",
-            s(&v["revoked"]),
-            s(&v["flushed"])
-        );
-    } else if v["already_revoked"] == Value::Bool(true) {
-        println!("{} was already revoked", s(&v["id"]));
-    } else if v["known"] == Value::Bool(false) {
-        println!(
-            "revoked {} (no accepted artifact has it now; it can never be submitted)",
-            s(&v["id"])
-        );
-    } else {
-        println!(
-            "revoked {}: {} artifact(s) removed from the kernel",
-            s(&v["id"]),
-            s(&v["removed"])
-        );
+        };
+        let v = ask(&args.socket, &request)?;
+        args.socket.output().print(&v, render_revoke)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
+fn render_revoke_all(v: &Value) -> String {
+    format!(
+        "revoked {} artifacts; flushed {} kernel permits\n",
+        s(&v["revoked"]),
+        s(&v["flushed"])
+    )
+}
+
+fn render_revoke(v: &Value) -> String {
+    if v["already_revoked"] == Value::Bool(true) {
+        format!("{} was already revoked\n", s(&v["id"]))
+    } else if v["known"] == Value::Bool(false) {
+        format!(
+            "revoked {} (no accepted artifact has it now; it can never be submitted)\n",
+            s(&v["id"])
+        )
+    } else {
+        format!(
+            "revoked {}: {} artifact(s) removed from the kernel\n",
+            s(&v["id"]),
+            s(&v["removed"])
+        )
+    }
+}
+
+/// Runs `authz-agent status`.
 pub fn status(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let v = ask(&args.socket, &Request::Status {})?;
-    if args.socket.json {
-        print_json(&v);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("mode:            {}", s(&v["mode"]));
-    println!("scope:           {}", s(&v["scope"]));
-    println!(
+    args.socket.output().print(&v, render_status)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_status(v: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "mode:            {}", s(&v["mode"]));
+    let _ = writeln!(out, "scope:           {}", s(&v["scope"]));
+    let _ = writeln!(
+        out,
         "kernel:          {} (BPF LSM {})",
         s(&v["kernel"]["release"]),
         s(&v["bpf_lsm"])
     );
-    println!("permits:         {}", v["permits"]);
-    println!("kernel entries:  {}", s(&v["kernel_permit_entries"]));
-    println!("revoked ids:     {}", s(&v["revoked"]));
-    println!("policy version:  {}", s(&v["policy_version"]));
-    println!(
+    let _ = writeln!(out, "permits:         {}", v["permits"]);
+    let _ = writeln!(out, "kernel entries:  {}", s(&v["kernel_permit_entries"]));
+    let _ = writeln!(out, "revoked ids:     {}", s(&v["revoked"]));
+    let _ = writeln!(out, "policy version:  {}", s(&v["policy_version"]));
+    let _ = writeln!(
+        out,
         "events:          {} received, {} dropped by the kernel",
         s(&v["events_received"]),
         s(&v["events_dropped"])
     );
-    println!(
+    let _ = writeln!(
+        out,
         "uptime:          {}s (pinned state adopted: {})",
         s(&v["uptime_seconds"]),
         s(&v["pinned_state_adopted"])
     );
     if let Some(c) = v["counters"].as_object() {
-        println!("counters:");
+        let _ = writeln!(out, "counters:");
         for (k, n) in c {
-            println!("  {k:<22} {n}");
+            let _ = writeln!(out, "  {k:<22} {n}");
         }
     }
-    Ok(ExitCode::SUCCESS)
+    out
 }
 
+/// Runs `authz-agent mode`.
 pub fn set_mode(args: ModeArgs) -> anyhow::Result<ExitCode> {
     let v = ask(&args.socket, &Request::SetMode { mode: args.mode })?;
-    if args.socket.json {
-        print_json(&v);
-    } else {
-        println!("mode: {} (was {})", s(&v["mode"]), s(&v["previous"]));
-    }
+    args.socket.output().print(&v, render_mode)?;
     Ok(ExitCode::SUCCESS)
 }
 
+fn render_mode(v: &Value) -> String {
+    format!("mode: {} (was {})\n", s(&v["mode"]), s(&v["previous"]))
+}
+
+/// Runs `authz-agent report`.
 pub fn report(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let v = ask(&args.socket, &Request::Report {})?;
-    if args.socket.json {
-        print_json(&v);
-        return Ok(ExitCode::SUCCESS);
-    }
+    args.socket.output().print(&v, render_report)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_report(v: &Value) -> String {
     let rows = v["rows"].as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
-        println!("no exec was refused or would have been refused since the agent started");
-        return Ok(ExitCode::SUCCESS);
+        return "no exec was refused or would have been refused since the agent started\n".into();
     }
-    println!(
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{:>6}  {:<10}  {:<14}  {:<24}  {:<16}  PATH",
         "COUNT", "DECISION", "REASON", "CGROUP", "DIGEST"
     );
     for r in &rows {
-        println!(
+        let _ = writeln!(
+            out,
             "{:>6}  {:<10}  {:<14}  {:<24}  {:<16}  {}",
             s(&r["count"]),
             s(&r["decision"]),
@@ -311,10 +349,11 @@ pub fn report(args: QueryArgs) -> anyhow::Result<ExitCode> {
             s(&r["path"]),
         );
     }
-    println!("issue permits for the rows that should run (`authz-agent artifact issue`), then `authz-agent mode enforce`");
-    Ok(ExitCode::SUCCESS)
+    let _ = writeln!(out, "issue permits for the rows that should run (`authz-agent artifact issue`), then `authz-agent mode enforce`");
+    out
 }
 
+/// Runs `authz-agent unload`.
 pub fn unload(args: UnloadArgs) -> anyhow::Result<ExitCode> {
     if !nix::unistd::geteuid().is_root() {
         bail!(
@@ -337,4 +376,37 @@ pub fn unload(args: UnloadArgs) -> anyhow::Result<ExitCode> {
         println!("nothing pinned under {}", args.pin_dir.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn answers_render_as_before() {
+        let v = json!({"state": "scheduled", "cgroup": "/jobs/a", "not_before": "2030-01-01T00:00:00Z",
+                       "expires": "2030-01-02T00:00:00Z", "already_accepted": true});
+        assert_eq!(
+            render_submit(Path::new("a.permit"), &v),
+            "accepted a.permit: scheduled in /jobs/a from 2030-01-01T00:00:00Z until 2030-01-02T00:00:00Z (already accepted)\n"
+        );
+        assert_eq!(
+            render_revoke(&json!({"id": "ab", "known": false})),
+            "revoked ab (no accepted artifact has it now; it can never be submitted)\n"
+        );
+        assert_eq!(
+            render_mode(&json!({"mode": "enforce", "previous": "audit"})),
+            "mode: enforce (was audit)\n"
+        );
+        assert!(render_report(&json!({"rows": []})).starts_with("no exec was refused"));
+        let list = render_list(
+            &json!({"permits": [{"id": "ab", "descendants": true, "cgroup": "/j"}], "revoked": 3}),
+        );
+        assert!(
+            list.contains("/j/**") && list.ends_with("1 artifacts; 3 revoked ids on record\n"),
+            "{list}"
+        );
+    }
 }
