@@ -17,5 +17,6 @@ pub const AUDIT_LOG: &str = "/var/log/authz/decisions.jsonl";
 pub const PIN_DIR: &str = "/sys/fs/bpf/authz";
 /// `[agent] cgroup_root`: where cgroup v2 is normally mounted.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-/// `[log] level` and `--log`: the filter for the agent's own log.
+/// `[log] level`: the filter for the agent's own log, when neither `--log`,
+/// `AUTHZ_LOG` nor the config says otherwise.
 pub const LOG_LEVEL: &str = "info";

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         // SAFETY: restoring the default disposition of a signal before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    init_tracing(&cli.log);
+    init_tracing(&cli.log_filter());
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Check(args) => check::run(&args),

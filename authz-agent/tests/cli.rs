@@ -531,6 +531,49 @@ fn agent_config(s: &Scene, name: &str, extra: &str) {
     fs::write(s.path(name), text).unwrap();
 }
 
+/// `[log] level` in the config a command reads sets its log filter, below
+/// `--log` and `AUTHZ_LOG`.
+#[test]
+fn the_configs_log_level_counts_after_the_flag_and_the_environment() {
+    let s = Scene::new("loglevel");
+    agent_config(&s, "quiet.toml", "[log]\nlevel = \"error\"\n");
+    agent_config(&s, "plain.toml", "");
+    // A secret key others can read: a warning each time it is read.
+    fs::set_permissions(s.path("root.key"), fs::Permissions::from_mode(0o644)).unwrap();
+    let warns = |flag: Option<&str>, env: Option<&str>, config: &str| -> bool {
+        let mut cmd = Command::new(BIN);
+        if let Some(filter) = flag {
+            cmd.args(["--log", filter]);
+        }
+        cmd.args(["delegate", "--key", "root.key", "--to", "team.pub"])
+            .args(["--cgroup-prefix", "/jobs.slice/a", "--max-ttl", "1d"])
+            .args(["--expires", "30d", "--config", config, "--out", "-"])
+            .current_dir(&s.dir)
+            .env_remove("AUTHZ_CONFIG")
+            .env_remove("AUTHZ_LOG");
+        if let Some(filter) = env {
+            cmd.env("AUTHZ_LOG", filter);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out).contains("readable by other users")
+    };
+    assert!(warns(None, None, "plain.toml"), "default: info");
+    assert!(!warns(None, None, "quiet.toml"), "the config's level");
+    assert!(
+        warns(None, Some("warn"), "quiet.toml"),
+        "AUTHZ_LOG over the config"
+    );
+    assert!(
+        !warns(Some("error"), Some("warn"), "quiet.toml"),
+        "--log over AUTHZ_LOG"
+    );
+    assert!(
+        warns(Some("warn"), None, "quiet.toml"),
+        "--log over the config"
+    );
+}
+
 /// Without paths, `audit verify` and `audit explain` read the agent's own log
 /// and key: the config's `[audit] log` and `state_dir/audit.pub`.
 #[test]

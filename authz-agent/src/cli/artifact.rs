@@ -132,6 +132,17 @@ pub struct InspectArgs {
     pub file: PathBuf,
 }
 
+impl ArtifactArgs {
+    /// The agent config this command reads, if any.
+    pub(super) fn config(&self) -> Option<&std::path::Path> {
+        match &self.command {
+            ArtifactCommand::Issue(a) => a.policy.config.as_deref(),
+            ArtifactCommand::Verify(a) => Some(&a.config),
+            ArtifactCommand::Inspect(_) => None,
+        }
+    }
+}
+
 /// Runs `authz-agent artifact ...`.
 pub fn run(args: ArtifactArgs) -> anyhow::Result<ExitCode> {
     match args.command {

@@ -3,7 +3,10 @@
 //! The log and the checkpoint key are the agent's own unless given: the
 //! config's `[audit] log` and `state_dir/audit.pub` (the config named by
 //! `--config`, else the default one if it exists, else the built-in paths).
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::{bail, Context as _};
 
@@ -124,6 +127,16 @@ pub struct ExplainArgs {
     pub json: bool,
     #[command(flatten)]
     pub config: AuditConfigArg,
+}
+
+impl AuditArgs {
+    /// The config this command reads, if any.
+    pub(super) fn config(&self) -> Option<&Path> {
+        match &self.command {
+            AuditCommand::Verify(a) => a.config.config.as_deref(),
+            AuditCommand::Explain(a) => a.config.config.as_deref(),
+        }
+    }
 }
 
 /// Runs `authz-agent audit ...`.

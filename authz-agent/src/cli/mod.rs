@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::defaults;
+use crate::{config::Config, defaults};
 
 /// Fail-closed exec authorization for Linux.
 ///
@@ -40,8 +40,10 @@ use crate::defaults;
 )]
 pub struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info`, `authz_agent=debug`.
-    #[arg(long, global = true, env = "AUTHZ_LOG", default_value = defaults::LOG_LEVEL)]
-    pub log: String,
+    /// Default: $AUTHZ_LOG, else the `[log] level` of the config the command
+    /// reads, else `info`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -120,6 +122,58 @@ pub enum Command {
     Artifact(artifact::ArtifactArgs),
 }
 
+impl Command {
+    /// The agent config this command reads, if it reads one: the one named,
+    /// or the default one where the command falls back to it.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        match self {
+            Command::Run(a) => Some(a.config.clone()),
+            Command::Check(a) => readable_config(a.config.as_deref()),
+            Command::Audit(a) => readable_config(a.config()),
+            Command::Delegate(a) => a.policy.config.clone(),
+            Command::Artifact(a) => a.config().map(Path::to_owned),
+            Command::Submit(_)
+            | Command::List(_)
+            | Command::Revoke(_)
+            | Command::Status(_)
+            | Command::Mode(_)
+            | Command::Report(_)
+            | Command::Unload(_)
+            | Command::Key(_) => None,
+        }
+    }
+}
+
+impl Cli {
+    /// The log filter this invocation uses: see [`log_filter`]. The config's
+    /// `[log] level` counts only when the config can be read; a config that
+    /// cannot is reported by the command itself.
+    pub fn log_filter(&self) -> String {
+        let env = std::env::var("AUTHZ_LOG").ok();
+        let config = self
+            .command
+            .config_file()
+            .and_then(|path| Config::load(&path).ok())
+            .map(|config| config.log.level);
+        log_filter(self.log.as_deref(), env.as_deref(), config.as_deref()).to_owned()
+    }
+}
+
+/// The log filter, by precedence: `--log`, then `AUTHZ_LOG`, then the
+/// config's `[log] level`, then [`defaults::LOG_LEVEL`]. An empty value counts
+/// as not given.
+pub fn log_filter<'a>(
+    flag: Option<&'a str>,
+    env: Option<&'a str>,
+    config: Option<&'a str>,
+) -> &'a str {
+    [flag, env, config]
+        .into_iter()
+        .flatten()
+        .find(|s| !s.trim().is_empty())
+        .unwrap_or(defaults::LOG_LEVEL)
+}
+
 /// The config a command that can do without one reads: the one named, else
 /// the default one if it exists.
 pub(crate) fn readable_config(named: Option<&Path>) -> Option<PathBuf> {
@@ -160,5 +214,43 @@ mod tests {
         ] {
             Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         }
+    }
+
+    #[test]
+    fn the_log_filter_is_the_flag_then_the_environment_then_the_config_then_info() {
+        assert_eq!(
+            log_filter(Some("debug"), Some("warn"), Some("error")),
+            "debug"
+        );
+        assert_eq!(log_filter(None, Some("warn"), Some("error")), "warn");
+        assert_eq!(log_filter(None, None, Some("error")), "error");
+        assert_eq!(log_filter(None, None, None), "info");
+        assert_eq!(log_filter(Some("debug"), None, Some("error")), "debug");
+        // An empty value is no value.
+        assert_eq!(log_filter(Some(""), Some(" "), Some("error")), "error");
+        assert_eq!(log_filter(None, Some(""), None), "info");
+    }
+
+    #[test]
+    fn commands_name_the_config_they_read() {
+        let config = |argv: &[&str]| Cli::try_parse_from(argv).unwrap().command.config_file();
+        assert_eq!(
+            config(&["authz-agent", "run", "--config", "/c"]),
+            Some("/c".into())
+        );
+        assert_eq!(
+            config(&["authz-agent", "run"]),
+            Some(defaults::CONFIG.into())
+        );
+        assert_eq!(
+            config(&["authz-agent", "audit", "verify", "--config", "/a"]),
+            Some("/a".into())
+        );
+        assert_eq!(
+            config(&["authz-agent", "artifact", "verify", "p", "--config", "/v"]),
+            Some("/v".into())
+        );
+        assert_eq!(config(&["authz-agent", "status"]), None);
+        assert_eq!(config(&["authz-agent", "key", "show", "k.pub"]), None);
     }
 }
