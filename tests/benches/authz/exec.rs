@@ -44,6 +44,9 @@ impl Exec {
         // pointers prepared before the fork.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            // SAFETY: in the child: execve with the NUL-terminated path and
+            // NULL-terminated argv/envp arrays built before the fork, then
+            // _exit; both are async-signal-safe.
             unsafe {
                 libc::execve(
                     self.path.as_ptr(),
