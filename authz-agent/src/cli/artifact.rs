@@ -1,5 +1,10 @@
 //! `authz-agent artifact issue | verify | inspect`.
-use std::{fmt::Write as _, path::PathBuf, process::ExitCode, time::SystemTime};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::SystemTime,
+};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -134,7 +139,7 @@ pub struct InspectArgs {
 
 impl ArtifactArgs {
     /// The agent config this command reads, if any.
-    pub(super) fn config(&self) -> Option<&std::path::Path> {
+    pub(super) fn config(&self) -> Option<&Path> {
         match &self.command {
             ArtifactCommand::Issue(a) => a.policy.config.as_deref(),
             ArtifactCommand::Verify(a) => Some(&a.config),
