@@ -23,11 +23,10 @@ use authz_agent::{
         issue::hash_file, Artifact, ArtifactId, Body, CgroupPath, Provenance, Scope, Subject,
         Timestamp, Validity,
     },
-    trust::{
+    trust::{keys::generate, policy::RootKey, verify, TrustPolicy, Verifier},
+    vocab::{
         delegation::{Delegation, Grant},
-        keys::{generate, KeyId},
-        policy::RootKey,
-        verify, TrustPolicy, Verifier,
+        keyid::KeyId,
     },
 };
 use criterion::{criterion_group, Criterion, Throughput};

@@ -8,8 +8,6 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-/// Where cgroup v2 is normally mounted.
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// cgroup2 superblock magic (`CGROUP2_SUPER_MAGIC`, include/uapi/linux/magic.h).
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 

@@ -11,10 +11,8 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{artifact::time::parse_duration, enforcer::Mode, trust::TrustPolicy};
+use crate::{defaults, enforcer::Mode, trust::TrustPolicy, vocab::time::parse_duration};
 
-/// Where the daemon looks by default.
-pub const DEFAULT_PATH: &str = "/etc/authz/agent.toml";
 /// Largest config file read.
 const MAX_CONFIG_BYTES: u64 = authz_common::limits::MAX_CONFIG_BYTES as u64;
 
@@ -232,8 +230,7 @@ impl Config {
         let audit = AuditSection {
             log: absolute(
                 "audit.log",
-                au.log
-                    .unwrap_or_else(|| "/var/log/authz/decisions.jsonl".into()),
+                au.log.unwrap_or_else(|| defaults::AUDIT_LOG.into()),
             )?,
             allowed: au
                 .allowed
@@ -272,22 +269,22 @@ impl Config {
                 exec_memory: a.exec_memory.unwrap_or(ExecMemory::Allow).mode(),
                 state_dir: absolute(
                     "agent.state_dir",
-                    a.state_dir.unwrap_or_else(|| "/var/lib/authz".into()),
+                    a.state_dir.unwrap_or_else(|| defaults::STATE_DIR.into()),
                 )?,
                 socket: absolute(
                     "agent.socket",
-                    a.socket.unwrap_or_else(|| "/run/authz/agent.sock".into()),
+                    a.socket.unwrap_or_else(|| defaults::SOCKET.into()),
                 )?,
                 socket_group: a.socket_group,
                 admin_group: a.admin_group,
                 pin_dir: absolute(
                     "agent.pin_dir",
-                    a.pin_dir.unwrap_or_else(|| "/sys/fs/bpf/authz".into()),
+                    a.pin_dir.unwrap_or_else(|| defaults::PIN_DIR.into()),
                 )?,
                 cgroup_root: absolute(
                     "agent.cgroup_root",
                     a.cgroup_root
-                        .unwrap_or_else(|| crate::cgroup::CGROUP_ROOT.into()),
+                        .unwrap_or_else(|| defaults::CGROUP_ROOT.into()),
                 )?,
                 max_permits,
                 cgroup_poll,
@@ -295,7 +292,7 @@ impl Config {
                 tamper_check,
             },
             log: LogSection {
-                level: raw.log.level.unwrap_or_else(|| "info".into()),
+                level: raw.log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into()),
             },
             audit,
             trust: raw.trust,

@@ -8,10 +8,12 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod defaults;
 pub mod elf;
 pub mod enforcer;
 pub mod store;
 pub mod trust;
+pub mod vocab;
 
 /// "outer: inner: innermost" for an error and its sources, each cause once.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -46,8 +46,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    artifact::{time::Timestamp, ArtifactId},
     enforcer::Mode,
+    vocab::{fields::ArtifactId, time::Timestamp},
 };
 
 /// Largest artifact file the store reads back.
@@ -228,7 +228,7 @@ impl Store {
             let id: ArtifactId =
                 r.id.parse()
                     .map_err(
-                        |e: crate::artifact::fields::BadArtifactId| StoreError::Corrupt {
+                        |e: crate::vocab::fields::BadArtifactId| StoreError::Corrupt {
                             path: path.clone(),
                             message: e.to_string(),
                         },
@@ -373,7 +373,7 @@ fn read_artifact(path: &Path, stem: &str) -> Result<StoredArtifact, StoreError> 
     };
     let id: ArtifactId = stem
         .parse()
-        .map_err(|e: crate::artifact::fields::BadArtifactId| corrupt(e.to_string()))?;
+        .map_err(|e: crate::vocab::fields::BadArtifactId| corrupt(e.to_string()))?;
     let len = fs::metadata(path).map_err(io_err(path))?.len();
     if len > MAX_ARTIFACT_BYTES {
         return Err(corrupt(format!(

@@ -1,4 +1,4 @@
-//! End-to-end tests of `authz-agent key | delegate | artifact` through the
+//! End-to-end tests of `authz-agent key | delegate | artifact | audit` through the
 //! built binary: what an operator types, what they get back.
 use std::{
     fs,
@@ -430,6 +430,12 @@ fn help_teaches_with_examples() {
         &["artifact", "issue", "--help"],
         &["artifact", "verify", "--help"],
         &["artifact", "inspect", "--help"],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["audit", "verify", "--help"],
+        &["audit", "explain", "--help"],
+        &["revoke", "--help"],
+        &["mode", "--help"],
     ] {
         let help = s.ok(cmd);
         assert!(help.contains("Example: authz-agent"), "{cmd:?}: {help}");
@@ -514,4 +520,122 @@ fn a_team_key_delegates_further_down_a_two_link_chain() {
         err.contains("is not the key the delegation delegates to"),
         "{err}"
     );
+}
+
+/// The Scene's config, made one the agent itself accepts (its own parser
+/// refuses the unknown `[daemon]` table), with `extra` tables added.
+fn agent_config(s: &Scene, name: &str, extra: &str) {
+    let text = fs::read_to_string(s.path("agent.toml"))
+        .unwrap()
+        .replace("[daemon]\nsomething = \"not ours\"\n", extra);
+    fs::write(s.path(name), text).unwrap();
+}
+
+/// `[log] level` in the config a command reads sets its log filter, below
+/// `--log` and `AUTHZ_LOG`.
+#[test]
+fn the_configs_log_level_counts_after_the_flag_and_the_environment() {
+    let s = Scene::new("loglevel");
+    agent_config(&s, "quiet.toml", "[log]\nlevel = \"error\"\n");
+    agent_config(&s, "plain.toml", "");
+    // A secret key others can read: a warning each time it is read.
+    fs::set_permissions(s.path("root.key"), fs::Permissions::from_mode(0o644)).unwrap();
+    let warns = |flag: Option<&str>, env: Option<&str>, config: &str| -> bool {
+        let mut cmd = Command::new(BIN);
+        if let Some(filter) = flag {
+            cmd.args(["--log", filter]);
+        }
+        cmd.args(["delegate", "--key", "root.key", "--to", "team.pub"])
+            .args(["--cgroup-prefix", "/jobs.slice/a", "--max-ttl", "1d"])
+            .args(["--expires", "30d", "--config", config, "--out", "-"])
+            .current_dir(&s.dir)
+            .env_remove("AUTHZ_CONFIG")
+            .env_remove("AUTHZ_LOG");
+        if let Some(filter) = env {
+            cmd.env("AUTHZ_LOG", filter);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out).contains("readable by other users")
+    };
+    assert!(warns(None, None, "plain.toml"), "default: info");
+    assert!(!warns(None, None, "quiet.toml"), "the config's level");
+    assert!(
+        warns(None, Some("warn"), "quiet.toml"),
+        "AUTHZ_LOG over the config"
+    );
+    assert!(
+        !warns(Some("error"), Some("warn"), "quiet.toml"),
+        "--log over AUTHZ_LOG"
+    );
+    assert!(
+        warns(Some("warn"), None, "quiet.toml"),
+        "--log over the config"
+    );
+}
+
+/// Without paths, `audit verify` and `audit explain` read the agent's own log
+/// and key: the config's `[audit] log` and `state_dir/audit.pub`.
+#[test]
+fn audit_commands_take_the_log_and_key_from_the_config() {
+    use authz_agent::audit::{writer, AuditConfig, AuditLog};
+    let s = Scene::new("auditconfig");
+    let state = s.path("state");
+    let log = s.path("log/decisions.jsonl");
+    fs::create_dir_all(&state).unwrap();
+    fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let key = writer::load_or_create_key(&state).unwrap();
+    let cfg = AuditConfig {
+        path: log.clone(),
+        rotate_bytes: 1 << 30,
+        checkpoint_every: std::time::Duration::from_secs(3600),
+        host: "test-host".into(),
+    };
+    let mut audit = AuditLog::open(cfg, key).unwrap();
+    audit
+        .append("admin", std::time::SystemTime::now(), Default::default())
+        .unwrap();
+    audit.checkpoint("test").unwrap();
+    drop(audit);
+    agent_config(
+        &s,
+        "audit.toml",
+        &format!(
+            "[agent]\nstate_dir = \"{}\"\n\n[audit]\nlog = \"{}\"\n\n",
+            state.display(),
+            log.display()
+        ),
+    );
+
+    let out = s.ok(&["audit", "verify", "--config", "audit.toml"]);
+    assert!(
+        out.contains("intact: 2 records") && out.contains("1 signatures verified"),
+        "{out}"
+    );
+    let out = s.ok(&["audit", "explain", "0", "--config", "audit.toml"]);
+    assert!(out.starts_with("record 0 ("), "{out}");
+    // What is given explicitly wins over the config.
+    let out = s.run(&[
+        "audit",
+        "verify",
+        "--config",
+        "audit.toml",
+        "--key",
+        "team.pub",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("BROKEN"),
+        "{out:?}"
+    );
+    let err = s.fails(&[
+        "audit",
+        "explain",
+        "0",
+        "--config",
+        "audit.toml",
+        "--log-file",
+        "none.jsonl",
+    ]);
+    assert!(err.contains("no decision log at none.jsonl"), "{err}");
 }

@@ -5,7 +5,7 @@
 #[path = "common.rs"]
 mod common;
 
-use authz_agent::trust::{verify_delegation, Delegation};
+use authz_agent::{trust::verify_delegation, vocab::delegation::Delegation};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -320,7 +320,8 @@ max_ttl = "30d"
                 .arg(&delegation),
             "delegate",
         );
-        let d = authz_agent::trust::Delegation::read(&delegation).expect("read delegation");
+        let d =
+            authz_agent::vocab::delegation::Delegation::read(&delegation).expect("read delegation");
         Team {
             keys,
             link_id: d.last().grant().id.to_string(),
@@ -337,7 +338,10 @@ max_ttl = "30d"
         ttl_seconds: u64,
         n: usize,
     ) -> Vec<String> {
-        use authz_agent::artifact::{issue, time::Timestamp, Provenance, Scope};
+        use authz_agent::{
+            artifact::{issue, Provenance, Scope},
+            vocab::time::Timestamp,
+        };
         let key = authz_agent::trust::keys::read_secret_key(&self.root.key).expect("read key");
         let subject = issue::subject_for_binary(binary).expect("hash binary");
         (0..n)

@@ -13,7 +13,8 @@ pub mod daemon;
 pub mod fuse;
 
 use authz_agent::{
-    cgroup::{Hierarchy, CGROUP_ROOT},
+    cgroup::Hierarchy,
+    defaults::CGROUP_ROOT,
     enforcer::{boot_time_ns, DecisionEvent, Enforcer, LoadOptions, Mode},
 };
 use authz_common::{Permit, PermitKey};
@@ -433,7 +434,7 @@ pub fn busybox() -> &'static Path {
 /// The cgroup id of the calling process.
 pub fn own_cgroup_id() -> u64 {
     let path = authz_agent::cgroup::current().expect("own cgroup");
-    authz_agent::cgroup::Hierarchy::open(authz_agent::cgroup::CGROUP_ROOT)
+    authz_agent::cgroup::Hierarchy::open(authz_agent::defaults::CGROUP_ROOT)
         .expect("cgroup2")
         .id(&path)
         .expect("own cgroup id")

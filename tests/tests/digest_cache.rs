@@ -124,10 +124,8 @@ fn memfd_exec_of_unpermitted_content_is_refused() {
 fn seal(file: &fs::File) {
     let seals = authz_common::seals::IMMUTABLE as libc::c_int;
     // SAFETY: fcntl on our own descriptor with an integer argument.
-    assert_eq!(
-        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) },
-        0
-    );
+    let sealed = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+    assert_eq!(sealed, 0);
 }
 
 #[test]

@@ -5,11 +5,14 @@ use ed25519_dalek::SigningKey;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    fields::{check_text, MAX_NAME, MAX_PATH},
     Artifact, ArtifactError, ArtifactId, Body, Digest, Kind, Provenance, Scope, Subject, Timestamp,
     Validity,
 };
-use crate::trust::{delegation::Delegation, keys::KeyId};
+use crate::vocab::{
+    delegation::Delegation,
+    fields::{check_text, MAX_NAME, MAX_PATH},
+    keyid::KeyId,
+};
 
 /// Read size for hashing: large enough that syscalls cost nothing next to
 /// SHA-256, small enough to stay in L2.

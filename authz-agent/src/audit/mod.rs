@@ -19,7 +19,6 @@
 //! Rotation renames the file to `decisions-<first seq>.jsonl` after a
 //! checkpoint; the new file's first record links to that checkpoint, so the
 //! chain continues: verify the files in order.
-pub mod cli;
 pub mod explain;
 pub mod record;
 pub mod schema;

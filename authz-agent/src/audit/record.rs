@@ -30,7 +30,7 @@ pub fn hash_line(line: &[u8]) -> String {
 pub fn rfc3339_nanos(t: std::time::SystemTime) -> String {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let ts = crate::artifact::time::Timestamp::from_unix(secs)
+    let ts = crate::vocab::time::Timestamp::from_unix(secs)
         .map(|t| t.to_string())
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
     // "YYYY-MM-DDTHH:MM:SSZ" -> "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ"

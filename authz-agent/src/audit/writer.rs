@@ -11,7 +11,7 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::{json, Map, Value};
 
 use super::{checkpoint_message, hash_line, record::rfc3339_nanos, Record, GENESIS};
-use crate::trust::KeyId;
+use crate::{trust::keys::KeyPairPaths, vocab::keyid::KeyId};
 
 /// Which allowed execs are logged (refusals always are). The kernel decides,
 /// so an allowed exec that is not logged costs no ring space and no copy.
@@ -90,11 +90,17 @@ pub struct AuditLog {
     pub recovered_bytes: u64,
 }
 
+/// The daemon's checkpoint key pair in `state_dir`: `audit.key` (secret) and
+/// `audit.pub`, which `audit verify` checks checkpoints with.
+pub fn key_paths(state_dir: &Path) -> KeyPairPaths {
+    KeyPairPaths::for_base(&state_dir.join("audit"))
+}
+
 /// Loads the daemon's audit key from `state_dir/audit.key`, creating the pair
 /// (`audit.key` 0600, `audit.pub`) on first use.
 pub fn load_or_create_key(state_dir: &Path) -> Result<SigningKey, AuditError> {
     let base = state_dir.join("audit");
-    let secret = base.with_extension("key");
+    let secret = key_paths(state_dir).secret;
     if !secret.exists() {
         let key = crate::trust::keys::generate();
         crate::trust::keys::write_key_pair(&base, &key).map_err(|e| AuditError::Key(e.into()))?;

@@ -1,23 +1,32 @@
 //! `authz-agent artifact issue | verify | inspect`.
-use std::{fmt::Write as _, path::PathBuf, process::ExitCode, time::SystemTime};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::SystemTime,
+};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
-use super::{parse_start, write_output, PolicySource, DEFAULT_CONFIG};
+use super::sign::{check_and_write, parse_start, PolicySource};
 use crate::{
     artifact::{
-        fields::join_prefixes,
         issue::{self, Request},
-        text::{ArtifactError, FileError},
-        time::{format_duration, parse_duration},
-        Artifact, ArtifactId, CgroupPath, Provenance, Scope, Timestamp,
+        Artifact, Provenance, Scope,
     },
+    defaults,
     trust::{
-        delegation::Delegation,
-        keys::{self, KeyId},
-        verify::{chain_window, effective_window, Limits, Window},
+        keys,
+        verify::{effective_window, Window},
         TrustPolicy,
+    },
+    vocab::{
+        delegation::Delegation,
+        fields::{join_prefixes, ArtifactId, CgroupPath},
+        keyid::KeyId,
+        text::{ArtifactError, FileError},
+        time::{format_duration, parse_duration, Timestamp},
     },
 };
 
@@ -105,7 +114,7 @@ pub struct VerifyArgs {
     /// The permit file.
     pub file: PathBuf,
     /// The agent config whose `[trust]` table decides.
-    #[arg(long, value_name = "FILE", env = "AUTHZ_CONFIG", default_value = DEFAULT_CONFIG)]
+    #[arg(long, value_name = "FILE", env = "AUTHZ_CONFIG", default_value = defaults::CONFIG)]
     pub config: PathBuf,
     /// Verify as of this time (RFC 3339 UTC) instead of now.
     #[arg(long, value_name = "TIME")]
@@ -126,6 +135,17 @@ pub struct VerifyArgs {
 pub struct InspectArgs {
     /// A permit or delegation file.
     pub file: PathBuf,
+}
+
+impl ArtifactArgs {
+    /// The agent config this command reads, if any.
+    pub(super) fn config(&self) -> Option<&Path> {
+        match &self.command {
+            ArtifactCommand::Issue(a) => a.policy.config.as_deref(),
+            ArtifactCommand::Verify(a) => Some(&a.config),
+            ArtifactCommand::Inspect(_) => None,
+        }
+    }
 }
 
 /// Runs `authz-agent artifact ...`.
@@ -167,29 +187,8 @@ fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let artifact = issue::issue(request, &key, delegation.as_ref(), now)?;
-    // Refuse to write a permit that could never be honoured.
-    if let Some(d) = &delegation {
-        let n = d.links().len();
-        Limits::link(n - 1, n, d.last()).check_permit(&artifact)?;
-    }
+    check_and_write(&artifact, policy.as_ref(), &args.out)?;
     let window = effective_window(&artifact);
-    if window.is_empty() {
-        let chain = chain_window(&artifact.chain).map_or_else(
-            || "never".to_owned(),
-            |c| format!("from {} until {}", c.not_before, c.expires),
-        );
-        bail!(
-            "the permit would never be valid: its own window, from {} until {}, does not overlap its delegation chain's ({chain})",
-            artifact.validity.not_before,
-            artifact.validity.expires
-        );
-    }
-    if let Some(policy) = &policy {
-        let at = SystemTime::max(SystemTime::now(), window.not_before.to_system_time());
-        crate::trust::verify(&artifact, policy, &|_| false, at)
-            .context("the new permit would not be valid under the given config")?;
-    }
-    write_output(&args.out, 0o644, &artifact.to_toml())?;
     eprintln!(
         "issued permit {} for {} in {}, in force from {} until {}{}",
         artifact.id,

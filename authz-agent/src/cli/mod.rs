@@ -1,308 +1,256 @@
-//! The `key`, `delegate` and `artifact` subcommands of `authz-agent`.
+//! The command line of `authz-agent`: one module per command family.
 //!
-//! Each handler returns `anyhow::Result<ExitCode>`: the binary prints an error
-//! chain on one line and exits non-zero.
+//! - [`run`], [`check`]: the daemon, and whether this host can enforce;
+//! - [`control`]: `submit`, `list`, `revoke`, `status`, `mode`, `report`
+//!   (requests to the running agent) and `unload`;
+//! - [`audit`]: `audit verify`, `audit explain`;
+//! - [`key`], [`delegate`], [`artifact`]: keys, delegations and permits;
+//!   [`sign`] is what `delegate` and `artifact issue` share.
+//!
+//! [`output`] prints every command's `--json`. Default paths come from
+//! [`crate::defaults`]. Each handler returns `anyhow::Result<ExitCode>`: the
+//! binary prints an error chain on one line and exits non-zero.
 pub mod artifact;
+pub mod audit;
+pub mod check;
+pub mod control;
+pub mod delegate;
+pub mod key;
+pub mod output;
+pub mod run;
+mod sign;
 
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-    process::ExitCode,
-    time::SystemTime,
-};
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
-use clap::{Args, Subcommand};
+use clap::{Parser, Subcommand};
 
-pub use self::artifact::{run as artifact, ArtifactArgs};
-use crate::{
-    artifact::{fields::ArtifactId, text, time, CgroupPath, Timestamp},
-    trust::{
-        delegation::{Delegation, Grant},
-        keys::{self, KeyId, PublicKey},
-        verify::{Limits, Part},
-        TrustPolicy,
-    },
-};
+use crate::{config::Config, defaults};
 
-/// Default location of the agent's config (holds the `[trust]` table).
-pub const DEFAULT_CONFIG: &str = "/etc/authz/agent.toml";
-
-/// Manage signing keys.
+/// Fail-closed exec authorization for Linux.
 ///
-/// Keys are ed25519. A root key (listed in the agent's `[trust]` config) signs
-/// permits and delegations; a team key gets its authority from a delegation.
-#[derive(Debug, Args)]
-pub struct KeyArgs {
+/// A BPF LSM program refuses every execve whose binary (by SHA-256, computed in
+/// the kernel) has no valid signed permit for the caller's cgroup. This binary is
+/// both the daemon that loads it and the tool that talks to it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "authz-agent",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Log filter (tracing env-filter syntax), e.g. `info`, `authz_agent=debug`.
+    /// Default: $AUTHZ_LOG, else the `[log] level` of the config the command
+    /// reads, else `info`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+
     #[command(subcommand)]
-    pub command: KeyCommand,
+    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum KeyCommand {
-    /// Create a key pair: NAME.key (secret, mode 0600) and NAME.pub.
+pub enum Command {
+    /// Run the enforcement daemon (needs root and a kernel with BPF LSM).
     ///
-    /// Neither file may exist: keys are never overwritten. Prints the key id
-    /// and the lines that make it a trusted root key.
+    /// Loads the BPF LSM program (re-adopting the state a previous run pinned),
+    /// re-verifies every stored artifact into kernel permits, proves with a
+    /// self-test that the hook refuses an unauthorized exec, then serves the
+    /// control socket until SIGTERM. Stopping leaves enforcement in place; see
+    /// `unload`. On a kernel that cannot run BPF LSM programs it exits non-zero
+    /// and says what is missing.
     ///
-    /// Example: authz-agent key generate --out /etc/authz/keys/ops-root
-    Generate(GenerateArgs),
-    /// Print a key file's key id and public key (works on .pub and .key).
+    /// Example: authz-agent run --config /etc/authz/agent.toml
+    Run(run::RunArgs),
+    /// Check that this host can enforce: kernel support, program load, self-test.
     ///
-    /// Example: authz-agent key show team-a.pub
-    Show(ShowArgs),
+    /// Loads and attaches the program in `off` mode, runs the self-test (a probe
+    /// exec that must be refused, whose in-kernel SHA-256 must match), prints a
+    /// report and detaches. Exit status 0 means authz can enforce here. With
+    /// the agent's config it also warns of delegated cgroups: cgroups on the
+    /// way to an enforced or permitted one that a non-root user can write, and
+    /// so move processes out of enforcement or into a permit.
+    ///
+    /// Example: authz-agent check --config /etc/authz/agent.toml
+    Check(check::CheckArgs),
+    /// Submit signed artifacts to the running agent (verified, stored, enforced).
+    ///
+    /// Example: authz-agent submit build-tool.permit.toml
+    Submit(control::SubmitArgs),
+    /// List accepted artifacts: live, waiting for their cgroup, or scheduled.
+    ///
+    /// Example: authz-agent list --json
+    List(control::QueryArgs),
+    /// Revoke an artifact or a delegation by id, or everything (`--all`).
+    ///
+    /// A revoked id can never be submitted again. `--all` is incident response:
+    /// every accepted artifact is revoked and the kernel's permit map flushed at
+    /// once, so every exec in scope is refused. Needs root or membership of the
+    /// agent's `admin_group`.
+    ///
+    /// Example: authz-agent revoke 3f2a... --reason "key leaked"
+    Revoke(control::RevokeArgs),
+    /// Show the agent's mode, scope, permits, kernel counters and kernel state.
+    ///
+    /// Example: authz-agent status --socket /run/authz/agent.sock
+    Status(control::QueryArgs),
+    /// Change the enforcement mode at runtime (persists across restarts).
+    ///
+    /// Roll out safely: `mode audit`, run the workload, read `report`, issue
+    /// the missing permits, then `mode enforce`. Needs root or membership of
+    /// the agent's `admin_group`.
+    ///
+    /// Example: authz-agent mode enforce
+    Mode(control::ModeArgs),
+    /// Execs refused (or, in audit mode, that would have been) since start.
+    ///
+    /// Example: authz-agent report
+    Report(control::QueryArgs),
+    /// Remove the pinned programs and maps: authz stops enforcing on this host.
+    ///
+    /// Refuses while an agent is running. This is the only way to turn
+    /// enforcement off for good; `mode off` is the runtime switch. A local
+    /// action on the bpffs pins, not a control-socket request: it needs root
+    /// on the host, and `admin_group` membership does not grant it.
+    ///
+    /// Example: systemctl stop authz-agent && authz-agent unload
+    Unload(control::UnloadArgs),
+    /// The decision log: prove it intact (`verify`), explain a decision (`explain`).
+    Audit(audit::AuditArgs),
+    Key(key::KeyArgs),
+    Delegate(delegate::DelegateArgs),
+    Artifact(artifact::ArtifactArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct GenerateArgs {
-    /// Base name of the files to create: writes NAME.key and NAME.pub.
-    #[arg(long, value_name = "NAME")]
-    pub out: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct ShowArgs {
-    /// A .pub or .key file.
-    pub file: PathBuf,
-}
-
-/// Runs `authz-agent key ...`.
-pub fn key(args: KeyArgs) -> anyhow::Result<ExitCode> {
-    match args.command {
-        KeyCommand::Generate(a) => key_generate(&a),
-        KeyCommand::Show(a) => key_show(&a),
-    }
-}
-
-fn key_generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
-    let key = keys::generate();
-    let paths = keys::write_key_pair(&args.out, &key).context("cannot create the key pair")?;
-    let public = PublicKey::read(&paths.public)?;
-    println!(
-        "wrote {} (secret, mode 0600: keep it private) and {} (public)",
-        paths.secret.display(),
-        paths.public.display()
-    );
-    println!("key id: {}", public.id);
-    println!();
-    println!("To trust it as a root key, add this to the agent's config and adjust the limits:");
-    println!();
-    println!("[[trust.roots]]");
-    if let Some(name) = &public.name {
-        println!("name = {}", text::quote(name));
-    }
-    println!("public_key = \"{}\"", hex::encode(public.key.as_bytes()));
-    println!("cgroup_prefixes = [\"/\"]");
-    println!("max_ttl = \"30d\"");
-    Ok(ExitCode::SUCCESS)
-}
-
-fn key_show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
-    let (kind, public) = match PublicKey::read(&args.file) {
-        Ok(p) => ("public key", p),
-        Err(text::FileError::Invalid {
-            source: text::ArtifactError::WrongFormat { .. },
-            ..
-        }) => {
-            let secret = keys::read_secret_key(&args.file)?;
-            let key = secret.verifying_key();
-            let public = PublicKey {
-                id: KeyId::of(&key),
-                key,
-                name: None,
-            };
-            ("secret key", public)
-        }
-        Err(e) => return Err(e.into()),
-    };
-    println!("{}: {kind}", args.file.display());
-    if let Some(name) = &public.name {
-        println!("name:       {name}");
-    }
-    println!("key id:     {}", public.id);
-    println!("public key: {}", hex::encode(public.key.as_bytes()));
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Which trust-policy version to issue under: given, or read from the config.
-#[derive(Debug, Args)]
-pub struct PolicySource {
-    /// The agent config whose `[trust]` table to check the result against (and
-    /// take the policy version from).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Trust-policy version to issue under (default: the config's version).
-    #[arg(long, value_name = "N")]
-    pub policy_version: Option<u32>,
-}
-
-impl PolicySource {
-    /// The policy (when a config was given) and the version to issue under.
-    fn load(&self) -> anyhow::Result<(Option<TrustPolicy>, u32)> {
-        let policy = self
-            .config
-            .as_deref()
-            .map(TrustPolicy::from_config_file)
-            .transpose()?;
-        let version = match (self.policy_version, &policy) {
-            (Some(v), _) => v,
-            (None, Some(p)) => p.version,
-            (None, None) => bail!(
-                "say which trust-policy version this is issued under: --policy-version N, or \
-                 --config agent.toml to take it from the agent's config"
-            ),
-        };
-        Ok((policy, version))
-    }
-}
-
-/// Delegate part of a key's authority to another key
-///
-/// Signs a delegation that lets the key in --to issue permits for cgroups under
-/// the given prefixes, each permit living at most --max-ttl, until --expires.
-/// The signing key is a root key, or a key that already holds a delegation
-/// (pass it with --delegation; the new link is appended to that chain). The
-/// delegation may only narrow the authority it is given.
-///
-/// Example: authz-agent delegate --key ops-root.key --to team-a.pub
-///   --cgroup-prefix /jobs.slice/team-a --max-ttl 1d --expires 90d
-///   --config /etc/authz/agent.toml --out team-a.delegation
-#[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
-pub struct DelegateArgs {
-    /// The signing key (NAME.key).
-    #[arg(long, value_name = "KEY")]
-    pub key: PathBuf,
-    /// The delegation that gives the signing key its authority, when it is not
-    /// a root key.
-    #[arg(long, value_name = "FILE")]
-    pub delegation: Option<PathBuf>,
-    /// The public key receiving the authority (NAME.pub).
-    #[arg(long, value_name = "PUB")]
-    pub to: PathBuf,
-    /// A cgroup (with its descendants) the delegate may issue permits for;
-    /// repeatable.
-    #[arg(long = "cgroup-prefix", value_name = "CGROUP", required = true)]
-    pub cgroup_prefixes: Vec<String>,
-    /// Longest lifetime of a permit the delegate may issue (e.g. 12h, 7d).
-    #[arg(long, value_name = "DURATION")]
-    pub max_ttl: String,
-    /// When the delegation ends: an RFC 3339 UTC time or a duration from now.
-    #[arg(long, value_name = "TIME|DURATION")]
-    pub expires: String,
-    /// When the delegation starts (RFC 3339 UTC; default now).
-    #[arg(long, value_name = "TIME")]
-    pub not_before: Option<String>,
-    #[command(flatten)]
-    pub policy: PolicySource,
-    /// Where to write the delegation (`-` for standard output). Never overwrites.
-    #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
-}
-
-/// Parses `--expires`: an absolute time, or a duration after `start`.
-pub(crate) fn parse_until(s: &str, start: Timestamp) -> anyhow::Result<Timestamp> {
-    if let Ok(t) = s.parse::<Timestamp>() {
-        return Ok(t);
-    }
-    let secs = time::parse_duration(s).map_err(|_| {
-        anyhow::anyhow!(
-            "{s:?} is neither an RFC 3339 UTC time (2025-01-31T12:00:00Z) nor a duration (90d)"
-        )
-    })?;
-    start
-        .checked_add(secs)
-        .with_context(|| format!("{s} from now is after year 9999"))
-}
-
-/// Parses an optional `--not-before`, defaulting to `now`.
-pub(crate) fn parse_start(s: Option<&str>, now: Timestamp) -> anyhow::Result<Timestamp> {
-    s.map_or(Ok(now), |s| Ok(s.parse::<Timestamp>()?))
-}
-
-/// Writes `contents` to `out` (refusing to overwrite), or to stdout for `-`.
-pub(crate) fn write_output(out: &Path, mode: u32, contents: &str) -> anyhow::Result<()> {
-    if out == Path::new("-") {
-        std::io::stdout()
-            .write_all(contents.as_bytes())
-            .context("cannot write to standard output")?;
-        return Ok(());
-    }
-    text::write_new(out, mode, contents)?;
-    Ok(())
-}
-
-/// Runs `authz-agent delegate`.
-pub fn delegate(args: DelegateArgs) -> anyhow::Result<ExitCode> {
-    let (policy, policy_version) = args.policy.load()?;
-    let key = keys::read_secret_key(&args.key)?;
-    let to = PublicKey::read(&args.to)?;
-    let parent = args
-        .delegation
-        .as_deref()
-        .map(Delegation::read)
-        .transpose()?;
-    let issuer = KeyId::of(&key.verifying_key());
-    if let Some(p) = &parent {
-        let holder = p.last().delegate_key_id();
-        if holder != issuer {
-            bail!(
-                "{} delegates to key {holder}, not to the signing key {issuer}",
-                args.delegation
-                    .as_deref()
-                    .unwrap_or(Path::new(""))
-                    .display()
-            );
+impl Command {
+    /// The agent config this command reads, if it reads one: the one named,
+    /// or the default one where the command falls back to it.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        match self {
+            Command::Run(a) => Some(a.config.clone()),
+            Command::Check(a) => readable_config(a.config.as_deref()),
+            Command::Audit(a) => readable_config(a.config()),
+            Command::Delegate(a) => a.policy.config.clone(),
+            Command::Artifact(a) => a.config().map(Path::to_owned),
+            Command::Submit(_)
+            | Command::List(_)
+            | Command::Revoke(_)
+            | Command::Status(_)
+            | Command::Mode(_)
+            | Command::Report(_)
+            | Command::Unload(_)
+            | Command::Key(_) => None,
         }
     }
-    let now = Timestamp::now();
-    let not_before = parse_start(args.not_before.as_deref(), now)?;
-    let cgroup_prefixes = args
-        .cgroup_prefixes
-        .iter()
-        .map(|p| CgroupPath::normalize(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let grant = Grant {
-        id: ArtifactId::random(),
-        issued_at: now,
-        policy_version,
-        issuer,
-        delegate_key: to.key,
-        cgroup_prefixes,
-        max_ttl_seconds: time::parse_duration(&args.max_ttl)?,
-        not_before,
-        expires: parse_until(&args.expires, not_before)?,
-    };
-    // Refuse to write a delegation that could never be honoured.
-    if let Some(p) = &parent {
-        let of = p.links().len() + 1;
-        let part = Part::Delegation {
-            index: of,
-            of,
-            id: grant.id,
-        };
-        Limits::link(of - 2, of - 1, p.last()).check_narrows(&grant, &part)?;
+}
+
+impl Cli {
+    /// The log filter this invocation uses: see [`log_filter`]. The config's
+    /// `[log] level` counts only when the config can be read; a config that
+    /// cannot is reported by the command itself.
+    pub fn log_filter(&self) -> String {
+        let env = std::env::var("AUTHZ_LOG").ok();
+        let config = self
+            .command
+            .config_file()
+            .and_then(|path| Config::load(&path).ok())
+            .map(|config| config.log.level);
+        log_filter(self.log.as_deref(), env.as_deref(), config.as_deref()).to_owned()
     }
-    let delegation = Delegation::extend(parent.as_ref(), grant, &key)?;
-    if let Some(policy) = &policy {
-        let at = SystemTime::max(SystemTime::now(), not_before.to_system_time());
-        crate::trust::verify_delegation(&delegation, policy, &|_| false, at)
-            .context("the new delegation would not be valid under the given config")?;
+}
+
+/// The log filter, by precedence: `--log`, then `AUTHZ_LOG`, then the
+/// config's `[log] level`, then [`defaults::LOG_LEVEL`]. An empty value counts
+/// as not given.
+pub fn log_filter<'a>(
+    flag: Option<&'a str>,
+    env: Option<&'a str>,
+    config: Option<&'a str>,
+) -> &'a str {
+    [flag, env, config]
+        .into_iter()
+        .flatten()
+        .find(|s| !s.trim().is_empty())
+        .unwrap_or(defaults::LOG_LEVEL)
+}
+
+/// The config a command that can do without one reads: the one named, else
+/// the default one if it exists.
+pub(crate) fn readable_config(named: Option<&Path>) -> Option<PathBuf> {
+    match named {
+        Some(path) => Some(path.to_owned()),
+        None => Some(PathBuf::from(defaults::CONFIG)).filter(|p| p.exists()),
     }
-    write_output(&args.out, 0o644, &delegation.to_toml())?;
-    let last = delegation.last().grant();
-    eprintln!(
-        "delegated to key {} ({} link{}): cgroups {}, permits up to {}, until {}",
-        to.id,
-        delegation.links().len(),
-        if delegation.links().len() == 1 {
-            ""
-        } else {
-            "s"
-        },
-        crate::artifact::fields::join_prefixes(&last.cgroup_prefixes),
-        time::format_duration(last.max_ttl_seconds),
-        last.expires
-    );
-    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Global options and subcommand options must not share an id: clap only
+    /// notices when the command is parsed, so parse every subcommand once.
+    #[test]
+    fn every_subcommand_parses() {
+        for argv in [
+            &["authz-agent", "audit", "explain", "1", "--log-file", "/x"][..],
+            &["authz-agent", "audit", "verify", "/x", "--key", "/k"],
+            &["authz-agent", "--log", "debug", "status", "--socket", "/s"],
+            &["authz-agent", "revoke", "--all"],
+            &["authz-agent", "mode", "enforce"],
+            &["authz-agent", "submit", "a", "b"],
+            &["authz-agent", "run", "--config", "/c"],
+            &["authz-agent", "check", "--json"],
+            &["authz-agent", "check", "--config", "/c"],
+            &["authz-agent", "unload"],
+            &["authz-agent", "report", "--json"],
+            &["authz-agent", "list"],
+        ] {
+            Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn the_log_filter_is_the_flag_then_the_environment_then_the_config_then_info() {
+        assert_eq!(
+            log_filter(Some("debug"), Some("warn"), Some("error")),
+            "debug"
+        );
+        assert_eq!(log_filter(None, Some("warn"), Some("error")), "warn");
+        assert_eq!(log_filter(None, None, Some("error")), "error");
+        assert_eq!(log_filter(None, None, None), "info");
+        assert_eq!(log_filter(Some("debug"), None, Some("error")), "debug");
+        // An empty value is no value.
+        assert_eq!(log_filter(Some(""), Some(" "), Some("error")), "error");
+        assert_eq!(log_filter(None, Some(""), None), "info");
+    }
+
+    #[test]
+    fn commands_name_the_config_they_read() {
+        let config = |argv: &[&str]| Cli::try_parse_from(argv).unwrap().command.config_file();
+        assert_eq!(
+            config(&["authz-agent", "run", "--config", "/c"]),
+            Some("/c".into())
+        );
+        assert_eq!(
+            config(&["authz-agent", "run"]),
+            Some(defaults::CONFIG.into())
+        );
+        assert_eq!(
+            config(&["authz-agent", "audit", "verify", "--config", "/a"]),
+            Some("/a".into())
+        );
+        assert_eq!(
+            config(&["authz-agent", "artifact", "verify", "p", "--config", "/v"]),
+            Some("/v".into())
+        );
+        assert_eq!(config(&["authz-agent", "status"]), None);
+        assert_eq!(config(&["authz-agent", "key", "show", "k.pub"]), None);
+    }
 }

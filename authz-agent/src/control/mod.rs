@@ -2,7 +2,6 @@
 //! authorized by the peer's kernel credentials.
 pub mod access;
 pub mod admission;
-pub mod cli;
 pub mod client;
 pub mod protocol;
 pub mod server;

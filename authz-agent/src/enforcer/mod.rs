@@ -270,7 +270,7 @@ impl Default for LoadOptions {
         Self {
             mode: Mode::Audit,
             selftest: true,
-            cgroup_root: crate::cgroup::CGROUP_ROOT.into(),
+            cgroup_root: crate::defaults::CGROUP_ROOT.into(),
             max_permits: authz_common::DEFAULT_MAX_PERMITS,
             enforced_paths: Vec::new(),
             trusted_filesystems: Vec::new(),

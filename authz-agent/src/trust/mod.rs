@@ -1,19 +1,20 @@
 //! Keys, trust and delegation: who may sign permits, and checking that a
 //! permit was signed by someone with the authority to allow what it allows.
 //!
-//! - [`keys`]: ed25519 keys, key ids (SHA-256 of the public key), key files.
+//! - [`keys`]: ed25519 key generation and key files (`.key`, `.pub`).
 //! - [`policy`]: the `[trust]` table of the agent's config: root keys with
 //!   their limits, retired keys, policy versions.
-//! - [`delegation`]: a root key handing narrower authority to a team key.
-//! - [`verify`](mod@verify): the decision, with one [`VerifyError`] per reason.
-pub mod delegation;
+//! - [`verify`](mod@verify): the decision, with one [`VerifyError`] per
+//!   reason, including whether each delegation link narrows the one before.
+//!
+//! What a permit and a delegation *are* (their fields, text and signed bytes)
+//! is [`crate::artifact`] and [`crate::vocab`]; this module only depends on them.
 pub mod keys;
 pub mod policy;
 pub mod verify;
 
 pub use self::{
-    delegation::{Delegation, DelegationLink, Grant},
-    keys::{KeyId, PublicKey},
+    keys::PublicKey,
     policy::{PolicyError, RootKey, TrustPolicy},
     verify::{
         effective_window, verify, verify_delegation, Authority, Part, Verified, VerifiedDelegation,
@@ -21,4 +22,8 @@ pub use self::{
     },
 };
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 pub(crate) mod testkit;
+#[cfg(test)]
+mod worked_example;

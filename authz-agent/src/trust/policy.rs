@@ -25,9 +25,9 @@ use std::{
 use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 
-use super::keys::{parse_public_key, KeyId};
-use crate::artifact::{
+use crate::vocab::{
     fields::{self, CgroupPath},
+    keyid::{parse_public_key, KeyId},
     text::{self, LineAt},
     time::parse_duration,
 };

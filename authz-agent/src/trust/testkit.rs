@@ -4,13 +4,18 @@ use std::time::SystemTime;
 use ed25519_dalek::SigningKey;
 
 use super::{
-    delegation::{Delegation, Grant},
-    keys::{generate, KeyId},
+    keys::generate,
     policy::{RootKey, TrustPolicy},
     verify::{verify, Verified, VerifyError},
 };
-use crate::artifact::{
-    Artifact, ArtifactId, Body, CgroupPath, Provenance, Scope, Subject, Timestamp, Validity,
+use crate::{
+    artifact::{Artifact, Body, Provenance, Scope, Subject, Validity},
+    vocab::{
+        delegation::{Delegation, Grant},
+        fields::{ArtifactId, CgroupPath},
+        keyid::KeyId,
+        time::Timestamp,
+    },
 };
 
 pub(crate) const HOUR: u64 = 3_600;

@@ -4,14 +4,15 @@ use std::{collections::HashSet, fmt, sync::Mutex, time::SystemTime};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use super::{
-    delegation::{Delegation, DelegationLink, Grant, LinkDigest, NO_PARENT},
-    keys::KeyId,
-    policy::{RootKey, TrustPolicy},
-};
-use crate::artifact::{
-    fields::join_prefixes, time::format_duration, Artifact, ArtifactId, Body, CgroupPath, Digest,
-    Timestamp,
+use super::policy::{RootKey, TrustPolicy};
+use crate::{
+    artifact::{Artifact, Body},
+    vocab::{
+        delegation::{Delegation, DelegationLink, Grant, LinkDigest, NO_PARENT},
+        fields::{join_prefixes, ArtifactId, CgroupPath, Digest},
+        keyid::KeyId,
+        time::{format_duration, Timestamp},
+    },
 };
 
 /// What a check is about: the permit itself or one link of its chain.

@@ -44,6 +44,9 @@ impl Exec {
         // pointers prepared before the fork.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            // SAFETY: in the child: execve with the NUL-terminated path and
+            // NULL-terminated argv/envp arrays built before the fork, then
+            // _exit; both are async-signal-safe.
             unsafe {
                 libc::execve(
                     self.path.as_ptr(),
@@ -131,7 +134,7 @@ impl InCgroup {
 
 impl Drop for InCgroup {
     fn drop(&mut self) {
-        join(Path::new(authz_agent::cgroup::CGROUP_ROOT));
+        join(Path::new(authz_agent::defaults::CGROUP_ROOT));
     }
 }
 

@@ -11,11 +11,11 @@ use std::{
 use authz_agent::{
     artifact::{
         issue::{self, subject_for_binary},
-        time::Timestamp,
         ArtifactId, Provenance, Scope, Subject,
     },
     enforcer::{pin, Enforcer, LoadOptions, Mode},
     store::Store,
+    vocab::time::Timestamp,
 };
 use authz_tests::{daemon::Daemon, Scratch, TestCgroups};
 use ed25519_dalek::SigningKey;

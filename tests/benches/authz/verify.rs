@@ -12,10 +12,10 @@ use std::{
 use authz_agent::{
     artifact::{
         issue::{issue, Request},
-        time::Timestamp,
         Artifact, Provenance, Scope, Subject,
     },
     trust::{keys::generate, RootKey, TrustPolicy, Verifier},
+    vocab::time::Timestamp,
 };
 
 use crate::{metric, scale::digest_of, Plan, Step};

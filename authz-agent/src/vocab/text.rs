@@ -235,7 +235,7 @@ pub trait Headed {
 /// Implements [`Headed`] for raw types with `format` and `version` fields.
 macro_rules! headed {
     ($($t:ty),+) => {$(
-        impl $crate::artifact::text::Headed for $t {
+        impl $crate::vocab::text::Headed for $t {
             fn head(&self) -> (&toml::Spanned<String>, &toml::Spanned<i64>) {
                 (&self.format, &self.version)
             }

@@ -13,10 +13,10 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use toml::Spanned;
 
-use super::keys::{parse_key_id, parse_public_key, KeyId};
-use crate::artifact::{
+use super::{
     encoding::Encoder,
     fields::{self, parse_hex, parse_id, ArtifactId, CgroupPath},
+    keyid::{parse_key_id, parse_public_key, KeyId},
     text::{self, conv, ArtifactError, Doc, FileError, Kind, Writer, VERSION},
     time::{format_duration, Timestamp},
 };
@@ -332,7 +332,10 @@ impl Delegation {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::trust::keys::generate;
+
+    fn generate() -> SigningKey {
+        SigningKey::generate(&mut rand_core::OsRng)
+    }
 
     pub(crate) fn grant(
         issuer: &SigningKey,

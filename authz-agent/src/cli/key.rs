@@ -1,0 +1,106 @@
+//! `authz-agent key generate | show`.
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::{
+    trust::keys::{self, PublicKey},
+    vocab::{keyid::KeyId, text},
+};
+
+/// Manage signing keys.
+///
+/// Keys are ed25519. A root key (listed in the agent's `[trust]` config) signs
+/// permits and delegations; a team key gets its authority from a delegation.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    #[command(subcommand)]
+    pub command: KeyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key pair: NAME.key (secret, mode 0600) and NAME.pub.
+    ///
+    /// Neither file may exist: keys are never overwritten. Prints the key id
+    /// and the lines that make it a trusted root key.
+    ///
+    /// Example: authz-agent key generate --out /etc/authz/keys/ops-root
+    Generate(GenerateArgs),
+    /// Print a key file's key id and public key (works on .pub and .key).
+    ///
+    /// Example: authz-agent key show team-a.pub
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Base name of the files to create: writes NAME.key and NAME.pub.
+    #[arg(long, value_name = "NAME")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A .pub or .key file.
+    pub file: PathBuf,
+}
+
+/// Runs `authz-agent key ...`.
+pub fn run(args: KeyArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        KeyCommand::Generate(a) => generate(&a),
+        KeyCommand::Show(a) => show(&a),
+    }
+}
+
+fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
+    let key = keys::generate();
+    let paths = keys::write_key_pair(&args.out, &key).context("cannot create the key pair")?;
+    let public = PublicKey::read(&paths.public)?;
+    println!(
+        "wrote {} (secret, mode 0600: keep it private) and {} (public)",
+        paths.secret.display(),
+        paths.public.display()
+    );
+    println!("key id: {}", public.id);
+    println!();
+    println!("To trust it as a root key, add this to the agent's config and adjust the limits:");
+    println!();
+    println!("[[trust.roots]]");
+    if let Some(name) = &public.name {
+        println!("name = {}", text::quote(name));
+    }
+    println!("public_key = \"{}\"", hex::encode(public.key.as_bytes()));
+    println!("cgroup_prefixes = [\"/\"]");
+    println!("max_ttl = \"30d\"");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
+    let (kind, public) = match PublicKey::read(&args.file) {
+        Ok(p) => ("public key", p),
+        Err(text::FileError::Invalid {
+            source: text::ArtifactError::WrongFormat { .. },
+            ..
+        }) => {
+            let secret = keys::read_secret_key(&args.file)?;
+            let key = secret.verifying_key();
+            let public = PublicKey {
+                id: KeyId::of(&key),
+                key,
+                name: None,
+            };
+            ("secret key", public)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!("{}: {kind}", args.file.display());
+    if let Some(name) = &public.name {
+        println!("name:       {name}");
+    }
+    println!("key id:     {}", public.id);
+    println!("public key: {}", hex::encode(public.key.as_bytes()));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,19 @@
+//! The vocabulary every signed authz file is written in, below both
+//! [`crate::artifact`] (the permit) and [`crate::trust`] (who may sign what).
+//!
+//! - [`text`]: the TOML side of every file: size limits, the `format`/`version`
+//!   header, strict parsing with field and line in errors, a fixed-order writer.
+//! - [`encoding`]: the canonical bytes a signature covers.
+//! - [`fields`]: artifact ids, digests, cgroup paths, text limits.
+//! - [`time`]: UTC timestamps and durations.
+//! - [`keyid`]: key ids and the canonical spelling of public keys.
+//! - [`delegation`]: delegation links and chains as data (signing, parsing,
+//!   writing); whether a chain grants anything is [`crate::trust`]'s to decide.
+//!
+//! Nothing here depends on `artifact` or `trust`.
+pub mod delegation;
+pub mod encoding;
+pub mod fields;
+pub mod keyid;
+pub mod text;
+pub mod time;
