@@ -11,7 +11,6 @@ use std::{
     process::ExitCode,
 };
 
-use anyhow::{bail, Context as _};
 use super::output::Output;
 use crate::{
     control::{
@@ -24,6 +23,7 @@ use crate::{
     defaults,
     enforcer::Mode,
 };
+use anyhow::{bail, Context as _};
 
 /// Options every socket command takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -281,7 +281,11 @@ fn render_status(v: &StatusResult) -> String {
         "kernel:          {} (BPF LSM {}; IMA policy {})",
         v.kernel.release,
         v.bpf_lsm,
-        if v.kernel.ima.active { "active" } else { "none" }
+        if v.kernel.ima.active {
+            "active"
+        } else {
+            "none"
+        }
     );
     let permits: Vec<String> = v
         .permits
