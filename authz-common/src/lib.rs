@@ -866,6 +866,15 @@ pub mod label_flags {
     pub const AGENT: u32 = 1 << 1;
 }
 
+/// Values of the `authz_agents` map.
+pub mod agent_code {
+    /// An agent binary: a task exec'd from it is an agent.
+    pub const BINARY: u32 = 1;
+    /// Code an agent maps (its loader and libraries); exec'ing it makes no
+    /// agent.
+    pub const LIBRARY: u32 = 2;
+}
+
 /// Kinds of object in the `authz_own` map: what lockdown guards.
 pub mod own {
     pub const MAP: u32 = 1;
@@ -875,6 +884,9 @@ pub mod own {
     pub const PIN_DIR: u32 = 4;
     /// The bpffs superblock holding authz's pins (by `s_dev`).
     pub const PIN_FS: u32 = 5;
+    /// A pinned object's inode on that superblock (by inode number): opening
+    /// it (`BPF_OBJ_GET`) through any path, bind mount or chroot is refused.
+    pub const PIN: u32 = 6;
 }
 
 /// Key of the `authz_own` map.
@@ -890,24 +902,48 @@ pub struct OwnKey {
 
 /// Capacity of the `authz_own` map.
 pub const MAX_OWN: u32 = 256;
-/// Capacity of the `authz_agents` map (agent binaries authorized at once).
-pub const MAX_AGENTS: u32 = 64;
+/// Capacity of the `authz_revoked` map: revocations kept where only the
+/// agent can change them, so deleting the state directory's list brings
+/// nothing back.
+pub const MAX_REVOKED: u32 = 65_536;
+/// Capacity of the `authz_agents` map (agent binaries and the libraries they map).
+pub const MAX_AGENTS: u32 = 256;
 
-/// Longest pin directory path the `bpf` hook compares (`BPF_OBJ_GET`).
-pub const PIN_PATH_LEN: usize = 128;
+/// Most trust roots whose key ids lockdown records (a signed unlock or
+/// agent adoption must come from one of them).
+pub const MAX_LOCK_ROOTS: usize = 16;
 
 /// What lockdown needs to know beyond [`OwnKey`]s: element 0 of `authz_guard`.
+/// The kernel reads only `pin_dir`; the rest is the state lockdown was
+/// entered with, kept where only the agent can change it (this map is guarded
+/// like every other), so an agent started later with a different
+/// configuration, trust roots or host identity cannot quietly weaken it.
+/// The kernel programs do not read it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Guard {
-    /// The pin directory, NUL-terminated (`BPF_OBJ_GET` below it is refused).
-    pub pin_dir: [u8; PIN_PATH_LEN],
+    /// SHA-256 of the configuration file lockdown was entered with.
+    pub config_digest: [u8; DIGEST_LEN],
+    /// SHA-256 of the host identity (`/etc/machine-id`) at that time.
+    pub host_digest: [u8; DIGEST_LEN],
+    /// Key ids of the trust roots at that time (`roots` of them used).
+    pub root_key_ids: [[u8; DIGEST_LEN]; MAX_LOCK_ROOTS],
+    /// When lockdown began (Unix seconds, the agent's clock): a statement
+    /// issued before it cannot end this lockdown.
+    pub locked_at: u64,
+    pub roots: u32,
+    pub _pad: u32,
 }
 
 impl Default for Guard {
     fn default() -> Self {
         Self {
-            pin_dir: [0; PIN_PATH_LEN],
+            config_digest: [0; DIGEST_LEN],
+            host_digest: [0; DIGEST_LEN],
+            root_key_ids: [[0; DIGEST_LEN]; MAX_LOCK_ROOTS],
+            locked_at: 0,
+            roots: 0,
+            _pad: 0,
         }
     }
 }
@@ -919,7 +955,6 @@ pub const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 /// (include/uapi/linux/bpf.h: stable ABI).
 pub mod bpf_cmd {
     pub const PROG_LOAD: u32 = 5;
-    pub const OBJ_GET: u32 = 7;
     pub const LINK_GET_FD_BY_ID: u32 = 30;
     /// `BPF_PROG_TYPE_TRACING`.
     pub const PROG_TYPE_TRACING: u32 = 26;
@@ -930,8 +965,6 @@ pub mod bpf_cmd {
     /// `prog_load.prog_type`, `.expected_attach_type`.
     pub const OFF_PROG_TYPE: u64 = 0;
     pub const OFF_EXPECTED_ATTACH_TYPE: u64 = 68;
-    /// `obj_get.pathname` (a user pointer).
-    pub const OFF_PATHNAME: u64 = 0;
     /// `link_id` of `BPF_LINK_GET_FD_BY_ID`.
     pub const OFF_LINK_ID: u64 = 0;
 }
@@ -1023,7 +1056,9 @@ const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 37 * 4);
 const _: () = assert!(core::mem::size_of::<ScopeKey>() == 2 * 4 + SCOPE_NAME_LEN);
 const _: () = assert!(core::mem::size_of::<ScopeNode>() == 2 * 4);
 const _: () = assert!(core::mem::size_of::<OwnKey>() == 2 * 4 + 8);
-const _: () = assert!(core::mem::size_of::<Guard>() == PIN_PATH_LEN);
+const _: () = assert!(
+    core::mem::size_of::<Guard>() == 2 * DIGEST_LEN + MAX_LOCK_ROOTS * DIGEST_LEN + 8 + 2 * 4
+);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == DIGEST_LEN + 3 * 8 + 2 * 4);
 const _: () = assert!(core::mem::size_of::<TaskLabel>() == 2 * ARTIFACT_ID_LEN + 4 * 4);
 const _: () = assert!(

@@ -27,7 +27,7 @@ use crate::{
     digest,
     events::{emit, Decided, Paths},
     exec::EPERM,
-    kernel, lineage, maps,
+    guard, kernel, lineage, maps,
     verdict::{lookup, Verdict},
 };
 
@@ -177,6 +177,15 @@ pub fn check_mmap(ctx: &LsmContext) -> i32 {
     if prot & PROT_EXEC == 0 {
         return 0;
     }
+    if guard::agent_locked() {
+        if file.is_null() {
+            return guard::agent_memory_code();
+        }
+        // SAFETY: `file` is the hook's BTF argument; sleepable hook.
+        if let Some(refused) = unsafe { guard::agent_file_code(file, true) } {
+            return refused;
+        }
+    }
     let Some((config, cgroup_id)) = in_scope() else {
         return 0;
     };
@@ -246,6 +255,20 @@ pub fn check_mprotect(ctx: &LsmContext) -> i32 {
     }
     if prot & PROT_EXEC == 0 {
         return 0;
+    }
+    if guard::agent_locked() {
+        // SAFETY: `vma` is the hook's BTF argument.
+        match unsafe { kernel::vma(vma) } {
+            None => return guard::agent_memory_code(),
+            Some(v) if v.exec => {}
+            Some(v) if v.file.is_null() || v.written => return guard::agent_memory_code(),
+            // SAFETY: `vm_file` is a BTF pointer; not sleepable: cache only.
+            Some(v) => {
+                if let Some(refused) = unsafe { guard::agent_file_code(v.file, false) } {
+                    return refused;
+                }
+            }
+        }
     }
     let Some((config, cgroup_id)) = in_scope() else {
         return 0;
@@ -352,8 +375,8 @@ pub fn check_ptrace(ctx: &LsmContext) -> i32 {
         return 0;
     }
     // SAFETY: `child` is the hook's BTF argument.
-    if unsafe { crate::guard::ptrace_of_agent(child) } {
-        return crate::guard::refuse_ptrace();
+    if unsafe { guard::ptrace_of_agent(child) } {
+        return guard::refuse_ptrace();
     }
     memory_write(Paths::None)
 }

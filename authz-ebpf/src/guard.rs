@@ -4,21 +4,26 @@
 //! not exec'd from a binary whose digest is in `authz_agents`) may not:
 //! obtain a descriptor to one of authz's maps or programs (`bpf_map`,
 //! `bpf_prog`: every way to get one, `BPF_OBJ_GET` on a pin and
-//! `*_GET_FD_BY_ID` alike, ends there) or links (`bpf`: `BPF_LINK_GET_FD_BY_ID`,
-//! and `BPF_OBJ_GET` below the pin directory); remove, rename or replace a pin
-//! (`inode_unlink`, `inode_rename`, `inode_rmdir` on the pin directories);
+//! `*_GET_FD_BY_ID` alike, ends there) or links (`bpf`: `BPF_LINK_GET_FD_BY_ID`;
+//! `inode_permission` on a pinned object's inode, which `BPF_OBJ_GET` checks
+//! whatever path, bind mount or chroot names it); remove, rename or replace a
+//! pin (`inode_unlink`, `inode_rename`, `inode_rmdir` on the pin directories);
 //! unmount the bpffs holding them (`sb_umount`); load a program that could
 //! override an LSM decision (`bpf`: `BPF_PROG_LOAD` of an LSM or a
 //! return-modifying tracing program); or attach to the agent with ptrace
-//! (which `/proc/PID/mem` also needs). Every refusal is an event (`tamper`).
+//! (which `/proc/PID/mem` and `pidfd_getfd` also need). An agent itself may
+//! map as code only files whose digests are agent digests and never makes
+//! memory executable (see `code`), so `LD_PRELOAD` into a genuine agent
+//! binary does not lend its standing to other code. Every refusal is an event
+//! (`tamper`).
+//!
+//! `inode_permission` runs on every path lookup on the host, so the agent
+//! attaches it only while lockdown is on.
 use authz_common::{
-    bpf_cmd, counter, decision, hook, label_flags, mode, own, reason, Digest, OwnKey, BPF_FS_MAGIC,
-    DIGEST_LEN, PIN_PATH_LEN,
+    agent_code, bpf_cmd, counter, decision, hook, label_flags, mode, own, reason, Digest, OwnKey,
+    BPF_FS_MAGIC, DIGEST_LEN,
 };
-use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_user_str_bytes},
-    programs::LsmContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::LsmContext};
 use core::ffi::c_void;
 
 use crate::{
@@ -73,7 +78,7 @@ fn read<T: Copy>(addr: u64) -> Option<T> {
 }
 
 /// `bpf(cmd, attr, size)`: program loads that could override a decision,
-/// link descriptors by id, pins obtained by path.
+/// link descriptors by id.
 #[inline(always)]
 pub fn check_bpf(ctx: &LsmContext) -> i32 {
     let cmd: u32 = ctx.arg(0);
@@ -103,50 +108,8 @@ pub fn check_bpf(ctx: &LsmContext) -> i32 {
             Some(id) if !owned(own::LINK, u64::from(id)) => 0,
             _ => refuse(),
         },
-        bpf_cmd::OBJ_GET => {
-            let Some(pathname) = read::<u64>(attr + bpf_cmd::OFF_PATHNAME) else {
-                return refuse();
-            };
-            let mut path = [0u8; PIN_PATH_LEN];
-            // SAFETY: copies at most PIN_PATH_LEN bytes from user memory,
-            // NUL-terminated; sleepable hook.
-            if unsafe { bpf_probe_read_user_str_bytes(pathname as *const u8, &mut path) }.is_err() {
-                return refuse();
-            }
-            // A relative path cannot be placed: refused, like a path below
-            // the pin directory.
-            if path[0] != b'/' || below_pin_dir(&path) {
-                return refuse();
-            }
-            0
-        }
         _ => 0,
     }
-}
-
-/// Whether `path` starts with the pin directory.
-#[inline(always)]
-fn below_pin_dir(path: &[u8; PIN_PATH_LEN]) -> bool {
-    let Some(guard) = maps::GUARD.get(0) else {
-        return true;
-    };
-    let dir = &guard.pin_dir;
-    if dir[0] == 0 {
-        return false;
-    }
-    let mut i = 0;
-    while i < PIN_PATH_LEN {
-        if dir[i] == 0 {
-            // The whole directory matched: below it when the path goes on
-            // with `/`, or is the directory itself.
-            return path[i] == b'/' || path[i] == 0;
-        }
-        if dir[i] != path[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 /// `bpf_map(map, fmode)`: a descriptor to one of authz's maps.
@@ -217,6 +180,43 @@ fn pin_dir(dir: *const c_void) -> bool {
         }
         owned(own::PIN_DIR, kernel::member_u64(dir, o.inode_ino))
     }
+}
+
+/// `inode_permission(inode, mask)`: a pinned object opened (`BPF_OBJ_GET`
+/// checks the pin's inode before it hands out a descriptor). Cheap first:
+/// lockdown, then the superblock's magic, then the maps.
+#[inline(always)]
+pub fn check_inode_permission(ctx: &LsmContext) -> i32 {
+    let inode: *const c_void = ctx.arg(0);
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    if maps::config().lockdown != 1 || inode.is_null() {
+        return 0;
+    }
+    let o = kernel::offsets();
+    if !o.guard_usable() {
+        return 0;
+    }
+    // SAFETY: BTF pointers, offsets from BTF.
+    let (dev, ino) = unsafe {
+        let sb = kernel::member_ptr(inode, o.inode_sb);
+        if sb.is_null() || kernel::member_u64(sb, o.sb_magic) != BPF_FS_MAGIC {
+            return 0;
+        }
+        (
+            kernel::member_u32(sb, o.sb_dev),
+            kernel::member_u64(inode, o.inode_ino),
+        )
+    };
+    if owned(own::PIN_FS, u64::from(dev))
+        && owned(own::PIN, ino)
+        && lineage::current_flags() & label_flags::AGENT == 0
+    {
+        return refuse();
+    }
+    0
 }
 
 /// `inode_unlink(dir, dentry)`: a pin removed.
@@ -321,14 +321,75 @@ pub fn refuse_ptrace() -> i32 {
     refuse()
 }
 
+/// Whether the caller is an agent under lockdown: its code is then held to
+/// [`agent_file_code`] and [`agent_memory_code`].
+#[inline(always)]
+pub fn agent_locked() -> bool {
+    maps::config().lockdown == 1 && lineage::current_flags() & label_flags::AGENT != 0
+}
+
+/// An agent under lockdown maps `file` as code: allowed (`None`: the usual
+/// checks follow) only when its content is final and its digest is an agent
+/// digest (the binaries and libraries recorded when lockdown began or a
+/// signed adoption added them). `may_hash`: the hook may sleep; otherwise
+/// only a cached digest counts.
+///
+/// # Safety
+/// `file` must be a BTF `struct file *` (a hook argument or `vma->vm_file`).
+#[inline(always)]
+pub unsafe fn agent_file_code(file: *const c_void, may_hash: bool) -> Option<i32> {
+    if file.is_null() {
+        return Some(refuse());
+    }
+    // SAFETY: per the contract.
+    let Some(facts) = (unsafe { kernel::file_facts(file) }) else {
+        return Some(refuse());
+    };
+    if !facts.final_content {
+        return Some(refuse());
+    }
+    let digest = if may_hash {
+        let mut out: Digest = [0; DIGEST_LEN];
+        let cacheable = maps::fs_flags(facts.magic) & authz_common::fs_flags::CACHE != 0
+            && facts.linked_no_writer;
+        // SAFETY: per the contract; the caller's hook is sleepable.
+        match unsafe { crate::digest::file_sha256_cached(file, &facts, cacheable, &mut out) } {
+            Ok(_) => out,
+            Err(_) => return Some(refuse()),
+        }
+    } else {
+        // SAFETY: per the contract.
+        match unsafe { crate::digest::cached_sha256(&facts) } {
+            Some(d) => d,
+            None => return Some(refuse()),
+        }
+    };
+    if !agent_code_digest(&digest) {
+        return Some(refuse());
+    }
+    None
+}
+
+/// An agent under lockdown never makes memory no file backs executable.
+#[inline(always)]
+pub fn agent_memory_code() -> i32 {
+    refuse()
+}
+
 /// The label flag an exec of `digest` gives: [`label_flags::AGENT`] when it
 /// is an authorized agent binary.
 #[inline(always)]
 pub fn agent_flag(digest: &Digest) -> u32 {
-    // SAFETY: presence test only.
-    if unsafe { maps::AGENTS.get(digest) }.is_some() {
-        label_flags::AGENT
-    } else {
-        0
+    // SAFETY: the value is copied out at once.
+    match unsafe { maps::AGENTS.get(digest) } {
+        Some(&agent_code::BINARY) => label_flags::AGENT,
+        _ => 0,
     }
+}
+
+/// Whether `digest` is agent code of either kind.
+#[inline(always)]
+fn agent_code_digest(digest: &Digest) -> bool {
+    // SAFETY: presence test only.
+    unsafe { maps::AGENTS.get(digest) }.is_some()
 }

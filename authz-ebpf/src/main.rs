@@ -141,6 +141,14 @@ pub fn bpf_prog(ctx: aya_ebpf::programs::LsmContext) -> i32 {
     guard::check_bpf_prog(&ctx)
 }
 
+/// `int security_inode_permission(struct inode *inode, int mask)`: lockdown
+/// (pinned objects opened by any path). Attached only while lockdown is on.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::lsm(hook = "inode_permission")]
+pub fn inode_permission(ctx: aya_ebpf::programs::LsmContext) -> i32 {
+    guard::check_inode_permission(&ctx)
+}
+
 /// `int security_inode_unlink(struct inode *dir, struct dentry *dentry)`:
 /// lockdown (pins).
 #[cfg(target_arch = "bpf")]

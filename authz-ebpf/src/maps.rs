@@ -62,14 +62,23 @@ pub static FILESYSTEMS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_FILESY
 #[map(name = "authz_own")]
 pub static OWN: HashMap<OwnKey, u32> = HashMap::with_max_entries(MAX_OWN, 0);
 
-/// Digests of the authorized agent binaries: a task exec'd from one is an
-/// agent (`authz_common::label_flags::AGENT`).
+/// Digests of the authorized agent code (`authz_common::agent_code`): a task
+/// exec'd from an agent binary is an agent (`label_flags::AGENT`); under
+/// lockdown an agent maps as code only files listed here.
 #[map(name = "authz_agents")]
 pub static AGENTS: HashMap<Digest, u32> = HashMap::with_max_entries(MAX_AGENTS, 0);
 
-/// Element 0: what lockdown compares paths with.
+/// Element 0: the state lockdown was entered with. Only the agent reads it;
+/// it lives here so that only the agent can change it.
 #[map(name = "authz_guard")]
 pub static GUARD: Array<Guard> = Array::with_max_entries(1, 0);
+
+/// Revoked artifact and delegation ids (value: Unix seconds after which the
+/// entry may go, 0 never). Only the agent reads it: it keeps revocations
+/// where only the agent can remove them.
+#[map(name = "authz_revoked")]
+pub static REVOKED: HashMap<[u8; authz_common::ARTIFACT_ID_LEN], u64> =
+    HashMap::with_max_entries(authz_common::MAX_REVOKED, BPF_F_NO_PREALLOC);
 
 /// Element 0: the runtime [`Config`].
 #[map(name = "authz_config")]
