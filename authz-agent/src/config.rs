@@ -10,6 +10,7 @@ use std::{
 };
 
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 
 use crate::{defaults, enforcer::Mode, trust::TrustPolicy, vocab::time::parse_duration};
 
@@ -48,6 +49,9 @@ pub struct Config {
     pub log: LogSection,
     pub audit: AuditSection,
     pub trust: TrustPolicy,
+    /// SHA-256 of the file's bytes: lockdown holds the agent to exactly this
+    /// file.
+    pub digest: [u8; 32],
 }
 
 /// `[audit]`: the tamper-evident decision log.
@@ -97,6 +101,9 @@ pub struct AgentSection {
     /// How often the kernel's state is compared with the agent's and
     /// restored (also before every `status`).
     pub tamper_check: Duration,
+    /// Only the agent may change what the kernel enforces, and leaving that
+    /// state takes a signed statement (`crate::lockdown`).
+    pub lockdown: bool,
 }
 
 /// `[log]`.
@@ -146,6 +153,7 @@ struct RawAgent {
     cgroup_poll: Option<String>,
     sweep_interval: Option<String>,
     tamper_check: Option<String>,
+    lockdown: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -290,12 +298,14 @@ impl Config {
                 cgroup_poll,
                 sweep_interval,
                 tamper_check,
+                lockdown: a.lockdown.unwrap_or(false),
             },
             log: LogSection {
                 level: raw.log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into()),
             },
             audit,
             trust: raw.trust,
+            digest: Sha256::digest(text.as_bytes()).into(),
         })
     }
 }

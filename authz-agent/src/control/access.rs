@@ -29,7 +29,11 @@ pub fn required_role(request: &Request) -> Role {
         Request::Submit { .. } | Request::List {} | Request::Status {} | Request::Report {} => {
             Role::Submitter
         }
-        Request::SetMode { .. } | Request::Revoke { .. } | Request::RevokeAll { .. } => Role::Admin,
+        Request::SetMode { .. }
+        | Request::Revoke { .. }
+        | Request::RevokeAll { .. }
+        | Request::Unlock { .. }
+        | Request::Adopt { .. } => Role::Admin,
     }
 }
 
@@ -170,6 +174,8 @@ pub fn op_name(request: &Request) -> &'static str {
         Request::Status {} => "status",
         Request::SetMode { .. } => "mode",
         Request::Report {} => "report",
+        Request::Unlock { .. } => "lockdown unlock",
+        Request::Adopt { .. } => "lockdown adopt",
     }
 }
 
@@ -208,6 +214,12 @@ mod tests {
                 reason: None,
             },
             Request::RevokeAll { reason: None },
+            Request::Unlock {
+                statement: String::new(),
+            },
+            Request::Adopt {
+                statement: String::new(),
+            },
         ]
     }
 
@@ -227,6 +239,8 @@ mod tests {
                 ("mode", Role::Admin),
                 ("revoke", Role::Admin),
                 ("revoke --all", Role::Admin),
+                ("lockdown unlock", Role::Admin),
+                ("lockdown adopt", Role::Admin),
             ]
         );
     }

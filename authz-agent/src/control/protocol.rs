@@ -45,6 +45,10 @@ pub enum Request {
     SetMode { mode: Mode },
     /// Execs that were, or in audit mode would have been, refused.
     Report {},
+    /// End lockdown with a statement signed by a trust root (its TOML text).
+    Unlock { statement: String },
+    /// Authorize new agent code (an upgrade) with a signed statement.
+    Adopt { statement: String },
 }
 
 /// Why a request was refused: a stable, machine-readable kind (kebab-case on
@@ -92,6 +96,12 @@ pub enum RefusalKind {
     PolicyVersionMismatch,
     /// The artifact, or a delegation it depends on, is revoked.
     Revoked,
+    // Lockdown.
+    /// Lockdown forbids this without a signed statement, or the statement
+    /// does not hold (signer, host, time).
+    Locked,
+    /// A lockdown statement sent while the kernel is not locked down.
+    NotLocked,
     /// A kind this client does not know (a newer agent).
     #[serde(other)]
     Unknown,
@@ -130,6 +140,8 @@ impl RefusalKind {
             Self::Busy => "busy",
             Self::ShuttingDown => "shutting-down",
             Self::Internal => "internal",
+            Self::Locked => "locked",
+            Self::NotLocked => "not-locked",
             Self::Malformed => "malformed",
             Self::Conflict => "conflict",
             Self::Full => "full",
@@ -292,6 +304,25 @@ pub struct ModeResult {
     pub previous: Mode,
 }
 
+/// Result of `lockdown unlock`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockResult {
+    /// The kernel's lockdown state afterwards (false).
+    pub lockdown: bool,
+    pub statement_id: String,
+    /// Key id of the trust root that signed it.
+    pub issuer: String,
+}
+
+/// Result of `lockdown adopt`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdoptResult {
+    /// How many files of agent code the statement authorized.
+    pub files: usize,
+    pub statement_id: String,
+    pub digests: Vec<String>,
+}
+
 /// What the kernel is and does, in `status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelInfo {
@@ -373,6 +404,8 @@ pub enum Reply {
     Status(Box<StatusResult>),
     SetMode(ModeResult),
     Report(ReportResult),
+    Unlock(UnlockResult),
+    Adopt(AdoptResult),
 }
 
 /// A response line. `result` holds the request's result type (see

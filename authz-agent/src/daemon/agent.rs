@@ -305,6 +305,7 @@ impl Agent {
             self.revocations.undo(&added);
             return Err(internal(format!("cannot record the revocation: {e}")));
         }
+        self.mirror_revocations();
         for a in &affected {
             self.forget(a)
                 .map_err(|e| internal(crate::error_chain(&e)))?;
@@ -351,6 +352,7 @@ impl Agent {
             .collect();
         self.revocations.add(entries);
         let saved = self.revocations.save(&self.store, now);
+        self.mirror_revocations();
         // Flush the kernel first either way: incident response must not wait on a disk.
         let flushed = self
             .enforcer
@@ -492,6 +494,27 @@ impl Agent {
         found
     }
 
+    /// When the next scheduled artifact's window opens.
+    pub fn next_start(&self, now: SystemTime) -> Option<SystemTime> {
+        self.permits.next_start(now)
+    }
+
+    /// Installs the artifacts whose window has opened: at that instant (the
+    /// daemon wakes for it) and before any answer that reports states, so
+    /// `live` in `list` always means the kernel has the rows.
+    pub fn activate_due(&mut self, now: SystemTime) {
+        let mut touched = BTreeSet::new();
+        for id in self.permits.due(now) {
+            touched.extend(self.permits.place(&id, now));
+        }
+        if touched.is_empty() {
+            return;
+        }
+        if let Err(e) = self.write_rows(touched) {
+            tracing::error!(error = %crate::error_chain(&e), "cannot install permits whose time came");
+        }
+    }
+
     /// Periodic: kernel expiries follow wall-clock steps; expired artifacts
     /// leave the kernel and the store; scheduled ones whose time came are
     /// installed; revocations are credited with the real time observed and
@@ -517,5 +540,6 @@ impl Agent {
             tracing::error!(error = %crate::error_chain(&e), "sweep failed to place permits");
         }
         self.revocations.sweep(&self.store, now);
+        self.mirror_revocations();
     }
 }

@@ -15,6 +15,7 @@ mod agent;
 mod decisions;
 mod dropped;
 pub mod loader;
+pub mod lockdown;
 pub mod permits;
 mod queries;
 mod report;
@@ -42,25 +43,31 @@ use crate::{
     trust::Verifier,
 };
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(config_path: &Path) -> anyhow::Result<()> {
+/// Runs the daemon until SIGTERM or SIGINT. `unlock`: a signed statement
+/// ending lockdown (needed to start with another configuration while the
+/// kernel is locked down).
+pub fn run(config_path: &Path, unlock: Option<&Path>) -> anyhow::Result<()> {
     // The kernel first: on a host that cannot enforce, that is the one thing
     // to say, whatever the config.
     Enforcer::probe().context("authz cannot enforce on this host")?;
     let config = Config::load(config_path)?;
+    let unlock = unlock.map(lockdown::read_statement).transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, unlock))
 }
 
 #[tracing::instrument(name = "daemon", skip_all, fields(config = %config.path.display()))]
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    unlock: Option<crate::vocab::statement::Statement>,
+) -> anyhow::Result<()> {
     let a = &config.agent;
     let store = Store::open(&a.state_dir)?;
-    let revoked = store
+    let mut revoked = store
         .revocations()
         .context("refusing to start without a readable revocation list")?;
     let hierarchy = Hierarchy::open(&a.cgroup_root)?;
@@ -79,9 +86,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         libraries: a.libraries,
         exec_memory: a.exec_memory,
         pin_dir: Some(a.pin_dir.clone()),
+        lockdown: a.lockdown,
+        admission: Some(enforcer::Admission {
+            config_path: config.path.clone(),
+            config_digest: config.digest,
+            unlock,
+        }),
         ..LoadOptions::default()
     };
     let mut enforcer = Enforcer::open(&opts).context("cannot start enforcement")?;
+    let restored = lockdown::restore_kernel_revocations(&enforcer, &mut revoked, SystemTime::now());
+    if restored > 0 {
+        tracing::warn!(
+            restored,
+            "revocations the state directory had lost came back from the kernel's copy"
+        );
+        store
+            .save_revocations(&revoked, crate::artifact::time::Timestamp::now())
+            .context("cannot write the revocation list back")?;
+    }
     let ima = &enforcer.kernel().ima;
     if ima.active {
         tracing::info!(
@@ -93,7 +116,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     if let Some(mode) = store.mode()? {
         if enforcer.mode() != mode {
-            enforcer.set_mode(mode)?;
+            if enforcer.lockdown() && lockdown::weaker(enforcer.mode(), mode) {
+                tracing::warn!(
+                    stored = %mode,
+                    kernel = %enforcer.mode(),
+                    "the state directory asks for a lower mode; lockdown keeps the kernel's"
+                );
+            } else {
+                enforcer.set_mode(mode)?;
+            }
         }
     }
     let access = Access::new(a.socket_group.as_deref(), a.admin_group.as_deref())?;
@@ -120,6 +151,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if recovered > 0 {
         agent.admin("log-recovered", serde_json::json!({ "truncated_bytes": recovered, "why": "a record was half-written when the agent last stopped" }));
     }
+    if restored > 0 {
+        agent.admin(
+            "tamper",
+            serde_json::json!({ "object": "revocations", "found": "the state directory's list lacked revocations the kernel keeps", "restored": restored }),
+        );
+    }
     let now = SystemTime::now();
     agent.load_store(now)?;
     agent.reconcile(now)?;
@@ -127,6 +164,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .enforcer
         .attach(&opts)
         .context("cannot start enforcement")?;
+    agent.mirror_revocations();
+    if let Some(u) = agent.enforcer.unlocked_at_start().cloned() {
+        agent.admin("lockdown-end", serde_json::json!({ "statement_id": u.statement_id, "issuer": u.issuer, "at": "start" }));
+    }
+    lockdown::begin_if_wanted(&mut agent, &config)?;
     let ledger = dropped::Ledger::new(&a.state_dir).context("cannot read this boot's id")?;
     agent.admin(
         "start",
@@ -138,6 +180,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "enforced_cgroups": agent.enforcer.scope_paths(),
             "ima": agent.enforcer.kernel().ima,
             "event_epoch": format!("{:016x}", agent.enforcer.epoch()),
+            "lockdown": agent.enforcer.lockdown(),
             "config": config.path,
         }),
     );
@@ -181,7 +224,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     notify("READY=1\nSTATUS=enforcing");
 
     loop {
+        // Wake when the next scheduled artifact's window opens.
+        let now = SystemTime::now();
+        let next_start = agent
+            .next_start(now)
+            .and_then(|t| t.duration_since(now).ok())
+            .unwrap_or(std::time::Duration::from_secs(3600));
         tokio::select! {
+            _ = tokio::time::sleep(next_start) => agent.activate_due(SystemTime::now()),
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
             Some(call) = calls.recv() => {
@@ -256,6 +306,14 @@ pub fn handle(
             Some(("revoke-all", serde_json::json!({ "reason": reason })))
         }
         Request::SetMode { mode } => Some(("mode", serde_json::json!({ "mode": mode }))),
+        Request::Unlock { statement } => Some((
+            "lockdown-unlock",
+            serde_json::json!({ "statement_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(statement.as_bytes())) }),
+        )),
+        Request::Adopt { statement } => Some((
+            "lockdown-adopt",
+            serde_json::json!({ "statement_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(statement.as_bytes())) }),
+        )),
         Request::List {} | Request::Status {} | Request::Report {} => None,
     };
     let result = match access.authorize(peer, &request) {
@@ -282,6 +340,7 @@ pub fn handle(
 }
 
 fn execute(agent: &mut Agent, request: Request, now: SystemTime) -> Result<Reply, Refusal> {
+    agent.activate_due(now);
     Ok(match request {
         Request::Submit { artifact } => Reply::Submit(agent.submit(&artifact, now)?),
         Request::List {} => Reply::List(agent.list(now)),
@@ -292,7 +351,12 @@ fn execute(agent: &mut Agent, request: Request, now: SystemTime) -> Result<Reply
             agent.check_integrity();
             Reply::Status(Box::new(agent.status(now)))
         }
-        Request::SetMode { mode } => Reply::SetMode(agent.set_mode(mode)?),
+        Request::SetMode { mode } => {
+            agent.check_mode_change(mode)?;
+            Reply::SetMode(agent.set_mode(mode)?)
+        }
+        Request::Unlock { statement } => Reply::Unlock(agent.unlock(&statement, now)?),
+        Request::Adopt { statement } => Reply::Adopt(agent.adopt(&statement, now)?),
         Request::Report {} => Reply::Report(agent.report()),
     })
 }

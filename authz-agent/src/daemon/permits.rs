@@ -217,6 +217,27 @@ impl PermitTable {
             .collect()
     }
 
+    /// The next instant after `now` at which a held artifact's window opens.
+    pub fn next_start(&self, now: SystemTime) -> Option<SystemTime> {
+        self.held
+            .values()
+            .map(|h| h.verified.not_before)
+            .filter(|t| *t > now)
+            .min()
+    }
+
+    /// Artifacts whose window is open at `now` but that have no rows yet (a
+    /// scheduled one whose time came, one waiting for its cgroup).
+    pub fn due(&self, now: SystemTime) -> Vec<ArtifactId> {
+        self.held
+            .iter()
+            .filter(|(_, h)| {
+                h.placed.is_empty() && h.verified.not_before <= now && now < h.verified.expires
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Moves every artifact to where it belongs at `now` (a scheduled one
     /// whose time came, one whose cgroup appeared, vanished or was
     /// re-created, one that expired); returns the rows that may have changed.

@@ -49,6 +49,10 @@ impl Revocations {
         self.list.get(id)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&ArtifactId, &Revocation)> {
+        self.list.iter()
+    }
+
     pub fn contains(&self, id: &ArtifactId) -> bool {
         self.list.contains_key(id)
     }

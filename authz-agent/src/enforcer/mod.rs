@@ -6,6 +6,7 @@
 pub mod btf;
 pub mod clock;
 pub mod event;
+mod lock;
 pub mod pin;
 pub mod preflight;
 pub mod scope;
@@ -30,6 +31,7 @@ use aya::{
 
 pub use clock::{boot_time_ns, wall_to_boot_ns};
 pub use event::{Decision, DecisionEvent, Reason};
+pub use lock::Unlocked;
 pub use preflight::{KernelSupport, PreflightError};
 
 /// The BPF object built from `authz-ebpf` by build.rs.
@@ -57,13 +59,16 @@ pub(crate) const PROGRAMS: [&str; 15] = [
     "sb_umount",
 ];
 const SETATTR: &str = "inode_setattr";
+/// Lockdown's guard on opening pinned objects: it runs on every path lookup
+/// on the host, so it is attached only while lockdown is on.
+pub(crate) const INODE_PERMISSION: &str = "inode_permission";
 /// The program `probe` loads: the smallest.
 const PROBE_PROGRAM: &str = "bprm_committed_creds";
 const SETATTR_IDMAP: &str = "inode_setattr_idmap";
 
 /// Every program the object has (both `inode_setattr` variants), for
 /// finding and removing pins.
-pub(crate) const ALL_PROGRAMS: [&str; 16] = [
+pub(crate) const ALL_PROGRAMS: [&str; 17] = [
     "file_open",
     SETATTR,
     SETATTR_IDMAP,
@@ -80,6 +85,7 @@ pub(crate) const ALL_PROGRAMS: [&str; 16] = [
     "inode_rename",
     "inode_rmdir",
     "sb_umount",
+    INODE_PERMISSION,
 ];
 
 /// Which permit map a row lives in.
@@ -112,6 +118,7 @@ pub mod maps {
     pub const OWN: &str = "authz_own";
     pub const AGENTS: &str = "authz_agents";
     pub const GUARD: &str = "authz_guard";
+    pub const REVOKED: &str = "authz_revoked";
     pub const DIGESTS: &str = "authz_digests";
     pub const SCOPE: &str = "authz_scope";
     pub const FILESYSTEMS: &str = "authz_fs";
@@ -173,6 +180,14 @@ pub enum EnforcerError {
     Scope(#[from] scope::ScopeError),
     #[error("the new programs failed their self-test; the programs that were enforcing before keep enforcing")]
     NewProgramsFailed(#[source] Box<EnforcerError>),
+    #[error(
+        "the kernel is locked down and this binary (sha256 {digest}) is not an authorized agent: \
+         the kernel keeps enforcing; to run a new agent binary, submit a signed adopt-agent \
+         statement to the running agent (`authz-agent lockdown adopt`)"
+    )]
+    NotAnAgent { digest: String },
+    #[error("lockdown")]
+    Lock(#[from] crate::lockdown::LockError),
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> EnforcerError {
@@ -263,6 +278,23 @@ pub struct LoadOptions {
     /// the process and a restart re-adopts it. `None`: everything is detached
     /// when the [`Enforcer`] is dropped (tests, `check`).
     pub pin_dir: Option<std::path::PathBuf>,
+    /// Lockdown is wanted (the config's `lockdown`): its path guard is
+    /// attached with the rest.
+    pub lockdown: bool,
+    /// What a locked kernel checks this start against (see
+    /// [`crate::lockdown`]); `None` admits nothing into a locked kernel.
+    pub admission: Option<Admission>,
+}
+
+/// What an agent starting against a locked kernel brings.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    pub config_path: std::path::PathBuf,
+    /// SHA-256 of the configuration file's bytes.
+    pub config_digest: Digest,
+    /// A signed unlock statement: admits another configuration, and ends
+    /// lockdown.
+    pub unlock: Option<crate::vocab::statement::Statement>,
 }
 
 impl Default for LoadOptions {
@@ -279,6 +311,8 @@ impl Default for LoadOptions {
             exec_memory: Mode::Off,
             event_ring_bytes: None,
             pin_dir: None,
+            lockdown: false,
+            admission: None,
         }
     }
 }
@@ -303,7 +337,7 @@ pub struct Enforcer {
     /// Epoch of the sequence numbers in the (possibly adopted) maps.
     epoch: u64,
     /// The programs this kernel gets, in attach order.
-    programs: [&'static str; 15],
+    programs: Vec<&'static str>,
     /// The enforced subtrees last written (empty: the whole host).
     scope_paths: Vec<String>,
     /// The extra filesystems trusted, as last written.
@@ -316,6 +350,7 @@ pub struct Enforcer {
     own: HashMap<MapData, OwnKey, u32>,
     agents: HashMap<MapData, Digest, u32>,
     guard: Array<MapData, Guard>,
+    revoked: HashMap<MapData, [u8; authz_common::ARTIFACT_ID_LEN], u64>,
     counters: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     pending: VecDeque<DecisionEvent>,
@@ -325,6 +360,8 @@ pub struct Enforcer {
     pin_dir: Option<std::path::PathBuf>,
     layout: pin::Layout,
     adopted: bool,
+    /// The statement this start ended lockdown with.
+    unlocked: Option<Unlocked>,
 }
 
 impl std::fmt::Debug for Enforcer {
@@ -357,7 +394,7 @@ impl Enforcer {
         let support = preflight::check()?;
         let layout_facts = btf::kernel_layout(Path::new(btf::VMLINUX_BTF))?;
         let offsets = layout_facts.offsets;
-        let mut programs = PROGRAMS;
+        let mut programs = PROGRAMS.to_vec();
         if layout_facts.setattr_idmap {
             programs[1] = SETATTR_IDMAP;
         }
@@ -394,7 +431,14 @@ impl Enforcer {
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(BPF_OBJECT).map_err(EnforcerError::Object)?;
+        let mut ebpf = match loader.load(BPF_OBJECT) {
+            Ok(ebpf) => ebpf,
+            // Under lockdown the kernel hands pinned maps only to agents.
+            Err(e) if adopted && lock::refused_by_lockdown(&e) => {
+                return Err(lock::not_an_agent());
+            }
+            Err(e) => return Err(EnforcerError::Object(e)),
+        };
 
         let map_ids: Vec<u32> = ebpf
             .maps()
@@ -419,6 +463,7 @@ impl Enforcer {
         let own = HashMap::try_from(take(maps::OWN)?).map_err(map_err(maps::OWN))?;
         let agents = HashMap::try_from(take(maps::AGENTS)?).map_err(map_err(maps::AGENTS))?;
         let guard = Array::try_from(take(maps::GUARD)?).map_err(map_err(maps::GUARD))?;
+        let revoked = HashMap::try_from(take(maps::REVOKED)?).map_err(map_err(maps::REVOKED))?;
         let events = RingBuf::try_from(take(maps::EVENTS)?).map_err(map_err(maps::EVENTS))?;
 
         let config = if adopted {
@@ -463,6 +508,7 @@ impl Enforcer {
             own,
             agents,
             guard,
+            revoked,
             counters,
             events: Some(events),
             pending: VecDeque::new(),
@@ -472,8 +518,14 @@ impl Enforcer {
             pin_dir: opts.pin_dir.clone(),
             layout,
             adopted,
+            unlocked: None,
         };
         enforcer.epoch = enforcer.ensure_epoch()?;
+        // A locked kernel takes nothing from this start that lockdown did not
+        // begin with, unless a signed statement ends it.
+        if adopted && enforcer.config.lockdown == 1 {
+            enforcer.admit(opts)?;
+        }
         // The configuration is in place before the hook can fire.
         enforcer.set_filesystems(&opts.trusted_filesystems)?;
         enforcer.set_scope(&opts.enforced_paths)?;
@@ -532,7 +584,7 @@ impl Enforcer {
     fn load_programs(&mut self) -> Result<(), EnforcerError> {
         let kernel_btf = aya::Btf::from_sys_fs()
             .map_err(|e| EnforcerError::Object(aya::EbpfError::BtfError(e)))?;
-        for name in self.programs {
+        for name in self.programs.clone() {
             let hook = if name == SETATTR_IDMAP { SETATTR } else { name };
             self.lsm(name)?
                 .load(hook, &kernel_btf)
@@ -565,12 +617,16 @@ impl Enforcer {
     /// If the self-test fails, the new copy is detached and the previous one
     /// (pinned) keeps enforcing: [`EnforcerError::NewProgramsFailed`].
     pub fn attach(&mut self, opts: &LoadOptions) -> Result<(), EnforcerError> {
+        let guard_paths = opts.lockdown || self.config.lockdown == 1;
+        if guard_paths && !self.programs.contains(&INODE_PERMISSION) {
+            self.programs.push(INODE_PERMISSION);
+        }
         self.load_programs()?;
         if opts.selftest {
             self.set_role(role::PROBATION)?;
         }
         let mut links = Vec::with_capacity(self.programs.len());
-        for name in self.programs {
+        for name in self.programs.clone() {
             let program = self.lsm(name)?;
             let link_id = program
                 .attach()
@@ -617,6 +673,7 @@ impl Enforcer {
                 self.held_links.push((name, held));
             }
             pin::remove_stale_maps(&dir, &self.layout);
+            pin::remove_stale_links(&dir, &self.programs);
         }
         self.register_own()?;
         Ok(())
@@ -630,7 +687,7 @@ impl Enforcer {
             .iter()
             .map(|id| own_key(own::MAP, u64::from(*id)))
             .collect();
-        for name in self.programs {
+        for name in self.programs.clone() {
             if let Ok(info) = self
                 .lsm(name)
                 .and_then(|p| p.info().map_err(EnforcerError::Program))
@@ -654,11 +711,15 @@ impl Enforcer {
                     wanted.push(own_key(own::PIN_FS, dev));
                 }
             }
-            let mut guard = Guard::default();
-            let bytes = dir.as_os_str().as_encoded_bytes();
-            let n = bytes.len().min(authz_common::PIN_PATH_LEN - 1);
-            guard.pin_dir[..n].copy_from_slice(&bytes[..n]);
-            self.guard.set(0, guard, 0).map_err(map_err(maps::GUARD))?;
+            for d in [dir.clone(), self.layout.maps_dir(dir)] {
+                for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    if let Ok(meta) = entry.metadata() {
+                        if meta.is_file() {
+                            wanted.push(own_key(own::PIN, meta.ino()));
+                        }
+                    }
+                }
+            }
         }
         let existing: Vec<OwnKey> = self.own.keys().filter_map(Result::ok).collect();
         for key in &wanted {
@@ -668,31 +729,6 @@ impl Enforcer {
             let _ = self.own.remove(key);
         }
         Ok(())
-    }
-
-    /// Turns lockdown on or off (see the kernel's `guard` module). Only an
-    /// agent can do this once it is on.
-    #[tracing::instrument(skip(self))]
-    pub fn set_lockdown(&mut self, on: bool) -> Result<(), EnforcerError> {
-        self.config.lockdown = u32::from(on);
-        self.write_config()
-    }
-
-    /// Whether the kernel is in lockdown now (read from the kernel).
-    pub fn lockdown(&self) -> bool {
-        self.kernel_config().is_ok_and(|c| c.lockdown == 1)
-    }
-
-    /// Authorizes an agent binary by its digest.
-    pub fn add_agent(&mut self, digest: Digest) -> Result<(), EnforcerError> {
-        self.agents
-            .insert(digest, 1, 0)
-            .map_err(map_err(maps::AGENTS))
-    }
-
-    /// The authorized agent digests.
-    pub fn agents(&self) -> Vec<Digest> {
-        self.agents.keys().filter_map(Result::ok).collect()
     }
 
     /// The configuration as the kernel holds it now (not as this agent last

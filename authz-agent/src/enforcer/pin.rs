@@ -30,11 +30,12 @@ use sha2::{Digest as _, Sha256};
 
 /// Every map of the object that outlives a run, by name. (`authz_role` is
 /// not here: each loaded copy has its own, see `authz_common::role`.)
-pub const MAPS: [&str; 15] = [
+pub const MAPS: [&str; 16] = [
     maps::CONFIG,
     maps::OWN,
     maps::AGENTS,
     maps::GUARD,
+    maps::REVOKED,
     maps::PERMITS,
     maps::MAPPINGS,
     maps::JIT,
@@ -67,13 +68,14 @@ impl Layout {
     pub fn new(max_permits: u32, ring_bytes: u32) -> Self {
         use std::mem::size_of;
         let description = format!(
-            "v4 own:{}:{} agents:{} guard:{} {}:4:{}:1 {}:{}:{}:{max_permits} {}:{}:{}:{max_permits}:noprealloc {}:{}:{}:{max_permits}:noprealloc {}:{}:4:{max_permits} \
+            "v5 own:{}:{} agents:{} guard:{} revoked:{} {}:4:{}:1 {}:{}:{}:{max_permits} {}:{}:{}:{max_permits}:noprealloc {}:{}:{}:{max_permits}:noprealloc {}:{}:4:{max_permits} \
              {}:{}:{}:{MAX_SCOPE_NODES} {}:8:4:{MAX_FILESYSTEMS} {}:4:8:{} {}:4:8:{} \
              {}:{ring_bytes}:{} {}:{} {}:{}",
             size_of::<authz_common::OwnKey>(),
             authz_common::MAX_OWN,
             authz_common::MAX_AGENTS,
             size_of::<authz_common::Guard>(),
+            authz_common::MAX_REVOKED,
             maps::CONFIG,
             size_of::<Config>(),
             maps::PERMITS,
@@ -134,6 +136,26 @@ pub fn pin_link(pin_dir: &Path, program: &'static str, link: FdLink) -> Result<F
 /// Where the link of `program` is pinned.
 pub fn link_pin(pin_dir: &Path, program: &str) -> PathBuf {
     link_path(pin_dir, program)
+}
+
+/// Removes the link pins of programs this agent does not attach (the path
+/// guard after lockdown ended, a setattr variant of another kernel).
+pub fn remove_stale_links(pin_dir: &Path, attached: &[&str]) {
+    for program in super::ALL_PROGRAMS {
+        if attached.contains(&program) {
+            continue;
+        }
+        let path = link_path(pin_dir, program);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed the pin of a program no longer attached")
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale link pin")
+            }
+        }
+    }
 }
 
 /// Removes map directories of other layouts (their programs were detached by

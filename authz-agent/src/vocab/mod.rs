@@ -7,6 +7,7 @@
 //! - [`fields`]: artifact ids, digests, cgroup paths, text limits.
 //! - [`time`]: UTC timestamps and durations.
 //! - [`keyid`]: key ids and the canonical spelling of public keys.
+//! - [`statement`]: lockdown statements (unlock, adopt an agent binary).
 //! - [`delegation`]: delegation links and chains as data (signing, parsing,
 //!   writing); whether a chain grants anything is [`crate::trust`]'s to decide.
 //!
@@ -15,5 +16,6 @@ pub mod delegation;
 pub mod encoding;
 pub mod fields;
 pub mod keyid;
+pub mod statement;
 pub mod text;
 pub mod time;

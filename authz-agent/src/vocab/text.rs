@@ -25,6 +25,7 @@ pub enum Kind {
     Delegation,
     PublicKey,
     SecretKey,
+    Statement,
 }
 
 impl Kind {
@@ -35,6 +36,7 @@ impl Kind {
             Kind::Delegation => "authz-delegation",
             Kind::PublicKey => "authz-public-key",
             Kind::SecretKey => "authz-secret-key",
+            Kind::Statement => "authz-statement",
         }
     }
 }
@@ -46,6 +48,7 @@ impl fmt::Display for Kind {
             Kind::Delegation => "delegation",
             Kind::PublicKey => "public key file",
             Kind::SecretKey => "secret key file",
+            Kind::Statement => "lockdown statement",
         })
     }
 }
