@@ -254,7 +254,7 @@ pub fn own_code() -> Result<Vec<OwnCode>, LockError> {
     Ok(out.into_iter().collect())
 }
 
-fn hash_file(path: &Path) -> Result<Digest, LockError> {
+pub fn hash_file(path: &Path) -> Result<Digest, LockError> {
     let err = |source| LockError::OwnCode {
         path: path.to_owned(),
         source,

@@ -37,7 +37,7 @@ pub struct SocketArgs {
 }
 
 impl SocketArgs {
-    fn output(&self) -> Output {
+    pub(super) fn output(&self) -> Output {
         Output::json_if(self.json)
     }
 }
@@ -95,10 +95,17 @@ pub struct UnloadArgs {
     /// The control socket, to check that no agent is running.
     #[arg(long, default_value = defaults::SOCKET)]
     pub socket: PathBuf,
+    /// Under lockdown: an `unlock` statement signed by a trust root for this
+    /// host (`authz-agent lockdown statement --action unlock`).
+    #[arg(long, value_name = "FILE")]
+    pub statement: Option<PathBuf>,
 }
 
 /// Sends `request` and returns its result as the request's result type.
-fn ask<T: serde::de::DeserializeOwned>(args: &SocketArgs, request: &Request) -> anyhow::Result<T> {
+pub(super) fn ask<T: serde::de::DeserializeOwned>(
+    args: &SocketArgs,
+    request: &Request,
+) -> anyhow::Result<T> {
     call_as(&args.socket, request).map_err(|e| match &e {
         ClientError::Refused { kind, message } => anyhow::anyhow!("{message} [{kind}]"),
         _ => anyhow::Error::new(e),
@@ -372,6 +379,33 @@ pub fn unload(args: UnloadArgs) -> anyhow::Result<ExitCode> {
         bail!(
             "an agent is running on {}: stop it first (`systemctl stop authz-agent`); unloading removes enforcement",
             args.socket.display()
+        );
+    }
+    // Under lockdown the kernel lets this binary at the pins (it is agent
+    // code), so the refusal is this code's: nothing is removed without a
+    // valid signed unlock.
+    let locked = crate::enforcer::pinned_lockdown(&args.pin_dir).with_context(|| {
+        format!(
+            "cannot read whether the state pinned under {} is locked down; nothing removed",
+            args.pin_dir.display()
+        )
+    })?;
+    if let Some(guard) = locked {
+        let Some(path) = &args.statement else {
+            bail!(crate::lockdown::LockError::Locked("unload"));
+        };
+        let statement = crate::daemon::lockdown::read_statement(path)?;
+        crate::lockdown::check_statement(
+            &statement,
+            crate::vocab::statement::Action::Unlock,
+            &guard,
+            crate::vocab::time::Timestamp::now(),
+        )
+        .with_context(|| format!("{} does not unlock this host", path.display()))?;
+        eprintln!(
+            "lockdown ended by statement {} (signed by {})",
+            statement.claim().id,
+            statement.issuer()
         );
     }
     if crate::enforcer::pin::unload(&args.pin_dir)? {

@@ -16,6 +16,7 @@ pub mod check;
 pub mod control;
 pub mod delegate;
 pub mod key;
+pub mod lockdown;
 pub mod output;
 pub mod run;
 mod sign;
@@ -120,6 +121,7 @@ pub enum Command {
     Key(key::KeyArgs),
     Delegate(delegate::DelegateArgs),
     Artifact(artifact::ArtifactArgs),
+    Lockdown(lockdown::LockdownArgs),
 }
 
 impl Command {
@@ -139,7 +141,8 @@ impl Command {
             | Command::Mode(_)
             | Command::Report(_)
             | Command::Unload(_)
-            | Command::Key(_) => None,
+            | Command::Key(_)
+            | Command::Lockdown(_) => None,
         }
     }
 }
@@ -211,6 +214,31 @@ mod tests {
             &["authz-agent", "unload"],
             &["authz-agent", "report", "--json"],
             &["authz-agent", "list"],
+            &["authz-agent", "unload", "--statement", "u.toml"],
+            &["authz-agent", "lockdown", "unlock", "--statement", "u.toml"],
+            &[
+                "authz-agent",
+                "lockdown",
+                "adopt",
+                "--statement",
+                "a.toml",
+                "--json",
+            ],
+            &[
+                "authz-agent",
+                "lockdown",
+                "statement",
+                "--key",
+                "k",
+                "--action",
+                "adopt-agent",
+                "--binary",
+                "b",
+                "--library",
+                "l",
+                "-o",
+                "-",
+            ],
         ] {
             Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         }

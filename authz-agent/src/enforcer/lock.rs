@@ -178,3 +178,41 @@ impl Enforcer {
         let _ = self.revoked.remove(id);
     }
 }
+
+/// Whether the state pinned under `pin_dir` (by any layout) is locked down,
+/// and if so the state lockdown began with. For `unload`, which runs without
+/// a loaded object. `Ok(None)`: nothing pinned, or pinned and not locked.
+/// A pinned configuration this process cannot read counts as locked (the
+/// kernel refuses pinned objects to anything but agent code only under
+/// lockdown): the caller must not remove what it cannot judge.
+pub fn pinned_lockdown(pin_dir: &std::path::Path) -> Result<Option<Guard>, EnforcerError> {
+    use aya::maps::{Array, Map, MapData};
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return Ok(None);
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if !entry.file_name().to_string_lossy().starts_with("maps-") {
+            continue;
+        }
+        let config_path = dir.join(maps::CONFIG);
+        if !config_path.exists() {
+            continue;
+        }
+        let open = |name: &'static str| {
+            MapData::from_pin(dir.join(name))
+                .and_then(Map::from_map_data)
+                .map_err(map_err(name))
+        };
+        let config: Array<MapData, authz_common::Config> =
+            Array::try_from(open(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
+        let c = config.get(&0, 0).map_err(map_err(maps::CONFIG))?;
+        if c.lockdown == 0 {
+            continue;
+        }
+        let guard: Array<MapData, Guard> =
+            Array::try_from(open(maps::GUARD)?).map_err(map_err(maps::GUARD))?;
+        return Ok(Some(guard.get(&0, 0).map_err(map_err(maps::GUARD))?));
+    }
+    Ok(None)
+}
