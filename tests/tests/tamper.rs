@@ -100,6 +100,28 @@ fn root_writing_mode_off_into_the_pinned_config_is_undone_and_logged() {
 }
 
 #[test]
+fn root_inserting_a_permit_into_the_pinned_map_is_undone_and_logged() {
+    use aya::maps::HashMap;
+    let d = Daemon::start_with("tamper-permit", "enforce", "tamper_check = \"1s\"");
+    let scratch = Scratch::new("tamper-permit-jobs");
+    let intruder = job(&scratch, "intruder");
+    let cgroup_id = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&d.cgroup_dir).unwrap());
+    let data = MapData::from_pin(maps_dir(&d.pin_dir).join(maps::PERMITS)).expect("open permits");
+    let mut permits: HashMap<MapData, authz_common::PermitKey, authz_common::Permit> =
+        HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap();
+    let (key, value) = permit(intruder.digest, cgroup_id, 0x77, false);
+    permits
+        .insert(key, value, 0)
+        .expect("root inserts a permit");
+    assert!(
+        eventually(Duration::from_secs(10), || permits.get(&key, 0).is_err()),
+        "the agent did not remove the forged permit"
+    );
+    assert_eperm(&intruder.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    assert!(eventually(Duration::from_secs(5), || !tamper_records(&d).is_empty()));
+}
+
+#[test]
 fn root_removing_the_link_pins_neither_stops_enforcement_nor_keeps_them_away() {
     let d = Daemon::start_with("tamper-pins", "enforce", "tamper_check = \"1s\"");
     let scratch = Scratch::new("tamper-pins-jobs");
