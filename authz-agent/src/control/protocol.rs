@@ -88,6 +88,8 @@ pub enum RefusalKind {
     OutlivesDelegation,
     CgroupOutsideScope,
     DelegationWidens,
+    /// A permit grants executable memory its issuer may not grant.
+    ExecMemoryNotDelegated,
     ChainTooLong,
     PolicyVersionMismatch,
     /// The artifact, or a delegation it depends on, is revoked.
@@ -112,6 +114,7 @@ impl RefusalKind {
             E::OutlivesDelegation { .. } => Self::OutlivesDelegation,
             E::CgroupOutsideScope { .. } => Self::CgroupOutsideScope,
             E::DelegationWidens { .. } => Self::DelegationWidens,
+            E::ExecMemoryNotDelegated { .. } => Self::ExecMemoryNotDelegated,
             E::ChainTooLong { .. } => Self::ChainTooLong,
             E::PolicyVersionMismatch { .. } => Self::PolicyVersionMismatch,
             E::Revoked { .. } => Self::Revoked,
@@ -143,6 +146,7 @@ impl RefusalKind {
             Self::OutlivesDelegation => "outlives-delegation",
             Self::CgroupOutsideScope => "cgroup-outside-scope",
             Self::DelegationWidens => "delegation-widens",
+            Self::ExecMemoryNotDelegated => "exec-memory-not-delegated",
             Self::ChainTooLong => "chain-too-long",
             Self::PolicyVersionMismatch => "policy-version-mismatch",
             Self::Revoked => "revoked",

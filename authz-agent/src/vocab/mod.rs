@@ -9,8 +9,11 @@
 //! - [`keyid`]: key ids and the canonical spelling of public keys.
 //! - [`delegation`]: delegation links and chains as data (signing, parsing,
 //!   writing); whether a chain grants anything is [`crate::trust`]'s to decide.
+//! - [`code`]: what a permit allows beyond exec (libraries, executable memory)
+//!   and its optional part of the signed messages.
 //!
 //! Nothing here depends on `artifact` or `trust`.
+pub mod code;
 pub mod delegation;
 pub mod encoding;
 pub mod fields;
