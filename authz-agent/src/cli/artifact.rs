@@ -42,7 +42,8 @@ pub struct ArtifactArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ArtifactCommand {
-    Issue(IssueArgs),
+    // Boxed: its many options make it far larger than the others.
+    Issue(Box<IssueArgs>),
     Verify(VerifyArgs),
     Inspect(InspectArgs),
 }
@@ -173,7 +174,7 @@ impl ArtifactArgs {
 /// Runs `authz-agent artifact ...`.
 pub fn run(args: ArtifactArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        ArtifactCommand::Issue(a) => issue(a),
+        ArtifactCommand::Issue(a) => issue(*a),
         ArtifactCommand::Verify(a) => verify(&a),
         ArtifactCommand::Inspect(a) => inspect(&a),
     }
