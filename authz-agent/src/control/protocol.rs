@@ -255,6 +255,13 @@ pub struct PermitEntry {
     pub reason: Option<String>,
     pub subject_path: Option<String>,
     pub subject_name: Option<String>,
+    /// SHA-256 (hex) of each file it lets the binary map executable (its
+    /// loader and libraries); empty when none. Absent from older agents.
+    #[serde(default)]
+    pub libraries: Vec<String>,
+    /// Whether it lets the binary's processes make memory executable.
+    #[serde(default)]
+    pub exec_memory: bool,
 }
 
 /// Result of `list`.
