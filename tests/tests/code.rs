@@ -311,4 +311,15 @@ fn a_dynamic_program_runs_on_permits_issued_with_libraries_and_its_jit_on_exec_m
         let (code, _, e) = run(&d.cgroup_dir, &jit, &[how], &[]).expect("runs");
         assert_eq!(code, 0, "{how} with an exec-memory permit: {e}");
     }
+    // `list` says what each permit grants beyond its exec.
+    let list = d.json(&["list"]);
+    let entries = list["permits"].as_array().expect("permits");
+    assert_eq!(entries.len(), 3, "{list}");
+    let with_libraries = entries
+        .iter()
+        .filter(|e| e["libraries"].as_array().is_some_and(|l| !l.is_empty()))
+        .count();
+    assert_eq!(with_libraries, 2, "{list}");
+    let jit_grants = entries.iter().filter(|e| e["exec_memory"] == true).count();
+    assert_eq!(jit_grants, 1, "{list}");
 }
