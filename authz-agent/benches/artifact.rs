@@ -57,6 +57,7 @@ fn body(key: &SigningKey, now: Timestamp, chain: &Delegation) -> Body {
             sha256: [0x5a; 32],
             path: Some("/usr/bin/make".into()),
             name: Some("make".into()),
+            exec_memory: false,
         },
         scope: Scope {
             cgroup: cg("/jobs.slice/team-a/build"),
@@ -71,6 +72,7 @@ fn body(key: &SigningKey, now: Timestamp, chain: &Delegation) -> Body {
             on_behalf_of: Some("team-a".into()),
             reason: Some("nightly build".into()),
         },
+        libraries: Vec::new(),
         chain: chain.links().to_vec(),
     }
 }
@@ -98,6 +100,7 @@ impl Fixture {
             max_ttl_seconds: 86_400,
             not_before: now,
             expires: now.checked_add(30 * 86_400).expect("in range"),
+            exec_memory: false,
         };
         let delegation = Delegation::extend(None, grant, &root).expect("valid delegation");
         let root_signed: Vec<Artifact> = (0..PERMITS)

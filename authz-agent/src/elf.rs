@@ -5,6 +5,7 @@
 use std::{
     fs,
     io::{self, Read as _},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -13,6 +14,8 @@ use std::{
 const PT_INTERP: u32 = 3;
 /// Longest interpreter path read.
 const MAX_INTERP: u64 = 4096;
+/// Permission bits that let group or others write a file.
+const GROUP_OTHER_WRITE: u32 = 0o022;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
@@ -26,6 +29,13 @@ pub enum ElfError {
         interp: PathBuf,
         message: String,
     },
+    #[error("{path}: its loader finds no file for {}", .names.join(", "))]
+    Missing { path: PathBuf, names: Vec<String> },
+    #[error(
+        "{path}: its interpreter {interp} is not a root-owned file only root may write; \
+         refusing to run it to list the libraries"
+    )]
+    UntrustedInterpreter { path: PathBuf, interp: PathBuf },
 }
 
 /// The files a program maps executable besides itself.
@@ -86,10 +96,21 @@ pub fn interpreter(path: &Path) -> Result<Option<PathBuf>, ElfError> {
 /// The interpreter and libraries the program at `path` maps, as its own
 /// loader resolves them (a clean environment: no `LD_PRELOAD`, no
 /// `LD_LIBRARY_PATH`).
+///
+/// The interpreter is a path the program names: it is run only when it is a
+/// root-owned file that neither group nor others may write (and its
+/// directories likewise), so a program cannot make this run code of its
+/// choosing. A library the loader cannot find is an error, not a gap.
 pub fn closure(path: &Path) -> Result<Closure, ElfError> {
     let Some(interp) = interpreter(path)? else {
         return Ok(Closure::default());
     };
+    if !root_controlled(&interp) {
+        return Err(ElfError::UntrustedInterpreter {
+            path: path.to_owned(),
+            interp,
+        });
+    }
     let out = Command::new(&interp)
         .arg("--list")
         .arg(path)
@@ -108,17 +129,42 @@ pub fn closure(path: &Path) -> Result<Closure, ElfError> {
         });
     }
     let mut libraries = Vec::new();
+    let mut missing = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(lib) = listed_library(line) {
+        if let Some(name) = missing_library(line) {
+            missing.push(name.to_owned());
+        } else if let Some(lib) = listed_library(line) {
             if lib != interp && !libraries.contains(&lib) {
                 libraries.push(lib);
             }
         }
     }
+    if !missing.is_empty() {
+        return Err(ElfError::Missing {
+            path: path.to_owned(),
+            names: missing,
+        });
+    }
     Ok(Closure {
         interpreter: Some(interp),
         libraries,
     })
+}
+
+/// Whether `path` (the file and every directory above it, links followed)
+/// is owned by root and writable by nobody else.
+fn root_controlled(path: &Path) -> bool {
+    let Ok(real) = fs::canonicalize(path) else {
+        return false;
+    };
+    real.ancestors()
+        .all(|p| fs::metadata(p).is_ok_and(|m| m.uid() == 0 && m.mode() & GROUP_OTHER_WRITE == 0))
+}
+
+/// The name in a `libfoo.so => not found` line of `ld.so --list`.
+fn missing_library(line: &str) -> Option<&str> {
+    let (name, rest) = line.trim().split_once("=>")?;
+    (rest.trim() == "not found").then(|| name.trim())
 }
 
 /// The library a line of `ld.so --list` names, if any:
@@ -149,6 +195,14 @@ mod tests {
         );
         assert_eq!(listed_library("\tlinux-vdso.so.1 (0x00007ffd)"), None);
         assert_eq!(listed_library("\tlibfoo.so => not found"), None);
+        assert_eq!(
+            missing_library("\tlibfoo.so => not found"),
+            Some("libfoo.so")
+        );
+        assert_eq!(
+            missing_library("\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)"),
+            None
+        );
     }
 
     #[test]

@@ -356,6 +356,7 @@ max_ttl = "30d"
                     ttl_seconds,
                     policy_version: 1,
                     provenance: Provenance::default(),
+                    libraries: Vec::new(),
                 };
                 issue::issue(request, &key, None, Timestamp::now())
                     .expect("issue")

@@ -274,3 +274,52 @@ fn audit_mode_reports_each_without_refusing() {
         .expect("the executable memory is reported");
     assert_eq!(mem.decision, Decision::AuditDeny);
 }
+
+/// The whole path, as an operator takes it: permits issued with
+/// `artifact issue`, submitted to a running agent, reach the kernel's maps.
+/// Under `libraries = "enforce"` a dynamically linked program needs its
+/// loader and libraries permitted (`--with-libraries`); under
+/// `exec_memory = "deny"` its JIT needs `--exec-memory` in its own permit.
+#[test]
+fn a_dynamic_program_runs_on_permits_issued_with_libraries_and_its_jit_on_exec_memory() {
+    let d = daemon::Daemon::start_with(
+        "codeagent",
+        "enforce",
+        "libraries = \"enforce\"\nexec_memory = \"deny\"",
+    );
+    let jit = c("jit");
+    let submit = |extra: &[&str]| {
+        let p = d.issue(&jit, &d.cgroup, "1h", extra);
+        let out = d.ok(&["submit", p.to_str().unwrap()]);
+        assert!(out.contains("accepted") && out.contains("live"), "{out}");
+    };
+    // Its own exec permit only: the loader or libc cannot be mapped, so the
+    // program never reaches main (exit 3 would mean it did).
+    submit(&[]);
+    let r = run(&d.cgroup_dir, &jit, &["mmap"], &[]);
+    assert!(
+        !matches!(r, Ok((0 | 3, _, _))),
+        "ran without library permits: {r:?}"
+    );
+    // With its libraries: it runs, and its JIT is refused.
+    submit(&["--with-libraries"]);
+    let (code, _, e) = run(&d.cgroup_dir, &jit, &["mmap"], &[]).expect("runs");
+    assert_eq!(code, 3, "anonymous PROT_EXEC under deny: {e}");
+    // A permit that grants executable memory: the JIT runs, both ways.
+    submit(&["--with-libraries", "--exec-memory"]);
+    for how in ["mmap", "mprotect"] {
+        let (code, _, e) = run(&d.cgroup_dir, &jit, &[how], &[]).expect("runs");
+        assert_eq!(code, 0, "{how} with an exec-memory permit: {e}");
+    }
+    // `list` says what each permit grants beyond its exec.
+    let list = d.json(&["list"]);
+    let entries = list["permits"].as_array().expect("permits");
+    assert_eq!(entries.len(), 3, "{list}");
+    let with_libraries = entries
+        .iter()
+        .filter(|e| e["libraries"].as_array().is_some_and(|l| !l.is_empty()))
+        .count();
+    assert_eq!(with_libraries, 2, "{list}");
+    let jit_grants = entries.iter().filter(|e| e["exec_memory"] == true).count();
+    assert_eq!(jit_grants, 1, "{list}");
+}

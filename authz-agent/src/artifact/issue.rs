@@ -1,17 +1,24 @@
 //! Issuing permits: hashing the binary and signing the artifact.
-use std::{fs, io, io::Read, path::Path};
+use std::{
+    fs, io,
+    io::Read,
+    path::{Path, PathBuf},
+};
 
 use ed25519_dalek::SigningKey;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    Artifact, ArtifactError, ArtifactId, Body, Digest, Kind, Provenance, Scope, Subject, Timestamp,
-    Validity,
+    Artifact, ArtifactError, ArtifactId, Body, Digest, Kind, Library, Provenance, Scope, Subject,
+    Timestamp, Validity, MAX_LIBRARIES,
 };
-use crate::vocab::{
-    delegation::Delegation,
-    fields::{check_text, MAX_NAME, MAX_PATH},
-    keyid::KeyId,
+use crate::{
+    elf::{self, ElfError},
+    vocab::{
+        delegation::Delegation,
+        fields::{check_text, MAX_NAME, MAX_PATH},
+        keyid::KeyId,
+    },
 };
 
 /// Read size for hashing: large enough that syscalls cost nothing next to
@@ -58,6 +65,65 @@ pub struct Request {
     /// Trust-policy version the permit is issued under.
     pub policy_version: u32,
     pub provenance: Provenance,
+    /// Files the binary may map executable besides itself.
+    pub libraries: Vec<Library>,
+}
+
+/// Why a binary's libraries could not be listed for a permit.
+#[derive(Debug, thiserror::Error)]
+pub enum LibrariesError {
+    #[error("cannot list what {0} loads")]
+    Closure(PathBuf, #[source] ElfError),
+    #[error("cannot hash the library {0}")]
+    Hash(PathBuf, #[source] io::Error),
+    #[error(
+        "{path} maps {count} distinct files besides itself; a permit lists at most \
+         {MAX_LIBRARIES}: issue the rest in a second permit with --library"
+    )]
+    TooMany { path: PathBuf, count: usize },
+}
+
+/// The hint a path gives, when it is one a permit may carry.
+fn path_hint(p: &Path, max: usize) -> Option<String> {
+    p.to_str()
+        .filter(|s| check_text(s, max).is_ok())
+        .map(str::to_owned)
+}
+
+/// One library entry for the file at `path`, hashed now, with its canonical
+/// path as the hint.
+pub fn library_for_file(path: &Path) -> Result<Library, LibrariesError> {
+    let sha256 = hash_file(path).map_err(|e| LibrariesError::Hash(path.to_owned(), e))?;
+    let full = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    Ok(Library {
+        sha256,
+        path: path_hint(&full, MAX_PATH),
+    })
+}
+
+/// What the program at `program` maps executable besides itself, as its
+/// own loader resolves it ([`elf::closure`]): its interpreter, then its
+/// shared libraries, each hashed now. Empty for a statically linked program.
+/// Files with the same contents (or the program's own, `skip`) are listed
+/// once (or not at all).
+pub fn libraries_for_binary(program: &Path, skip: &Digest) -> Result<Vec<Library>, LibrariesError> {
+    let closure =
+        elf::closure(program).map_err(|e| LibrariesError::Closure(program.to_owned(), e))?;
+    let mut out: Vec<Library> = Vec::new();
+    for file in closure.files() {
+        let lib = library_for_file(file)?;
+        if lib.sha256 != *skip && !out.iter().any(|l| l.sha256 == lib.sha256) {
+            out.push(lib);
+        }
+    }
+    if out.len() > MAX_LIBRARIES {
+        return Err(LibrariesError::TooMany {
+            path: program.to_owned(),
+            count: out.len(),
+        });
+    }
+    tracing::debug!(program = %program.display(), libraries = out.len(), "listed libraries");
+    Ok(out)
 }
 
 /// The subject for the binary at `path`, hashed now, with its canonical path
@@ -65,12 +131,13 @@ pub struct Request {
 pub fn subject_for_binary(path: &Path) -> io::Result<Subject> {
     let sha256 = hash_file(path)?;
     let full = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    let hint =
-        |s: Option<&str>, max: usize| s.filter(|s| check_text(s, max).is_ok()).map(str::to_owned);
     Ok(Subject {
         sha256,
-        path: hint(full.to_str(), MAX_PATH),
-        name: hint(full.file_name().and_then(|n| n.to_str()), MAX_NAME),
+        path: path_hint(&full, MAX_PATH),
+        name: full
+            .file_name()
+            .and_then(|n| path_hint(Path::new(n), MAX_NAME)),
+        exec_memory: false,
     })
 }
 
@@ -115,6 +182,7 @@ pub fn issue(
             expires,
         },
         provenance: request.provenance,
+        libraries: request.libraries,
         chain: delegation.map(|d| d.links().to_vec()).unwrap_or_default(),
     };
     let artifact = body.sign(key)?;

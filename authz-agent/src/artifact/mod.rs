@@ -19,6 +19,7 @@ use toml::Spanned;
 // `fields` and `time` are re-exported as modules because code outside this
 // crate's vocabulary still names them through `artifact::` (the daemon).
 use crate::vocab::{
+    code::{self, check_libraries, parse_exec_memory, parse_libraries, RawLibrary},
     delegation::{self, chain_digests, DelegationLink, LinkDigest, RawLink, MAX_LINKS},
     encoding::Encoder,
     fields::{check_opt_text, parse_hex, parse_id, MAX_IDENTITY, MAX_NAME, MAX_PATH, MAX_REASON},
@@ -26,6 +27,7 @@ use crate::vocab::{
     text::{self, conv, Doc, Writer, VERSION},
 };
 pub use crate::vocab::{
+    code::{Library, MAX_LIBRARIES},
     fields::{self, ArtifactId, CgroupPath, Digest},
     text::{ArtifactError, FileError, Kind, WriteError},
     time::{self, Timestamp},
@@ -43,6 +45,9 @@ pub struct Subject {
     pub path: Option<String>,
     /// The binary's name (informative only).
     pub name: Option<String>,
+    /// The binary's processes may make memory executable (a JIT). Only an
+    /// authority allowed to grant it may sign it (docs/artifact-format.md).
+    pub exec_memory: bool,
 }
 
 /// Where the binary may run.
@@ -85,6 +90,9 @@ pub struct Body {
     pub scope: Scope,
     pub validity: Validity,
     pub provenance: Provenance,
+    /// Files the binary may map executable (its loader and shared
+    /// libraries), in the cgroup scope and window of the permit.
+    pub libraries: Vec<Library>,
     /// Delegation links, root first; empty when a root key signs directly.
     pub chain: Vec<DelegationLink>,
 }
@@ -137,6 +145,7 @@ impl Body {
                 "must be later than not_before",
             ));
         }
+        check_libraries(&self.libraries)?;
         if self.chain.len() > MAX_LINKS {
             return Err(ArtifactError::field(
                 Kind::Artifact,
@@ -184,6 +193,7 @@ impl Body {
         for d in link_digests {
             e.fixed(d);
         }
+        code::permit_extension(&mut e, self.subject.exec_memory, &self.libraries);
         e.finish()
     }
 
@@ -219,6 +229,7 @@ struct RawArtifact {
     scope: RawScope,
     validity: RawValidity,
     provenance: Option<RawProvenance>,
+    library: Option<Spanned<Vec<RawLibrary>>>,
     delegation: Option<Spanned<Vec<RawLink>>>,
 }
 text::headed!(RawArtifact);
@@ -229,6 +240,7 @@ struct RawSubject {
     sha256: Spanned<String>,
     path: Option<Spanned<String>>,
     name: Option<Spanned<String>>,
+    exec_memory: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +274,10 @@ impl Artifact {
             Some(links) => delegation::parse_links(&doc, links)?,
             None => Vec::new(),
         };
+        let libraries = match &raw.library {
+            Some(libs) => parse_libraries(&doc, libs)?,
+            None => Vec::new(),
+        };
         let body = Body {
             id: doc.get("id", &raw.id, |s| parse_id(s))?,
             issued_at: doc.get("issued_at", &raw.issued_at, conv::time)?,
@@ -273,6 +289,11 @@ impl Artifact {
                 })?,
                 path: doc.get_opt("subject.path", &raw.subject.path, conv::text(MAX_PATH))?,
                 name: doc.get_opt("subject.name", &raw.subject.name, conv::text(MAX_NAME))?,
+                exec_memory: parse_exec_memory(
+                    &doc,
+                    "subject.exec_memory",
+                    &raw.subject.exec_memory,
+                )?,
             },
             scope: Scope {
                 cgroup: doc.get("scope.cgroup", &raw.scope.cgroup, |s| {
@@ -297,6 +318,7 @@ impl Artifact {
                 )?,
                 reason: doc.get_opt("provenance.reason", &prov.reason, conv::text(MAX_REASON))?,
             },
+            libraries,
             chain,
         };
         if body.validity.expires <= body.validity.not_before {
@@ -327,11 +349,22 @@ impl Artifact {
         } else {
             format!("cgroup {}", b.scope.cgroup)
         };
+        let mut also = String::new();
+        if !b.libraries.is_empty() {
+            also.push_str(&format!(
+                "It may also map executable there (not exec) the files listed as libraries below ({}).\n",
+                b.libraries.len()
+            ));
+        }
+        if b.subject.exec_memory {
+            also.push_str("Its processes may make memory executable (a JIT).\n");
+        }
         let mut w = Writer::new(
             Kind::Artifact,
             &format!(
                 "authz permit: the binary with this SHA-256 may run in {scope}\n\
                  from {} until {}.\n\
+                 {also}\
                  Every field is signed: editing any of them invalidates the permit.\n\
                  Check it with `authz-agent artifact verify`.",
                 b.validity.not_before, b.validity.expires
@@ -346,6 +379,9 @@ impl Artifact {
             .str("sha256", &hex::encode(b.subject.sha256))
             .opt_str("path", b.subject.path.as_deref())
             .opt_str("name", b.subject.name.as_deref());
+        if b.subject.exec_memory {
+            w.bool("exec_memory", true);
+        }
         w.table("scope")
             .str("cgroup", b.scope.cgroup.as_str())
             .bool("descendants", b.scope.descendants);
@@ -359,6 +395,7 @@ impl Artifact {
                 .opt_str("on_behalf_of", p.on_behalf_of.as_deref())
                 .opt_str("reason", p.reason.as_deref());
         }
+        code::write_libraries(&mut w, &b.libraries);
         delegation::write_links(&mut w, &b.chain);
         w.finish()
     }
@@ -409,6 +446,7 @@ pub(crate) mod vectors {
             max_ttl_seconds: 86_400,
             not_before: t("2025-01-01T00:00:00Z"),
             expires: t("2025-04-01T00:00:00Z"),
+            exec_memory: false,
         };
         Delegation::extend(None, grant, &root()).unwrap()
     }
@@ -427,6 +465,7 @@ pub(crate) mod vectors {
                 .unwrap(),
                 path: Some("/usr/bin/true".into()),
                 name: Some("true".into()),
+                exec_memory: false,
             },
             scope: Scope {
                 cgroup: CgroupPath::normalize("/jobs.slice/team-a/build").unwrap(),
@@ -441,6 +480,7 @@ pub(crate) mod vectors {
                 on_behalf_of: None,
                 reason: Some("nightly build".into()),
             },
+            libraries: Vec::new(),
             chain: delegation().links().to_vec(),
         }
     }
@@ -523,6 +563,67 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    /// The worked example with executable memory and two libraries.
+    fn with_code() -> Artifact {
+        let mut b = body();
+        b.subject.exec_memory = true;
+        b.libraries = vec![
+            Library {
+                sha256: [0xab; 32],
+                path: Some("/lib/x86_64-linux-gnu/libc.so.6".into()),
+            },
+            Library {
+                sha256: [0xcd; 32],
+                path: None,
+            },
+        ];
+        b.sign(&team()).unwrap()
+    }
+
+    #[test]
+    fn libraries_and_exec_memory_round_trip_and_are_signed() {
+        let a = with_code();
+        let text = a.to_toml();
+        assert!(text.contains("exec_memory = true\n"), "{text}");
+        assert_eq!(text.matches("[[library]]").count(), 2, "{text}");
+        let back = Artifact::parse(&text).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(back.to_toml(), text);
+        // Without them, the message is the worked example's, byte for byte;
+        // with them, it is that message and then the extension.
+        let plain = body().message();
+        let full = a.message();
+        assert!(full.starts_with(&plain));
+        assert!(full[plain.len()..].starts_with(b"\0\0\0\x0aauthz-code\x01\0\0\0\x02"));
+        assert!(!artifact().to_toml().contains("exec_memory"));
+        assert!(!artifact().to_toml().contains("[[library]]"));
+    }
+
+    #[test]
+    fn code_fields_have_one_spelling() {
+        let text = with_code().to_toml();
+        let e = parse_err(&text.replace("exec_memory = true", "exec_memory = false"));
+        assert_eq!(
+            field_of(&e),
+            ("subject.exec_memory", Some(line_of(&text, "exec_memory")))
+        );
+        assert!(e.to_string().contains("leave it out"), "{e}");
+        let line = line_of(&text, "sha256 = \"cdcd");
+        let e = parse_err(&text.replace(&"cd".repeat(32), &"ab".repeat(32)));
+        assert_eq!(field_of(&e), ("library[2].sha256", Some(line)));
+        assert!(e.to_string().contains("repeats library[1]"), "{e}");
+        let e = parse_err(&text.replace(&"cd".repeat(32), &"CD".repeat(32)));
+        assert_eq!(field_of(&e).0, "library[2].sha256");
+        let e =
+            parse_err(&text.replace("path = \"/lib/x86_64-linux-gnu/libc.so.6\"", "path = \"\""));
+        assert_eq!(field_of(&e).0, "library[1].path");
+        let e = parse_err(&text.replace("[[library]]\nsha256", "[[library]]\nsize = 1\nsha256"));
+        assert!(e.to_string().contains("unknown field `size`"), "{e}");
+        let plain = artifact().to_toml();
+        let e = parse_err(&plain.replace("[scope]", "library = []\n\n[scope]"));
+        assert!(e.to_string().contains("`library`"), "{e}");
     }
 
     #[test]

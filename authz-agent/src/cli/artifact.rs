@@ -13,7 +13,7 @@ use super::sign::{check_and_write, parse_start, PolicySource};
 use crate::{
     artifact::{
         issue::{self, Request},
-        Artifact, Provenance, Scope,
+        Artifact, Digest, Library, Provenance, Scope, MAX_LIBRARIES,
     },
     defaults,
     trust::{
@@ -42,7 +42,8 @@ pub struct ArtifactArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ArtifactCommand {
-    Issue(IssueArgs),
+    // Boxed: its many options make it far larger than the others.
+    Issue(Box<IssueArgs>),
     Verify(VerifyArgs),
     Inspect(InspectArgs),
 }
@@ -53,6 +54,15 @@ pub enum ArtifactCommand {
 /// for --ttl from now. A root key signs on its own; a team key passes the
 /// delegation that gives it authority. With --config, the permit is verified
 /// against the agent's trust policy before it is written.
+///
+/// Where the agent checks libraries (`libraries = "audit"` or "enforce"), a
+/// dynamically linked program also needs permits for what it maps
+/// executable: --with-libraries adds its loader and shared libraries, as
+/// that loader resolves them now, to the same permit (same cgroup, same
+/// window); --library adds a file it loads at run time (dlopen).
+/// --exec-memory lets the program's processes make memory executable (a
+/// JIT) where `exec_memory = "deny"`; a delegated key may sign that only if
+/// its delegation allows it (`delegate --exec-memory`).
 ///
 /// Example: authz-agent artifact issue --key team-a.key
 ///   --delegation team-a.delegation --binary /usr/bin/make
@@ -78,6 +88,19 @@ pub struct IssueArgs {
     /// Also allow it in every descendant cgroup of --cgroup.
     #[arg(long)]
     pub descendants: bool,
+    /// Also allow the binary's loader and shared libraries to be mapped
+    /// executable (its closure, as its own loader resolves it now). A static
+    /// binary has none: nothing is added.
+    #[arg(long)]
+    pub with_libraries: bool,
+    /// Also allow this file to be mapped executable (a library the program
+    /// dlopens, a plugin); repeatable.
+    #[arg(long = "library", value_name = "FILE")]
+    pub libraries: Vec<PathBuf>,
+    /// Let the binary's processes make memory executable (a JIT: node, java)
+    /// where the agent denies executable memory.
+    #[arg(long)]
+    pub exec_memory: bool,
     /// How long the permit lasts (e.g. 30m, 12h, 7d).
     #[arg(long, value_name = "DURATION")]
     pub ttl: String,
@@ -151,7 +174,7 @@ impl ArtifactArgs {
 /// Runs `authz-agent artifact ...`.
 pub fn run(args: ArtifactArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        ArtifactCommand::Issue(a) => issue(a),
+        ArtifactCommand::Issue(a) => issue(*a),
         ArtifactCommand::Verify(a) => verify(&a),
         ArtifactCommand::Inspect(a) => inspect(&a),
     }
@@ -172,8 +195,10 @@ fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
         descendants: args.descendants,
     };
     let ttl_seconds = parse_duration(&args.ttl)?;
-    let subject = issue::subject_for_binary(&args.binary)
+    let mut subject = issue::subject_for_binary(&args.binary)
         .with_context(|| format!("cannot hash {}", args.binary.display()))?;
+    subject.exec_memory = args.exec_memory;
+    let libraries = requested_libraries(&args, &subject.sha256)?;
     let request = Request {
         subject,
         scope,
@@ -185,6 +210,7 @@ fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
             on_behalf_of: args.on_behalf_of,
             reason: args.reason,
         },
+        libraries,
     };
     let artifact = issue::issue(request, &key, delegation.as_ref(), now)?;
     check_and_write(&artifact, policy.as_ref(), &args.out)?;
@@ -198,7 +224,49 @@ fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
         window.expires,
         narrowed_note(&artifact, window)
     );
+    if !artifact.libraries.is_empty() {
+        eprintln!(
+            "  with {} librar{} it may map executable there",
+            artifact.libraries.len(),
+            if artifact.libraries.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        );
+    }
+    if artifact.subject.exec_memory {
+        eprintln!("  its processes may make memory executable (a JIT)");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The libraries `--with-libraries` and `--library` ask for: the closure
+/// first, then the named files; each file once, the binary itself never.
+fn requested_libraries(args: &IssueArgs, own: &Digest) -> anyhow::Result<Vec<Library>> {
+    let mut out = Vec::new();
+    if args.with_libraries {
+        out = issue::libraries_for_binary(&args.binary, own)?;
+        if out.is_empty() {
+            eprintln!(
+                "{} is statically linked: it maps no loader or shared library, nothing to add",
+                args.binary.display()
+            );
+        }
+    }
+    for file in &args.libraries {
+        let lib = issue::library_for_file(file)?;
+        if lib.sha256 != *own && !out.iter().any(|l: &Library| l.sha256 == lib.sha256) {
+            out.push(lib);
+        }
+    }
+    if out.len() > MAX_LIBRARIES {
+        anyhow::bail!(
+            "{} libraries asked for; a permit lists at most {MAX_LIBRARIES}: split them over two permits",
+            out.len()
+        );
+    }
+    Ok(out)
 }
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -308,6 +376,27 @@ fn summary(a: &Artifact, now: Timestamp) -> String {
     if !hints.is_empty() {
         let _ = writeln!(s, "           (issued for {})", hints.join(", "));
     }
+    if a.subject.exec_memory {
+        let _ = writeln!(
+            s,
+            "           and its processes to make memory executable (a JIT)"
+        );
+    }
+    if !a.libraries.is_empty() {
+        let _ = writeln!(
+            s,
+            "maps:      {} file(s) executable, not exec'd:",
+            a.libraries.len()
+        );
+        for l in &a.libraries {
+            let _ = writeln!(
+                s,
+                "  {}  {}",
+                hex::encode(l.sha256),
+                l.path.as_deref().unwrap_or("(no path recorded)")
+            );
+        }
+    }
     let _ = writeln!(s, "to run in: {}", scope_text(a));
     let _ = writeln!(
         s,
@@ -342,13 +431,18 @@ fn summary(a: &Artifact, now: Timestamp) -> String {
         let g = link.grant();
         let _ = writeln!(
             s,
-            "  link {}: key {} -> key {}: cgroups {}, permits up to {}, until {}",
+            "  link {}: key {} -> key {}: cgroups {}, permits up to {}, until {}{}",
             i + 1,
             g.issuer.short(),
             link.delegate_key_id().short(),
             join_prefixes(&g.cgroup_prefixes),
             format_duration(g.max_ttl_seconds),
-            g.expires
+            g.expires,
+            if g.exec_memory {
+                ", may grant executable memory"
+            } else {
+                ""
+            }
         );
     }
     let p = &a.provenance;
@@ -385,6 +479,15 @@ fn delegation_summary(d: &Delegation, now: Timestamp) -> String {
         s,
         "           each valid at most {}",
         format_duration(g.max_ttl_seconds)
+    );
+    let _ = writeln!(
+        s,
+        "           {} executable memory (a JIT)",
+        if g.exec_memory {
+            "that may grant"
+        } else {
+            "that may not grant"
+        }
     );
     let _ = writeln!(
         s,

@@ -55,6 +55,11 @@ pub struct DelegateArgs {
     /// When the delegation starts (RFC 3339 UTC; default now).
     #[arg(long, value_name = "TIME")]
     pub not_before: Option<String>,
+    /// Let the delegate issue permits that grant executable memory (a JIT,
+    /// `artifact issue --exec-memory`) and hand that on. Without it, such
+    /// permits under this delegation do not verify.
+    #[arg(long)]
+    pub exec_memory: bool,
     #[command(flatten)]
     pub policy: PolicySource,
     /// Where to write the delegation (`-` for standard output). Never overwrites.
@@ -102,12 +107,13 @@ pub fn run(args: DelegateArgs) -> anyhow::Result<ExitCode> {
         max_ttl_seconds: time::parse_duration(&args.max_ttl)?,
         not_before,
         expires: parse_until(&args.expires, not_before)?,
+        exec_memory: args.exec_memory,
     };
     let delegation = Delegation::extend(parent.as_ref(), grant, &key)?;
     check_and_write(&delegation, policy.as_ref(), &args.out)?;
     let last = delegation.last().grant();
     eprintln!(
-        "delegated to key {} ({} link{}): cgroups {}, permits up to {}, until {}",
+        "delegated to key {} ({} link{}): cgroups {}, permits up to {}, until {}{}",
         to.id,
         delegation.links().len(),
         if delegation.links().len() == 1 {
@@ -117,7 +123,12 @@ pub fn run(args: DelegateArgs) -> anyhow::Result<ExitCode> {
         },
         join_prefixes(&last.cgroup_prefixes),
         time::format_duration(last.max_ttl_seconds),
-        last.expires
+        last.expires,
+        if last.exec_memory {
+            "; may grant executable memory"
+        } else {
+            ""
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -92,6 +92,8 @@ pub enum RefusalKind {
     OutlivesDelegation,
     CgroupOutsideScope,
     DelegationWidens,
+    /// A permit grants executable memory its issuer may not grant.
+    ExecMemoryNotDelegated,
     ChainTooLong,
     PolicyVersionMismatch,
     /// The artifact, or a delegation it depends on, is revoked.
@@ -122,6 +124,7 @@ impl RefusalKind {
             E::OutlivesDelegation { .. } => Self::OutlivesDelegation,
             E::CgroupOutsideScope { .. } => Self::CgroupOutsideScope,
             E::DelegationWidens { .. } => Self::DelegationWidens,
+            E::ExecMemoryNotDelegated { .. } => Self::ExecMemoryNotDelegated,
             E::ChainTooLong { .. } => Self::ChainTooLong,
             E::PolicyVersionMismatch { .. } => Self::PolicyVersionMismatch,
             E::Revoked { .. } => Self::Revoked,
@@ -155,6 +158,7 @@ impl RefusalKind {
             Self::OutlivesDelegation => "outlives-delegation",
             Self::CgroupOutsideScope => "cgroup-outside-scope",
             Self::DelegationWidens => "delegation-widens",
+            Self::ExecMemoryNotDelegated => "exec-memory-not-delegated",
             Self::ChainTooLong => "chain-too-long",
             Self::PolicyVersionMismatch => "policy-version-mismatch",
             Self::Revoked => "revoked",
@@ -263,6 +267,13 @@ pub struct PermitEntry {
     pub reason: Option<String>,
     pub subject_path: Option<String>,
     pub subject_name: Option<String>,
+    /// SHA-256 (hex) of each file it lets the binary map executable (its
+    /// loader and libraries); empty when none. Absent from older agents.
+    #[serde(default)]
+    pub libraries: Vec<String>,
+    /// Whether it lets the binary's processes make memory executable.
+    #[serde(default)]
+    pub exec_memory: bool,
 }
 
 /// Result of `list`.

@@ -592,4 +592,59 @@ mod tests {
             prop_assert_eq!(applied, want);
         }
     }
+
+    /// What a permit names beyond its binary reaches the kernel: each
+    /// library as a mapping row, executable memory as a JIT row keyed by the
+    /// binary, all in the permit's cgroup and under its id; a plain permit
+    /// gets its exec row only.
+    #[test]
+    fn libraries_and_exec_memory_land_in_their_own_maps() {
+        use crate::artifact::{Artifact, Library};
+        let kit = Kit::new();
+        let now = kit.system_now();
+        let lib = |b: u8| Library {
+            sha256: [b; 32],
+            path: None,
+        };
+        // Through text, as the daemon receives it.
+        let signed = kit.root_permit(|b| {
+            b.subject.exec_memory = true;
+            b.libraries = vec![lib(0xa1), lib(0xa2)];
+        });
+        let a = Artifact::parse(&signed.to_toml()).unwrap();
+        let v = kit.verify(&a).unwrap();
+        let (id, binary, cg) = (v.id, v.digest, v.cgroup.clone());
+        let mut t = PermitTable::new();
+        t.set_cgroup(&cg, Some(7));
+        t.insert(id, Held::new(v, a.to_toml()), now);
+        let row = |use_, digest| RowKey {
+            use_,
+            key: PermitKey {
+                digest,
+                cgroup_id: 7,
+            },
+        };
+        let rows = t.rows(&clock());
+        let mut keys: Vec<RowKey> = rows.keys().copied().collect();
+        keys.sort();
+        let mut want = vec![
+            row(PermitUse::Exec, binary),
+            row(PermitUse::Map, [0xa1; 32]),
+            row(PermitUse::Map, [0xa2; 32]),
+            row(PermitUse::ExecMemory, binary),
+        ];
+        want.sort();
+        assert_eq!(keys, want);
+        assert!(rows.values().all(|p| p.artifact_id == id.0));
+
+        let (plain, h) = held(&kit, |b| b.id = ArtifactId([9; 16]));
+        assert!(h.verified.libraries.is_empty() && !h.verified.exec_memory);
+        let mut t = PermitTable::new();
+        t.set_cgroup(&cg, Some(7));
+        t.insert(plain, h.clone(), now);
+        assert_eq!(
+            t.rows(&clock()).into_keys().collect::<Vec<_>>(),
+            vec![key_of(&h, 7)]
+        );
+    }
 }

@@ -38,6 +38,8 @@ impl Agent {
                     reason: v.reason.clone(),
                     subject_path: v.subject_path.clone(),
                     subject_name: v.subject_name.clone(),
+                    libraries: v.libraries.iter().map(hex::encode).collect(),
+                    exec_memory: v.exec_memory,
                 }
             })
             .collect();

@@ -9,7 +9,7 @@ use super::{
     verify,
 };
 use crate::{
-    artifact::{Artifact, Body, Provenance, Scope, Subject, Validity},
+    artifact::{Artifact, Body, Library, Provenance, Scope, Subject, Validity},
     vocab::{
         delegation::Delegation,
         fields::{ArtifactId, CgroupPath},
@@ -47,6 +47,21 @@ struct Shape {
     on_behalf_of: Option<String>,
     reason: Option<String>,
     delegated: bool,
+    exec_memory: bool,
+    libraries: Vec<Library>,
+}
+
+/// Up to four libraries with distinct digests.
+fn libraries() -> impl Strategy<Value = Vec<Library>> {
+    vec((any::<[u8; 32]>(), option::of(text())), 0..4).prop_map(|v| {
+        let mut out: Vec<Library> = Vec::new();
+        for (sha256, path) in v {
+            if !out.iter().any(|l| l.sha256 == sha256) {
+                out.push(Library { sha256, path });
+            }
+        }
+        out
+    })
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
@@ -69,12 +84,14 @@ fn shape() -> impl Strategy<Value = Shape> {
             option::of(text()),
             any::<bool>(),
         ),
+        (any::<bool>(), libraries()),
     )
         .prop_map(
             |(
                 (id, digest, path, name),
                 (cgroup, descendants, start_offset, lifetime),
                 (requested_by, on_behalf_of, reason, delegated),
+                (exec_memory, libraries),
             )| Shape {
                 id,
                 digest,
@@ -88,6 +105,8 @@ fn shape() -> impl Strategy<Value = Shape> {
                 on_behalf_of,
                 reason,
                 delegated,
+                exec_memory,
+                libraries,
             },
         )
 }
@@ -102,7 +121,9 @@ fn build(kit: &Kit, d: &Delegation, s: &Shape) -> Artifact {
         sha256: s.digest,
         path: s.path.clone(),
         name: s.name.clone(),
+        exec_memory: s.exec_memory,
     };
+    b.libraries = s.libraries.clone();
     b.scope = Scope {
         cgroup: s.cgroup.clone(),
         descendants: s.descendants,
@@ -145,6 +166,21 @@ fn change(b: &mut Body, which: usize) {
         10 => flip(&mut b.provenance.requested_by),
         11 => flip(&mut b.provenance.on_behalf_of),
         12 => flip(&mut b.provenance.reason),
+        13 => b.subject.exec_memory = !b.subject.exec_memory,
+        14 => match b.libraries.last_mut() {
+            Some(l) => l.sha256[0] ^= 1,
+            None => b.libraries.push(Library {
+                sha256: [1; 32],
+                path: None,
+            }),
+        },
+        15 => match b.libraries.last_mut() {
+            Some(l) => flip(&mut l.path),
+            None => b.libraries.push(Library {
+                sha256: [2; 32],
+                path: Some("/lib/x".into()),
+            }),
+        },
         _ => {
             if b.chain.is_empty() {
                 b.issued_at = b.issued_at.checked_add(2).unwrap();
@@ -161,7 +197,7 @@ proptest! {
     #[test]
     fn random_artifacts_round_trip_and_verify(s in shape()) {
         let kit = Kit::new();
-        let d = kit.delegation(|_| {});
+        let d = kit.delegation(|g| g.exec_memory = s.exec_memory);
         let a = build(&kit, &d, &s);
         let text = a.to_toml();
         let back = Artifact::parse(&text).unwrap();
@@ -170,12 +206,14 @@ proptest! {
         let v = kit.verify(&back).unwrap();
         prop_assert_eq!(v.digest, s.digest);
         prop_assert_eq!(v.cgroup, s.cgroup.as_str());
+        prop_assert_eq!(v.exec_memory, s.exec_memory);
+        prop_assert_eq!(v.libraries, s.libraries.iter().map(|l| l.sha256).collect::<Vec<_>>());
     }
 
     #[test]
-    fn changing_any_one_signed_value_fails(s in shape(), which in 0usize..14) {
+    fn changing_any_one_signed_value_fails(s in shape(), which in 0usize..17) {
         let kit = Kit::new();
-        let d = kit.delegation(|_| {});
+        let d = kit.delegation(|g| g.exec_memory = s.exec_memory);
         let a = build(&kit, &d, &s);
         let mut body = a.body().clone();
         change(&mut body, which);
@@ -194,7 +232,7 @@ proptest! {
         edits in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
     ) {
         let kit = Kit::new();
-        let d = kit.delegation(|_| {});
+        let d = kit.delegation(|g| g.exec_memory = s.exec_memory);
         let a = build(&kit, &d, &s);
         let mut bytes = a.to_toml().into_bytes();
         for (at, byte) in edits {

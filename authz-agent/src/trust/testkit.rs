@@ -68,6 +68,7 @@ impl Kit {
                 sha256: [7; 32],
                 path: Some("/usr/bin/make".into()),
                 name: Some("make".into()),
+                exec_memory: false,
             },
             scope: Scope {
                 cgroup: cg("/jobs/a"),
@@ -82,6 +83,7 @@ impl Kit {
                 on_behalf_of: Some("ops".into()),
                 reason: Some("nightly build".into()),
             },
+            libraries: Vec::new(),
             chain: Vec::new(),
         }
     }
@@ -98,6 +100,7 @@ impl Kit {
             max_ttl_seconds: DAY,
             not_before: self.now,
             expires: self.at(30 * DAY as i64),
+            exec_memory: false,
         }
     }
 

@@ -114,6 +114,11 @@ pub enum VerifyError {
         from: Authority,
         what: String,
     },
+    #[error("permit {id} grants executable memory, which {authority} does not allow")]
+    ExecMemoryNotDelegated {
+        id: ArtifactId,
+        authority: Authority,
+    },
     #[error("the delegation chain has {len} links; the trust policy allows at most {max}")]
     ChainTooLong { len: usize, max: usize },
     #[error("{part} was issued under trust policy version {version}; this policy accepts {}", Accepted(*.min, *.current))]
@@ -223,6 +228,9 @@ pub(crate) struct Limits<'a> {
     max_ttl_seconds: u64,
     /// Delegations expire; root keys do not (they are retired instead).
     expires: Option<Timestamp>,
+    /// May grant executable memory: root keys may, a delegate only when its
+    /// link says so.
+    exec_memory: bool,
 }
 
 impl<'a> Limits<'a> {
@@ -234,6 +242,7 @@ impl<'a> Limits<'a> {
             prefixes: &root.cgroup_prefixes,
             max_ttl_seconds: root.max_ttl_seconds,
             expires: None,
+            exec_memory: true,
         }
     }
 
@@ -252,6 +261,7 @@ impl<'a> Limits<'a> {
             prefixes: &g.cgroup_prefixes,
             max_ttl_seconds: g.max_ttl_seconds,
             expires: Some(g.expires),
+            exec_memory: g.exec_memory,
         }
     }
 
@@ -284,6 +294,9 @@ impl<'a> Limits<'a> {
         if let Some(limit) = self.expires.filter(|&limit| grant.expires > limit) {
             return widens(format!("it expires at {}, after {limit}", grant.expires));
         }
+        if grant.exec_memory && !self.exec_memory {
+            return widens("it lets its delegate grant executable memory".into());
+        }
         Ok(())
     }
 
@@ -295,6 +308,12 @@ impl<'a> Limits<'a> {
                 cgroup: cgroup.clone(),
                 authority: self.who.clone(),
                 allowed: self.prefixes.to_vec(),
+            });
+        }
+        if body.subject.exec_memory && !self.exec_memory {
+            return Err(VerifyError::ExecMemoryNotDelegated {
+                id: body.id,
+                authority: self.who.clone(),
             });
         }
         let lifetime = body.lifetime_seconds();
@@ -563,8 +582,8 @@ fn complete(
         reason: artifact.provenance.reason.clone(),
         subject_path: artifact.subject.path.clone(),
         subject_name: artifact.subject.name.clone(),
-        libraries: Vec::new(),
-        exec_memory: false,
+        libraries: artifact.libraries.iter().map(|l| l.sha256).collect(),
+        exec_memory: artifact.subject.exec_memory,
     })
 }
 
@@ -606,6 +625,8 @@ pub struct VerifiedDelegation {
     pub cgroup_prefixes: Vec<CgroupPath>,
     pub max_ttl_seconds: u64,
     pub expires: SystemTime,
+    /// The last delegate may issue permits granting executable memory.
+    pub exec_memory: bool,
 }
 
 /// Verifies a delegation file on its own: every link, as [`verify`] would.
@@ -634,6 +655,7 @@ pub fn verify_delegation(
         cgroup_prefixes: last.cgroup_prefixes.clone(),
         max_ttl_seconds: last.max_ttl_seconds,
         expires: last.expires.to_system_time(),
+        exec_memory: last.exec_memory,
     })
 }
 
@@ -1002,24 +1024,18 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn delegation_widens_authority() {
-        let mut kit = Kit::new();
-        for edit in [
-            (|g: &mut Grant| g.cgroup_prefixes = vec![cg("/")]) as fn(&mut Grant),
-            |g| g.max_ttl_seconds = 8 * DAY,
-        ] {
-            let d = kit.delegation(edit);
-            let e = kit.verify(&kit.team_permit(&d, |_| {})).unwrap_err();
-            assert!(matches!(e, VerifyError::DelegationWidens { .. }), "{e}");
-        }
-        // A second link may not outlive the first.
+    /// Verifies a permit under `first` and a second link `edit` changed;
+    /// asserts that link is refused as widening, and returns the error.
+    fn second_link_widens(
+        kit: &mut Kit,
+        first: &Delegation,
+        edit: impl FnOnce(&mut Grant, &Kit),
+    ) -> VerifyError {
         kit.policy.max_chain_length = 2;
         let sub = generate();
-        let d1 = kit.delegation(|_| {});
         let mut g = kit.grant(&kit.team, &sub);
-        g.expires = kit.at(31 * DAY as i64);
-        let d2 = Delegation::extend(Some(&d1), g, &kit.team).unwrap();
+        edit(&mut g, kit);
+        let d2 = Delegation::extend(Some(first), g, &kit.team).unwrap();
         let mut b = kit.body(&sub);
         b.chain = d2.links().to_vec();
         let e = kit.verify(&b.sign(&sub).unwrap()).unwrap_err();
@@ -1033,11 +1049,106 @@ mod tests {
             ),
             "{e}"
         );
+        e
+    }
+
+    #[test]
+    fn delegation_widens_authority() {
+        let mut kit = Kit::new();
+        for edit in [
+            (|g: &mut Grant| g.cgroup_prefixes = vec![cg("/")]) as fn(&mut Grant),
+            |g| g.max_ttl_seconds = 8 * DAY,
+        ] {
+            let d = kit.delegation(edit);
+            let e = kit.verify(&kit.team_permit(&d, |_| {})).unwrap_err();
+            assert!(matches!(e, VerifyError::DelegationWidens { .. }), "{e}");
+        }
+        // A second link may not outlive the first.
+        let d1 = kit.delegation(|_| {});
+        let e = second_link_widens(&mut kit, &d1, |g, kit| g.expires = kit.at(31 * DAY as i64));
         assert!(
             e.to_string()
                 .contains("widens the authority it received from delegation 1 of 2"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn exec_memory_needs_an_authority_that_may_grant_it() {
+        let mut kit = Kit::new();
+        let jit = |b: &mut Body| b.subject.exec_memory = true;
+        // A root key may grant it.
+        let v = kit.verify(&kit.root_permit(jit)).unwrap();
+        assert!(v.exec_memory);
+        // A delegate may not, unless its link says so.
+        let plain = kit.delegation(|_| {});
+        let e = kit.verify(&kit.team_permit(&plain, jit)).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                VerifyError::ExecMemoryNotDelegated {
+                    authority: Authority::Delegation {
+                        index: 1,
+                        of: 1,
+                        ..
+                    },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("grants executable memory, which delegation 1 of 1"),
+            "{e}"
+        );
+        let allowed = kit.delegation(|g| g.exec_memory = true);
+        assert!(
+            kit.verify(&kit.team_permit(&allowed, jit))
+                .unwrap()
+                .exec_memory
+        );
+        // Nor may a second link hand on what the first did not give.
+        let e = second_link_widens(&mut kit, &plain, |g, _| g.exec_memory = true);
+        assert!(e.to_string().contains("grant executable memory"), "{e}");
+    }
+
+    #[test]
+    fn libraries_need_no_more_than_the_permits_own_scope() {
+        use crate::artifact::Library;
+        let kit = Kit::new();
+        let d = kit.delegation(|_| {});
+        let libs = |b: &mut Body| {
+            b.libraries = vec![
+                Library {
+                    sha256: [1; 32],
+                    path: Some("/lib/x86_64-linux-gnu/libc.so.6".into()),
+                },
+                Library {
+                    sha256: [2; 32],
+                    path: None,
+                },
+            ]
+        };
+        let v = kit.verify(&kit.team_permit(&d, libs)).unwrap();
+        assert_eq!(v.libraries, vec![[1; 32], [2; 32]]);
+        assert!(!v.exec_memory);
+        // They are signed: dropping one breaks the signature.
+        let a = kit.team_permit(&d, libs);
+        let mut body = a.body().clone();
+        body.libraries.pop();
+        let e = kit
+            .verify(&Artifact::forged(body, *a.signature()))
+            .unwrap_err();
+        assert!(matches!(e, VerifyError::BadSignature { .. }), "{e}");
+        // And bounded by the permit's own scope: outside it, refused as any permit.
+        let e = kit
+            .verify(&kit.team_permit(&d, |b| {
+                libs(b);
+                b.scope.cgroup = cg("/jobs/b");
+            }))
+            .unwrap_err();
+        assert!(matches!(e, VerifyError::CgroupOutsideScope { .. }), "{e}");
     }
 
     #[test]
@@ -1237,6 +1348,10 @@ mod tests {
                 cgroup: cg("/x"),
                 authority: Authority::Root(key_id),
                 allowed: vec![cg("/y")],
+            },
+            VerifyError::ExecMemoryNotDelegated {
+                id,
+                authority: Authority::Root(key_id),
             },
             VerifyError::DelegationWidens {
                 part: part.clone(),

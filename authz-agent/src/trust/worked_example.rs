@@ -7,7 +7,7 @@ use super::{
     verify, VerifyError,
 };
 use crate::{
-    artifact::{vectors::*, Artifact, Provenance},
+    artifact::{vectors::*, Artifact, Library, Provenance},
     vocab::{fields::CgroupPath, keyid::KeyId, time::Timestamp},
 };
 
@@ -67,6 +67,93 @@ fn round_trips_through_toml() {
     assert!(!text.contains("[provenance]"));
     assert_eq!(Artifact::parse(&text).unwrap(), a);
     check(&a).unwrap();
+}
+
+/// The worked example's permit, signed by the root key itself (no chain),
+/// granting executable memory and naming one library: the documented
+/// example of the optional part of the message.
+fn code_example() -> Artifact {
+    let mut b = body();
+    b.chain.clear();
+    b.issuer = KeyId::of(&root().verifying_key());
+    b.subject.exec_memory = true;
+    b.libraries = vec![Library {
+        sha256: crate::vocab::fields::parse_hex(
+            "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb",
+        )
+        .unwrap(),
+        path: Some("/lib/libexample.so".into()),
+    }];
+    b.sign(&root()).unwrap()
+}
+
+#[test]
+fn the_documented_code_extension_is_reproduced_exactly() {
+    let a = code_example();
+    let mut plain = a.body().clone();
+    plain.subject.exec_memory = false;
+    plain.libraries.clear();
+    let base = plain.message();
+    let full = a.message();
+    assert_eq!(&full[..base.len()], &base[..]);
+    assert_eq!(
+        hex::encode(&full[base.len()..]),
+        CODE_EXTENSION_HEX.concat()
+    );
+    assert_eq!(hex::encode(a.signature().to_bytes()), CODE_SIGNATURE_HEX);
+    check(&a).unwrap();
+    assert_eq!(Artifact::parse(&a.to_toml()).unwrap(), a);
+    // The fuzzer's seed for the optional fields is this very permit.
+    assert_eq!(
+        a.to_toml(),
+        include_str!("../../../fuzz/seeds/artifact/code.permit")
+    );
+}
+
+/// docs/artifact-format.md, section 8, the extension's bytes in order.
+const CODE_EXTENSION_HEX: [&str; 6] = [
+    "0000000a617574687a2d636f6465",
+    "01",
+    "00000001",
+    "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb",
+    "0100000012",
+    "2f6c69622f6c69626578616d706c652e736f",
+];
+const CODE_SIGNATURE_HEX: &str = "770a1ad7877b8927ff055536ee33814177f167fd0fd0dc0a0f2227d6c7cce767c727a24ebef965ee1491c5f65b86b4e7009faf7c3ab3db5d82dee799301d170b";
+
+/// Permits written before libraries and executable memory existed: the
+/// committed files, byte for byte, still parse, still verify, and are
+/// written back identically.
+#[test]
+fn old_artifacts_keep_verifying_and_keep_their_bytes() {
+    let example = include_str!("../../../fuzz/seeds/artifact/example.permit");
+    let a = Artifact::parse(example).unwrap();
+    assert_eq!(a, artifact());
+    check(&a).unwrap();
+    assert_eq!(a.to_toml(), example);
+
+    // Issued by `artifact issue` before this change (tests/data): the root
+    // key of the worked example, cgroup / and its descendants, 2025 to 2125.
+    let old = include_str!("../../../tests/data/old-format.permit");
+    let a = Artifact::parse(old).unwrap();
+    assert!(a.libraries.is_empty() && !a.subject.exec_memory);
+    assert_eq!(a.to_toml(), old);
+    let policy = TrustPolicy::new(
+        1,
+        vec![RootKey::new(
+            None,
+            root().verifying_key(),
+            vec![CgroupPath::normalize("/").unwrap()],
+            36_600 * 86_400,
+        )],
+    );
+    let at = t("2026-06-01T00:00:00Z").to_system_time();
+    let v = verify(&a, &policy, &|_| false, at).unwrap();
+    assert_eq!(
+        hex::encode(v.digest),
+        "87858b6b4d11ebf4caff9c548fb26bd9da6dea051cc22b61006afb180c2793a3"
+    );
+    assert!(v.libraries.is_empty() && !v.exec_memory);
 }
 
 /// A different but well-formed value for the `value` of a TOML line.
@@ -170,6 +257,17 @@ fn print_vectors() {
         hex::encode(a.signature().to_bytes())
     );
     println!("{}", a.to_toml());
+    let c = code_example();
+    println!("code example message {}", hex::encode(c.message()));
+    println!(
+        "code example signature {}",
+        hex::encode(c.signature().to_bytes())
+    );
+    println!("{}", c.to_toml());
+    let mut g = d.links()[0].grant().clone();
+    g.exec_memory = true;
+    let jit = crate::vocab::delegation::Delegation::extend(None, g, &root()).unwrap();
+    println!("----- delegation with exec_memory\n{}", jit.to_toml());
     println!("----- delegation\n{}", d.to_toml());
     println!(
         "----- public key\n{}",

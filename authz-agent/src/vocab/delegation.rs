@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 use toml::Spanned;
 
 use super::{
+    code::{link_extension, parse_exec_memory},
     encoding::Encoder,
     fields::{self, parse_hex, parse_id, ArtifactId, CgroupPath},
     keyid::{parse_key_id, parse_public_key, KeyId},
@@ -49,6 +50,9 @@ pub struct Grant {
     pub max_ttl_seconds: u64,
     pub not_before: Timestamp,
     pub expires: Timestamp,
+    /// The delegate may issue permits that grant executable memory (and
+    /// delegate that on). Only an authority that has it can grant it.
+    pub exec_memory: bool,
 }
 
 /// A signed [`Grant`].
@@ -96,6 +100,7 @@ impl Grant {
         e.u64(self.max_ttl_seconds)
             .time(self.not_before)
             .time(self.expires);
+        link_extension(&mut e, self.exec_memory);
         e.finish()
     }
 
@@ -168,6 +173,7 @@ pub(crate) struct RawLink {
     max_ttl_seconds: Spanned<i64>,
     not_before: Spanned<String>,
     expires: Spanned<String>,
+    exec_memory: Option<Spanned<bool>>,
     signature: Spanned<String>,
 }
 
@@ -212,6 +218,7 @@ pub(crate) fn parse_links(
             )?,
             not_before: doc.get(&f("not_before"), &r.not_before, conv::time)?,
             expires: doc.get(&f("expires"), &r.expires, conv::time)?,
+            exec_memory: parse_exec_memory(doc, &f("exec_memory"), &r.exec_memory)?,
         };
         if let Err(ArtifactError::Field { field, problem, .. }) = grant.validate() {
             let span = match field.as_str() {
@@ -253,8 +260,11 @@ pub(crate) fn write_links(w: &mut Writer, links: &[DelegationLink]) {
             )
             .int("max_ttl_seconds", g.max_ttl_seconds)
             .str("not_before", &g.not_before.to_string())
-            .str("expires", &g.expires.to_string())
-            .str("signature", &hex::encode(link.signature.to_bytes()));
+            .str("expires", &g.expires.to_string());
+        if g.exec_memory {
+            w.bool("exec_memory", true);
+        }
+        w.str("signature", &hex::encode(link.signature.to_bytes()));
     }
 }
 
@@ -357,6 +367,7 @@ pub(crate) mod tests {
             max_ttl_seconds: ttl,
             not_before: now,
             expires: now.checked_add(30 * 86_400).unwrap(),
+            exec_memory: false,
         }
     }
 
@@ -381,6 +392,29 @@ pub(crate) mod tests {
         let digests = chain_digests(d2.links());
         assert_eq!(digests[0], d2.links()[0].digest(&NO_PARENT));
         assert_eq!(digests[1], d2.last().digest(&digests[0]));
+    }
+
+    #[test]
+    fn a_link_may_let_its_delegate_grant_exec_memory() {
+        let (root, team) = (generate(), generate());
+        let g = grant(&root, &team.verifying_key(), &["/jobs"], 60);
+        let plain = g.message(&NO_PARENT);
+        let mut jit = g.clone();
+        jit.exec_memory = true;
+        // Without the flag, the bytes a link had before the flag existed;
+        // with it, those bytes and the tag.
+        let with = jit.message(&NO_PARENT);
+        assert_eq!(&with[..plain.len()], &plain[..]);
+        assert_eq!(&with[plain.len()..], b"\0\0\0\x0aauthz-code\x01");
+        let d = Delegation::extend(None, jit, &root).unwrap();
+        let text = d.to_toml();
+        assert!(text.contains("\nexec_memory = true\n"), "{text}");
+        assert_eq!(Delegation::parse(&text).unwrap(), d);
+        let e = Delegation::parse(&text.replace("exec_memory = true", "exec_memory = false"))
+            .unwrap_err();
+        assert!(e.to_string().contains("delegation[1].exec_memory"), "{e}");
+        let d = Delegation::extend(None, g, &root).unwrap();
+        assert!(!d.to_toml().contains("exec_memory"));
     }
 
     #[test]

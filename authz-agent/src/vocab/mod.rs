@@ -10,8 +10,11 @@
 //! - [`statement`]: lockdown statements (unlock, adopt an agent binary).
 //! - [`delegation`]: delegation links and chains as data (signing, parsing,
 //!   writing); whether a chain grants anything is [`crate::trust`]'s to decide.
+//! - [`code`]: what a permit allows beyond exec (libraries, executable memory)
+//!   and its optional part of the signed messages.
 //!
 //! Nothing here depends on `artifact` or `trust`.
+pub mod code;
 pub mod delegation;
 pub mod encoding;
 pub mod fields;

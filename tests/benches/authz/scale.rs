@@ -62,6 +62,7 @@ fn artifact(key: &SigningKey, cgroup: &str, subject: Subject) -> (ArtifactId, St
             on_behalf_of: None,
             reason: Some("cargo xtask bench".into()),
         },
+        libraries: Vec::new(),
     };
     let a = issue::issue(request, key, None, Timestamp::now()).expect("issue");
     (a.id, a.to_toml())
@@ -96,6 +97,7 @@ pub fn sign(
                                     sha256: *d,
                                     path: None,
                                     name: None,
+                                    exec_memory: false,
                                 },
                             )
                         })

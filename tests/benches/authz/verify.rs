@@ -70,6 +70,7 @@ pub fn run(plan: &Plan, place: &str) {
                     sha256: digest_of(i),
                     path: Some("/usr/bin/make".into()),
                     name: Some("make".into()),
+                    exec_memory: false,
                 },
                 scope: Scope {
                     cgroup: "/jobs.slice/team-a/build".parse().expect("cgroup"),
@@ -83,6 +84,7 @@ pub fn run(plan: &Plan, place: &str) {
                     on_behalf_of: Some("team-a".into()),
                     reason: Some("nightly build".into()),
                 },
+                libraries: Vec::new(),
             };
             issue(request, &root, None, now).expect("issue")
         })
