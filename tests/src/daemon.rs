@@ -154,9 +154,10 @@ max_ttl = "30d"
         d
     }
 
-    /// Starts the daemon process and waits until it answers on its socket.
+    /// Starts the daemon process and waits until it answers on its socket
+    /// (generously: a loaded CI machine can take minutes to load programs).
     pub fn spawn(&mut self) {
-        self.spawn_within(Duration::from_secs(90));
+        self.spawn_within(Duration::from_secs(240));
     }
 
     /// Starts the daemon and returns how long it took to answer on its
