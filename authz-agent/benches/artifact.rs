@@ -72,6 +72,7 @@ fn body(key: &SigningKey, now: Timestamp, chain: &Delegation) -> Body {
             reason: Some("nightly build".into()),
         },
         chain: chain.links().to_vec(),
+        hosts: None,
     }
 }
 
@@ -98,6 +99,7 @@ impl Fixture {
             max_ttl_seconds: 86_400,
             not_before: now,
             expires: now.checked_add(30 * 86_400).expect("in range"),
+            hosts: None,
         };
         let delegation = Delegation::extend(None, grant, &root).expect("valid delegation");
         let root_signed: Vec<Artifact> = (0..PERMITS)

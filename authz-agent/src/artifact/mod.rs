@@ -22,6 +22,7 @@ use crate::vocab::{
     delegation::{self, chain_digests, DelegationLink, LinkDigest, RawLink, MAX_LINKS},
     encoding::Encoder,
     fields::{check_opt_text, parse_hex, parse_id, MAX_IDENTITY, MAX_NAME, MAX_PATH, MAX_REASON},
+    hosts::{HostBinding, RawHosts},
     keyid::{parse_key_id, KeyId},
     text::{self, conv, Doc, Writer, VERSION},
 };
@@ -87,6 +88,8 @@ pub struct Body {
     pub provenance: Provenance,
     /// Delegation links, root first; empty when a root key signs directly.
     pub chain: Vec<DelegationLink>,
+    /// The hosts it may be live on (`[hosts]`); None: any host.
+    pub hosts: Option<HostBinding>,
 }
 
 /// A parsed, well-formed (not necessarily valid) artifact.
@@ -184,6 +187,11 @@ impl Body {
         for d in link_digests {
             e.fixed(d);
         }
+        // Optional blocks: appended only when present, so the message of an
+        // artifact without them is unchanged.
+        if let Some(hosts) = &self.hosts {
+            hosts.encode(&mut e);
+        }
         e.finish()
     }
 
@@ -219,6 +227,7 @@ struct RawArtifact {
     scope: RawScope,
     validity: RawValidity,
     provenance: Option<RawProvenance>,
+    hosts: Option<RawHosts>,
     delegation: Option<Spanned<Vec<RawLink>>>,
 }
 text::headed!(RawArtifact);
@@ -298,6 +307,11 @@ impl Artifact {
                 reason: doc.get_opt("provenance.reason", &prov.reason, conv::text(MAX_REASON))?,
             },
             chain,
+            hosts: raw
+                .hosts
+                .as_ref()
+                .map(|h| h.parse(&doc, "hosts"))
+                .transpose()?,
         };
         if body.validity.expires <= body.validity.not_before {
             return Err(doc.err(
@@ -327,11 +341,15 @@ impl Artifact {
         } else {
             format!("cgroup {}", b.scope.cgroup)
         };
+        let hosts = b
+            .hosts
+            .as_ref()
+            .map_or(String::new(), |h| format!("\nonly on hosts with {h}"));
         let mut w = Writer::new(
             Kind::Artifact,
             &format!(
                 "authz permit: the binary with this SHA-256 may run in {scope}\n\
-                 from {} until {}.\n\
+                 from {} until {}{hosts}.\n\
                  Every field is signed: editing any of them invalidates the permit.\n\
                  Check it with `authz-agent artifact verify`.",
                 b.validity.not_before, b.validity.expires
@@ -358,6 +376,10 @@ impl Artifact {
                 .opt_str("requested_by", p.requested_by.as_deref())
                 .opt_str("on_behalf_of", p.on_behalf_of.as_deref())
                 .opt_str("reason", p.reason.as_deref());
+        }
+        if let Some(hosts) = &b.hosts {
+            w.table("hosts");
+            hosts.write(&mut w);
         }
         delegation::write_links(&mut w, &b.chain);
         w.finish()
@@ -409,6 +431,7 @@ pub(crate) mod vectors {
             max_ttl_seconds: 86_400,
             not_before: t("2025-01-01T00:00:00Z"),
             expires: t("2025-04-01T00:00:00Z"),
+            hosts: None,
         };
         Delegation::extend(None, grant, &root()).unwrap()
     }
@@ -442,6 +465,7 @@ pub(crate) mod vectors {
                 reason: Some("nightly build".into()),
             },
             chain: delegation().links().to_vec(),
+            hosts: None,
         }
     }
 

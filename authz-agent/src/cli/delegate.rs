@@ -7,7 +7,7 @@ use std::{
 use anyhow::bail;
 use clap::Args;
 
-use super::sign::{check_and_write, parse_start, parse_until, PolicySource};
+use super::sign::{check_and_write, parse_start, parse_until, HostArgs, PolicySource};
 use crate::{
     trust::keys::{self, PublicKey},
     vocab::{
@@ -56,6 +56,8 @@ pub struct DelegateArgs {
     #[arg(long, value_name = "TIME")]
     pub not_before: Option<String>,
     #[command(flatten)]
+    pub hosts: HostArgs,
+    #[command(flatten)]
     pub policy: PolicySource,
     /// Where to write the delegation (`-` for standard output). Never overwrites.
     #[arg(long, value_name = "FILE")]
@@ -102,6 +104,7 @@ pub fn run(args: DelegateArgs) -> anyhow::Result<ExitCode> {
         max_ttl_seconds: time::parse_duration(&args.max_ttl)?,
         not_before,
         expires: parse_until(&args.expires, not_before)?,
+        hosts: args.hosts.binding()?,
     };
     let delegation = Delegation::extend(parent.as_ref(), grant, &key)?;
     check_and_write(&delegation, policy.as_ref(), &args.out)?;

@@ -92,6 +92,8 @@ pub enum RefusalKind {
     PolicyVersionMismatch,
     /// The artifact, or a delegation it depends on, is revoked.
     Revoked,
+    /// The artifact, or a delegation it depends on, is bound to other hosts.
+    WrongHost,
     /// A kind this client does not know (a newer agent).
     #[serde(other)]
     Unknown,
@@ -115,6 +117,7 @@ impl RefusalKind {
             E::ChainTooLong { .. } => Self::ChainTooLong,
             E::PolicyVersionMismatch { .. } => Self::PolicyVersionMismatch,
             E::Revoked { .. } => Self::Revoked,
+            E::WrongHost { .. } => Self::WrongHost,
         }
     }
 
@@ -146,6 +149,7 @@ impl RefusalKind {
             Self::ChainTooLong => "chain-too-long",
             Self::PolicyVersionMismatch => "policy-version-mismatch",
             Self::Revoked => "revoked",
+            Self::WrongHost => "wrong-host",
             Self::Unknown => "unknown",
         }
     }

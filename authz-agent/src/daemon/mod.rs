@@ -109,10 +109,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         audit_key,
     )?;
     let recovered = audit.recovered_bytes;
+    let host = crate::trust::HostIdentity::local(&a.host_labels);
+    tracing::info!(%host, "this host, for permits bound to hosts");
     let mut agent = Agent::new(
         enforcer,
         store,
-        Verifier::new(config.trust.clone()),
+        Verifier::for_host(config.trust.clone(), host),
         hierarchy,
         revoked,
         audit,
@@ -138,6 +140,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "enforced_cgroups": agent.enforcer.scope_paths(),
             "ima": agent.enforcer.kernel().ima,
             "event_epoch": format!("{:016x}", agent.enforcer.epoch()),
+            "host": agent.verifier.host().to_string(),
             "config": config.path,
         }),
     );

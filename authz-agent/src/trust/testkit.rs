@@ -83,6 +83,7 @@ impl Kit {
                 reason: Some("nightly build".into()),
             },
             chain: Vec::new(),
+            hosts: None,
         }
     }
 
@@ -98,6 +99,7 @@ impl Kit {
             max_ttl_seconds: DAY,
             not_before: self.now,
             expires: self.at(30 * DAY as i64),
+            hosts: None,
         }
     }
 

@@ -16,6 +16,7 @@ use toml::Spanned;
 use super::{
     encoding::Encoder,
     fields::{self, parse_hex, parse_id, ArtifactId, CgroupPath},
+    hosts::{HostBinding, RawHosts},
     keyid::{parse_key_id, parse_public_key, KeyId},
     text::{self, conv, ArtifactError, Doc, FileError, Kind, Writer, VERSION},
     time::{format_duration, Timestamp},
@@ -49,6 +50,8 @@ pub struct Grant {
     pub max_ttl_seconds: u64,
     pub not_before: Timestamp,
     pub expires: Timestamp,
+    /// The hosts everything under this link may be live on; None: any host.
+    pub hosts: Option<HostBinding>,
 }
 
 /// A signed [`Grant`].
@@ -96,6 +99,10 @@ impl Grant {
         e.u64(self.max_ttl_seconds)
             .time(self.not_before)
             .time(self.expires);
+        // Appended only when present: unbound links sign what they always did.
+        if let Some(hosts) = &self.hosts {
+            hosts.encode(&mut e);
+        }
         e.finish()
     }
 
@@ -169,6 +176,7 @@ pub(crate) struct RawLink {
     not_before: Spanned<String>,
     expires: Spanned<String>,
     signature: Spanned<String>,
+    hosts: Option<RawHosts>,
 }
 
 /// A signature in its canonical spelling: 128 lowercase hex digits.
@@ -212,6 +220,11 @@ pub(crate) fn parse_links(
             )?,
             not_before: doc.get(&f("not_before"), &r.not_before, conv::time)?,
             expires: doc.get(&f("expires"), &r.expires, conv::time)?,
+            hosts: r
+                .hosts
+                .as_ref()
+                .map(|h| h.parse(doc, &f("hosts")))
+                .transpose()?,
         };
         if let Err(ArtifactError::Field { field, problem, .. }) = grant.validate() {
             let span = match field.as_str() {
@@ -255,6 +268,10 @@ pub(crate) fn write_links(w: &mut Writer, links: &[DelegationLink]) {
             .str("not_before", &g.not_before.to_string())
             .str("expires", &g.expires.to_string())
             .str("signature", &hex::encode(link.signature.to_bytes()));
+        if let Some(hosts) = &g.hosts {
+            w.table("delegation.hosts");
+            hosts.write(w);
+        }
     }
 }
 
@@ -357,6 +374,7 @@ pub(crate) mod tests {
             max_ttl_seconds: ttl,
             not_before: now,
             expires: now.checked_add(30 * 86_400).unwrap(),
+            hosts: None,
         }
     }
 

@@ -9,11 +9,13 @@
 //! - [`keyid`]: key ids and the canonical spelling of public keys.
 //! - [`delegation`]: delegation links and chains as data (signing, parsing,
 //!   writing); whether a chain grants anything is [`crate::trust`]'s to decide.
+//! - [`hosts`]: the optional host binding of permits and links.
 //!
 //! Nothing here depends on `artifact` or `trust`.
 pub mod delegation;
 pub mod encoding;
 pub mod fields;
+pub mod hosts;
 pub mod keyid;
 pub mod text;
 pub mod time;
