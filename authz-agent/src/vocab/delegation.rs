@@ -319,6 +319,11 @@ impl Delegation {
         &self.links
     }
 
+    /// The chain `links` (root first) as a delegation; None when empty.
+    pub fn from_links(links: Vec<DelegationLink>) -> Option<Self> {
+        (!links.is_empty()).then_some(Self { links })
+    }
+
     /// The last link: the authority the final key holds.
     pub fn last(&self) -> &DelegationLink {
         // `links` is never empty: parse and extend guarantee one link at least.
