@@ -18,6 +18,7 @@ pub mod loader;
 pub mod permits;
 mod queries;
 mod report;
+mod revocation_lists;
 mod revocations;
 pub mod sequence;
 
@@ -258,6 +259,15 @@ pub fn handle(
         Request::RevokeAll { reason } => {
             Some(("revoke-all", serde_json::json!({ "reason": reason })))
         }
+        Request::RevocationList { list } => Some((
+            "revocation-list",
+            serde_json::json!({
+                "list": crate::revocation_list::RevocationList::parse(list)
+                    .ok()
+                    .map(|l| serde_json::json!({ "signer": l.issuer.to_string(), "serial": l.serial, "ids": l.revoked.len() })),
+                "bytes": list.len(),
+            }),
+        )),
         Request::SetMode { mode } => Some(("mode", serde_json::json!({ "mode": mode }))),
         Request::List {} | Request::Status {} | Request::Report {} => None,
     };
@@ -290,6 +300,9 @@ fn execute(agent: &mut Agent, request: Request, now: SystemTime) -> Result<Reply
         Request::List {} => Reply::List(agent.list(now)),
         Request::Revoke { id, reason } => Reply::Revoke(agent.revoke(&id, reason, now)?),
         Request::RevokeAll { reason } => Reply::RevokeAll(agent.revoke_all(reason, now)?),
+        Request::RevocationList { list } => {
+            Reply::RevocationList(agent.apply_revocation_list(&list, now)?)
+        }
         Request::Status {} => {
             // The kernel's actual state, checked and restored before it is told.
             agent.check_integrity();
