@@ -2,7 +2,9 @@
 //! parses and dispatches; the commands live in `authz_agent::cli`.
 use std::process::ExitCode;
 
-use authz_agent::cli::{artifact, audit, check, control, delegate, key, run, Cli, Command};
+use authz_agent::cli::{
+    artifact, audit, check, control, delegate, key, revocations, run, Cli, Command,
+};
 use clap::Parser as _;
 
 fn main() -> ExitCode {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Command::Key(args) => key::run(args),
         Command::Delegate(args) => delegate::run(args),
         Command::Artifact(args) => artifact::run(args),
+        Command::Revocations(args) => revocations::run(args),
     };
     match result {
         Ok(code) => code,

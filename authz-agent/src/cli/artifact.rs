@@ -41,6 +41,8 @@ pub struct ArtifactArgs {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ArtifactCommand {
     Issue(IssueArgs),
     Verify(VerifyArgs),

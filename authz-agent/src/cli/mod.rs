@@ -5,6 +5,7 @@
 //!   (requests to the running agent) and `unload`;
 //! - [`audit`]: `audit verify`, `audit explain`;
 //! - [`key`], [`delegate`], [`artifact`]: keys, delegations and permits;
+//!   [`revocations`]: signed revocation lists;
 //!   [`sign`] is what `delegate` and `artifact issue` share.
 //!
 //! [`output`] prints every command's `--json`. Default paths come from
@@ -17,6 +18,7 @@ pub mod control;
 pub mod delegate;
 pub mod key;
 pub mod output;
+pub mod revocations;
 pub mod run;
 mod sign;
 
@@ -75,6 +77,10 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Submit signed artifacts to the running agent (verified, stored, enforced).
     ///
+    /// A signed revocation list (from `authz-agent revocations issue`) is
+    /// submitted the same way: the agent applies it when its serial is above
+    /// the last list applied from its signer.
+    ///
     /// Example: authz-agent submit build-tool.permit.toml
     Submit(control::SubmitArgs),
     /// List accepted artifacts: live, waiting for their cgroup, or scheduled.
@@ -120,6 +126,7 @@ pub enum Command {
     Key(key::KeyArgs),
     Delegate(delegate::DelegateArgs),
     Artifact(artifact::ArtifactArgs),
+    Revocations(revocations::RevocationsArgs),
 }
 
 impl Command {
@@ -132,6 +139,7 @@ impl Command {
             Command::Audit(a) => readable_config(a.config()),
             Command::Delegate(a) => a.policy.config.clone(),
             Command::Artifact(a) => a.config().map(Path::to_owned),
+            Command::Revocations(a) => a.config().map(Path::to_owned),
             Command::Submit(_)
             | Command::List(_)
             | Command::Revoke(_)
@@ -211,6 +219,18 @@ mod tests {
             &["authz-agent", "unload"],
             &["authz-agent", "report", "--json"],
             &["authz-agent", "list"],
+            &[
+                "authz-agent",
+                "revocations",
+                "issue",
+                "--key",
+                "k",
+                "--serial",
+                "2",
+                "--out",
+                "-",
+                "00000000000000000000000000000001",
+            ],
         ] {
             Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         }

@@ -141,7 +141,7 @@ pub(super) fn check_and_write<T: NewlySigned>(
 }
 
 /// Writes `contents` to `out` (refusing to overwrite), or to stdout for `-`.
-fn write_output(out: &Path, mode: u32, contents: &str) -> anyhow::Result<()> {
+pub(super) fn write_output(out: &Path, mode: u32, contents: &str) -> anyhow::Result<()> {
     if out == Path::new("-") {
         std::io::stdout()
             .write_all(contents.as_bytes())
