@@ -5,8 +5,7 @@
 //! by a root key of the trust policy, or by a delegate (the list then carries
 //! the delegate's chain, like a permit does). The agent applies every entry,
 //! persists it, and refuses a list whose serial is not above the last one it
-//! applied from the same signer, so an old list cannot be replayed to undo
-//! nothing or to hide a newer one. Whether a list is valid, and what a
+//! applied from the same signer, so an old list cannot be replayed. Whether a list is valid, and what a
 //! delegate's list may revoke, is [`crate::trust::revocations`]'s to decide;
 //! this module is the file: fields, text, signed bytes, signing.
 use std::{collections::BTreeSet, ops::Deref, path::Path};
