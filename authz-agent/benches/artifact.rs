@@ -74,6 +74,7 @@ fn body(key: &SigningKey, now: Timestamp, chain: &Delegation) -> Body {
         },
         libraries: Vec::new(),
         chain: chain.links().to_vec(),
+        hosts: None,
     }
 }
 
@@ -101,6 +102,7 @@ impl Fixture {
             not_before: now,
             expires: now.checked_add(30 * 86_400).expect("in range"),
             exec_memory: false,
+            hosts: None,
         };
         let delegation = Delegation::extend(None, grant, &root).expect("valid delegation");
         let root_signed: Vec<Artifact> = (0..PERMITS)

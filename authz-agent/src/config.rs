@@ -12,7 +12,12 @@ use std::{
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::{defaults, enforcer::Mode, trust::TrustPolicy, vocab::time::parse_duration};
+use crate::{
+    defaults,
+    enforcer::Mode,
+    trust::TrustPolicy,
+    vocab::{hosts::HostLabel, time::parse_duration},
+};
 
 /// Largest config file read.
 const MAX_CONFIG_BYTES: u64 = authz_common::limits::MAX_CONFIG_BYTES as u64;
@@ -104,6 +109,12 @@ pub struct AgentSection {
     /// Only the agent may change what the kernel enforces, and leaving that
     /// state takes a signed statement (`crate::lockdown`).
     pub lockdown: bool,
+    /// Labels of this host: artifacts bound to one of them (`[hosts]`) are
+    /// live here.
+    pub host_labels: Vec<HostLabel>,
+    /// A directory the agent watches and takes artifacts, delegations and
+    /// revocation lists from (None: no inbox).
+    pub inbox_dir: Option<PathBuf>,
 }
 
 /// `[log]`.
@@ -154,6 +165,8 @@ struct RawAgent {
     sweep_interval: Option<String>,
     tamper_check: Option<String>,
     lockdown: Option<bool>,
+    host_labels: Option<Vec<String>>,
+    inbox_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -258,6 +271,17 @@ impl Config {
             checkpoint_interval: duration("audit.checkpoint_interval", au.checkpoint_interval, 60)?,
             host: au.host,
         };
+        let host_labels = a
+            .host_labels
+            .unwrap_or_default()
+            .iter()
+            .map(|l| l.parse::<HostLabel>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("agent.host_labels", e.to_string()))?;
+        let inbox_dir = a
+            .inbox_dir
+            .map(|d| absolute("agent.inbox_dir", d))
+            .transpose()?;
         let cgroup_poll = duration("agent.cgroup_poll", a.cgroup_poll, 1)?;
         let sweep_interval = duration("agent.sweep_interval", a.sweep_interval, 30)?;
         let tamper_check = duration("agent.tamper_check", a.tamper_check, 2)?;
@@ -299,6 +323,8 @@ impl Config {
                 sweep_interval,
                 tamper_check,
                 lockdown: a.lockdown.unwrap_or(false),
+                host_labels,
+                inbox_dir,
             },
             log: LogSection {
                 level: raw.log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into()),

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use authz_agent::cli::{
-    artifact, audit, check, control, delegate, key, lockdown, run, Cli, Command,
+    artifact, audit, check, control, delegate, key, lockdown, revocations, run, Cli, Command,
 };
 use clap::Parser as _;
 
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Delegate(args) => delegate::run(args),
         Command::Artifact(args) => artifact::run(args),
         Command::Lockdown(args) => lockdown::run(args),
+        Command::Revocations(args) => revocations::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,8 @@
 //! artifacts/<id>.toml   every accepted artifact, byte for byte as submitted
 //! revocations.toml      revoked ids (only grows, but see compaction below)
 //! state.toml            the mode set with `authz-agent mode`
+//! revocation-lists.toml the serial (and digest) of the last signed revocation
+//!                       list applied from each signer
 //! ```
 //!
 //! Every file is written atomically: a temporary file in the same directory,
@@ -47,7 +49,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     enforcer::Mode,
-    vocab::{fields::ArtifactId, time::Timestamp},
+    vocab::{
+        fields::ArtifactId,
+        keyid::{BadKeyId, KeyId},
+        time::Timestamp,
+    },
 };
 
 /// Largest artifact file the store reads back.
@@ -93,6 +99,27 @@ pub struct Revocation {
 struct RevocationFile {
     #[serde(default)]
     revoked: Vec<Revocation>,
+}
+
+/// The last signed revocation list applied from one signer: a later list
+/// must have a higher serial.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppliedList {
+    /// Key id of the signer.
+    pub signer: String,
+    pub serial: u64,
+    /// [`crate::revocation_list::RevocationList::digest`], hex: the same list
+    /// delivered again is recognised rather than refused as stale.
+    pub digest: String,
+    pub applied_at: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppliedFile {
+    #[serde(default)]
+    applied: Vec<AppliedList>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -280,6 +307,49 @@ impl Store {
             toml::to_string(&StateFile { mode: Some(mode) }).expect("plain struct serializes");
         write_atomic(&path, text.as_bytes(), 0o600).map_err(io_err(&path))
     }
+
+    fn applied_lists_path(&self) -> PathBuf {
+        self.dir.join("revocation-lists.toml")
+    }
+
+    /// The last revocation list applied from each signer, by signer.
+    pub fn applied_lists(&self) -> Result<BTreeMap<KeyId, AppliedList>, StoreError> {
+        let path = self.applied_lists_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(StoreError::Io(path, e)),
+        };
+        let corrupt = |message: String| StoreError::Corrupt {
+            path: path.clone(),
+            message,
+        };
+        let file: AppliedFile =
+            toml::from_str(&text).map_err(|e| corrupt(e.message().to_owned()))?;
+        file.applied
+            .into_iter()
+            .map(|a| {
+                let signer: KeyId = a
+                    .signer
+                    .parse()
+                    .map_err(|e: BadKeyId| corrupt(e.to_string()))?;
+                Ok((signer, a))
+            })
+            .collect()
+    }
+
+    /// Rewrites the record of applied revocation lists.
+    pub fn save_applied_lists(
+        &self,
+        applied: &BTreeMap<KeyId, AppliedList>,
+    ) -> Result<(), StoreError> {
+        let path = self.applied_lists_path();
+        let file = AppliedFile {
+            applied: applied.values().cloned().collect(),
+        };
+        let text = toml::to_string(&file).expect("plain struct serializes");
+        write_atomic(&path, text.as_bytes(), 0o600).map_err(io_err(&path))
+    }
 }
 
 impl Revocation {
@@ -428,6 +498,34 @@ mod tests {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
         let dir = std::env::temp_dir().join(format!("authz-store-test-{}", hex::encode(nonce)));
         (Store::open(&dir).unwrap(), dir)
+    }
+
+    #[test]
+    fn applied_revocation_lists_round_trip_and_corruption_is_an_error() {
+        let (store, dir) = temp_store();
+        assert!(store.applied_lists().unwrap().is_empty());
+        let signer = KeyId([3; 32]);
+        let applied = BTreeMap::from([(
+            signer,
+            AppliedList {
+                signer: signer.to_string(),
+                serial: 9,
+                digest: "ab".repeat(32),
+                applied_at: "2025-01-01T00:00:00Z".into(),
+            },
+        )]);
+        store.save_applied_lists(&applied).unwrap();
+        assert_eq!(store.applied_lists().unwrap(), applied);
+        fs::write(
+            dir.join("revocation-lists.toml"),
+            "[[applied]]\nsigner = \"zz\"\nserial = 1\ndigest = \"\"\napplied_at = \"\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            store.applied_lists(),
+            Err(StoreError::Corrupt { .. })
+        ));
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

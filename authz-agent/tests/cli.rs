@@ -639,3 +639,76 @@ fn audit_commands_take_the_log_and_key_from_the_config() {
     ]);
     assert!(err.contains("no decision log at none.jsonl"), "{err}");
 }
+
+#[test]
+fn revocation_lists_are_signed_by_a_root_or_a_delegate_and_checked_against_the_config() {
+    let s = Scene::new("revocations").with_permit();
+    let permit = fs::read_to_string(s.path("tool.permit")).unwrap();
+    let id = permit
+        .lines()
+        .find_map(|l| l.strip_prefix("id = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let list = |key: &str, out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "revocations",
+            "issue",
+            "--key",
+            key,
+            "--serial",
+            "3",
+            "--reason",
+            "key leaked",
+            "--config",
+            "agent.toml",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        args.push(&id);
+        s.run(&args)
+    };
+    let out = list("root.key", "root.revocations", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = fs::read_to_string(s.path("root.revocations")).unwrap();
+    for needle in [
+        "format = \"authz-revocations\"",
+        "serial = 3",
+        &id,
+        "key leaked",
+    ] {
+        assert!(text.contains(needle), "{needle} missing: {text}");
+    }
+    // Never overwrites.
+    assert!(!list("root.key", "root.revocations", &[]).status.success());
+
+    // The team key alone is no authority; with its delegation it is.
+    let err = {
+        let out = list("team.key", "team.revocations", &[]);
+        assert_eq!(out.status.code(), Some(1));
+        stderr(&out)
+    };
+    assert!(err.contains("not a trusted root key"), "{err}");
+    assert!(!s.path("team.revocations").exists());
+    let out = list(
+        "team.key",
+        "team.revocations",
+        &["--delegation", "team.delegation"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = fs::read_to_string(s.path("team.revocations")).unwrap();
+    assert!(text.contains("[[delegation]]"), "{text}");
+    // The root key does not hold the team's delegation.
+    let out = list(
+        "root.key",
+        "x.revocations",
+        &["--delegation", "team.delegation"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not the key the delegation delegates to"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -17,6 +17,7 @@ use crate::{
     vocab::{
         delegation::Delegation,
         fields::{check_text, MAX_NAME, MAX_PATH},
+        hosts::HostBinding,
         keyid::KeyId,
     },
 };
@@ -149,6 +150,17 @@ pub fn issue(
     delegation: Option<&Delegation>,
     now: Timestamp,
 ) -> Result<Artifact, ArtifactError> {
+    issue_bound(request, None, key, delegation, now)
+}
+
+/// [`issue`], bound to `hosts` when given (live only on those hosts).
+pub fn issue_bound(
+    request: Request,
+    hosts: Option<HostBinding>,
+    key: &SigningKey,
+    delegation: Option<&Delegation>,
+    now: Timestamp,
+) -> Result<Artifact, ArtifactError> {
     let id = ArtifactId::random();
     let _span = tracing::info_span!("issue", %id).entered();
     let issuer = KeyId::of(&key.verifying_key());
@@ -184,6 +196,7 @@ pub fn issue(
         provenance: request.provenance,
         libraries: request.libraries,
         chain: delegation.map(|d| d.links().to_vec()).unwrap_or_default(),
+        hosts,
     };
     let artifact = body.sign(key)?;
     tracing::debug!(cgroup = %artifact.scope.cgroup, expires = %expires, "issued permit");

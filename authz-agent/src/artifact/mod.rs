@@ -23,6 +23,7 @@ use crate::vocab::{
     delegation::{self, chain_digests, DelegationLink, LinkDigest, RawLink, MAX_LINKS},
     encoding::Encoder,
     fields::{check_opt_text, parse_hex, parse_id, MAX_IDENTITY, MAX_NAME, MAX_PATH, MAX_REASON},
+    hosts::{HostBinding, RawHosts},
     keyid::{parse_key_id, KeyId},
     text::{self, conv, Doc, Writer, VERSION},
 };
@@ -95,6 +96,8 @@ pub struct Body {
     pub libraries: Vec<Library>,
     /// Delegation links, root first; empty when a root key signs directly.
     pub chain: Vec<DelegationLink>,
+    /// The hosts it may be live on (`[hosts]`); None: any host.
+    pub hosts: Option<HostBinding>,
 }
 
 /// A parsed, well-formed (not necessarily valid) artifact.
@@ -193,7 +196,12 @@ impl Body {
         for d in link_digests {
             e.fixed(d);
         }
+        // Optional blocks: appended only when present, so the message of an
+        // artifact without them is unchanged. Each starts with its own tag.
         code::permit_extension(&mut e, self.subject.exec_memory, &self.libraries);
+        if let Some(hosts) = &self.hosts {
+            hosts.encode(&mut e);
+        }
         e.finish()
     }
 
@@ -230,6 +238,7 @@ struct RawArtifact {
     validity: RawValidity,
     provenance: Option<RawProvenance>,
     library: Option<Spanned<Vec<RawLibrary>>>,
+    hosts: Option<RawHosts>,
     delegation: Option<Spanned<Vec<RawLink>>>,
 }
 text::headed!(RawArtifact);
@@ -320,6 +329,11 @@ impl Artifact {
             },
             libraries,
             chain,
+            hosts: raw
+                .hosts
+                .as_ref()
+                .map(|h| h.parse(&doc, "hosts"))
+                .transpose()?,
         };
         if body.validity.expires <= body.validity.not_before {
             return Err(doc.err(
@@ -359,11 +373,15 @@ impl Artifact {
         if b.subject.exec_memory {
             also.push_str("Its processes may make memory executable (a JIT).\n");
         }
+        let hosts = b
+            .hosts
+            .as_ref()
+            .map_or(String::new(), |h| format!("\nonly on hosts with {h}"));
         let mut w = Writer::new(
             Kind::Artifact,
             &format!(
                 "authz permit: the binary with this SHA-256 may run in {scope}\n\
-                 from {} until {}.\n\
+                 from {} until {}{hosts}.\n\
                  {also}\
                  Every field is signed: editing any of them invalidates the permit.\n\
                  Check it with `authz-agent artifact verify`.",
@@ -396,6 +414,10 @@ impl Artifact {
                 .opt_str("reason", p.reason.as_deref());
         }
         code::write_libraries(&mut w, &b.libraries);
+        if let Some(hosts) = &b.hosts {
+            w.table("hosts");
+            hosts.write(&mut w);
+        }
         delegation::write_links(&mut w, &b.chain);
         w.finish()
     }
@@ -447,6 +469,7 @@ pub(crate) mod vectors {
             not_before: t("2025-01-01T00:00:00Z"),
             expires: t("2025-04-01T00:00:00Z"),
             exec_memory: false,
+            hosts: None,
         };
         Delegation::extend(None, grant, &root()).unwrap()
     }
@@ -482,6 +505,7 @@ pub(crate) mod vectors {
             },
             libraries: Vec::new(),
             chain: delegation().links().to_vec(),
+            hosts: None,
         }
     }
 

@@ -9,7 +9,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
-use super::sign::{check_and_write, parse_start, PolicySource};
+use super::sign::{check_and_write, parse_start, HostArgs, PolicySource};
 use crate::{
     artifact::{
         issue::{self, Request},
@@ -19,7 +19,7 @@ use crate::{
     trust::{
         keys,
         verify::{effective_window, Window},
-        TrustPolicy,
+        verify_on, HostCheck, HostIdentity, TrustPolicy,
     },
     vocab::{
         delegation::Delegation,
@@ -41,6 +41,8 @@ pub struct ArtifactArgs {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ArtifactCommand {
     // Boxed: its many options make it far larger than the others.
     Issue(Box<IssueArgs>),
@@ -117,6 +119,8 @@ pub struct IssueArgs {
     #[arg(long, value_name = "ID")]
     pub on_behalf_of: Option<String>,
     #[command(flatten)]
+    pub hosts: HostArgs,
+    #[command(flatten)]
     pub policy: PolicySource,
     /// Where to write the permit (`-` for standard output). Never overwrites.
     #[arg(long, value_name = "FILE")]
@@ -127,8 +131,9 @@ pub struct IssueArgs {
 ///
 /// Verifies every signature, the chain of delegations, the cgroup scope and
 /// lifetime limits, the time window, the policy version and revocations
-/// against the `[trust]` table of the agent's config. When the permit is not
-/// valid, prints the reason on one line and exits 1.
+/// against the `[trust]` table of the agent's config, and a host binding
+/// against this host (its /etc/machine-id and the config's `host_labels`).
+/// When the permit is not valid, prints the reason on one line and exits 1.
 ///
 /// Example: authz-agent artifact verify make.permit --config /etc/authz/agent.toml
 #[derive(Debug, Args)]
@@ -212,7 +217,13 @@ fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
         },
         libraries,
     };
-    let artifact = issue::issue(request, &key, delegation.as_ref(), now)?;
+    let artifact = issue::issue_bound(
+        request,
+        args.hosts.binding()?,
+        &key,
+        delegation.as_ref(),
+        now,
+    )?;
     check_and_write(&artifact, policy.as_ref(), &args.out)?;
     let window = effective_window(&artifact);
     eprintln!(
@@ -279,7 +290,9 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     // The agent's own revocation list counts too, when this user can read it.
     let mut revoked_ids: std::collections::HashSet<ArtifactId> =
         args.revoked.iter().copied().collect();
-    if let Ok(config) = crate::config::Config::load(&args.config) {
+    let config = crate::config::Config::load(&args.config).ok();
+    let host = HostIdentity::local(config.as_ref().map_or(&[], |c| &c.agent.host_labels));
+    if let Some(config) = &config {
         match crate::store::Store::at(&config.agent.state_dir).revocations() {
             Ok(list) => revoked_ids.extend(list.into_keys()),
             Err(e) => eprintln!(
@@ -289,7 +302,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let revoked = |id: &ArtifactId| revoked_ids.contains(id);
-    let verified = crate::trust::verify(&artifact, &policy, &revoked, now)
+    let verified = verify_on(&artifact, &policy, HostCheck::This(&host), &revoked, now)
         .with_context(|| format!("{} is not valid", args.file.display()))?;
     let root = policy
         .root(&verified.issuer)
@@ -398,6 +411,9 @@ fn summary(a: &Artifact, now: Timestamp) -> String {
         }
     }
     let _ = writeln!(s, "to run in: {}", scope_text(a));
+    if let Some(hosts) = &a.hosts {
+        let _ = writeln!(s, "on hosts:  {hosts} (any of them)");
+    }
     let _ = writeln!(
         s,
         "from:      {} ({})",
@@ -444,6 +460,9 @@ fn summary(a: &Artifact, now: Timestamp) -> String {
                 ""
             }
         );
+        if let Some(hosts) = &g.hosts {
+            let _ = writeln!(s, "          only on hosts: {hosts}");
+        }
     }
     let p = &a.provenance;
     let _ = writeln!(
@@ -496,6 +515,11 @@ fn delegation_summary(d: &Delegation, now: Timestamp) -> String {
         relative(g.not_before, now)
     );
     let _ = writeln!(s, "until:     {} ({})", g.expires, relative(g.expires, now));
+    for link in d.links() {
+        if let Some(hosts) = &link.grant().hosts {
+            let _ = writeln!(s, "on hosts:  {hosts} (link {})", link.grant().id);
+        }
+    }
     let root = d.links()[0].grant().issuer;
     let _ = writeln!(s, "root key:  {root} (must be a trusted root key)");
     for (i, link) in d.links().iter().enumerate() {

@@ -22,6 +22,7 @@ use crate::{
     },
     defaults,
     enforcer::Mode,
+    vocab::text::{self, Kind},
 };
 use anyhow::{bail, Context as _};
 
@@ -137,11 +138,16 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     for file in &args.files {
         let result = read_artifact(file).and_then(|text| {
-            call_as::<SubmitResult>(&args.socket.socket, &Request::Submit { artifact: text })
-                .map_err(anyhow::Error::new)
+            if text::kind_of(&text) == Some(Kind::Revocations) {
+                return super::revocations::submit(&args.socket, file, text);
+            }
+            let v =
+                call_as::<SubmitResult>(&args.socket.socket, &Request::Submit { artifact: text })
+                    .map_err(anyhow::Error::new)?;
+            args.socket.output().print(&v, |v| render_submit(file, v))
         });
         match result {
-            Ok(v) => args.socket.output().print(&v, |v| render_submit(file, v))?,
+            Ok(()) => {}
             Err(e) => {
                 failed += 1;
                 let msg = match e.downcast_ref::<ClientError>() {

@@ -7,7 +7,7 @@ use std::{
 use anyhow::bail;
 use clap::Args;
 
-use super::sign::{check_and_write, parse_start, parse_until, PolicySource};
+use super::sign::{check_and_write, parse_start, parse_until, HostArgs, PolicySource};
 use crate::{
     trust::keys::{self, PublicKey},
     vocab::{
@@ -61,6 +61,8 @@ pub struct DelegateArgs {
     #[arg(long)]
     pub exec_memory: bool,
     #[command(flatten)]
+    pub hosts: HostArgs,
+    #[command(flatten)]
     pub policy: PolicySource,
     /// Where to write the delegation (`-` for standard output). Never overwrites.
     #[arg(long, value_name = "FILE")]
@@ -108,6 +110,7 @@ pub fn run(args: DelegateArgs) -> anyhow::Result<ExitCode> {
         not_before,
         expires: parse_until(&args.expires, not_before)?,
         exec_memory: args.exec_memory,
+        hosts: args.hosts.binding()?,
     };
     let delegation = Delegation::extend(parent.as_ref(), grant, &key)?;
     check_and_write(&delegation, policy.as_ref(), &args.out)?;

@@ -5,6 +5,7 @@
 //!   (requests to the running agent) and `unload`;
 //! - [`audit`]: `audit verify`, `audit explain`;
 //! - [`key`], [`delegate`], [`artifact`]: keys, delegations and permits;
+//!   [`revocations`]: signed revocation lists;
 //!   [`sign`] is what `delegate` and `artifact issue` share.
 //!
 //! [`output`] prints every command's `--json`. Default paths come from
@@ -18,6 +19,7 @@ pub mod delegate;
 pub mod key;
 pub mod lockdown;
 pub mod output;
+pub mod revocations;
 pub mod run;
 mod sign;
 
@@ -76,6 +78,10 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Submit signed artifacts to the running agent (verified, stored, enforced).
     ///
+    /// A signed revocation list (from `authz-agent revocations issue`) is
+    /// submitted the same way: the agent applies it when its serial is above
+    /// the last list applied from its signer.
+    ///
     /// Example: authz-agent submit build-tool.permit.toml
     Submit(control::SubmitArgs),
     /// List accepted artifacts: live, waiting for their cgroup, or scheduled.
@@ -122,6 +128,7 @@ pub enum Command {
     Delegate(delegate::DelegateArgs),
     Artifact(artifact::ArtifactArgs),
     Lockdown(lockdown::LockdownArgs),
+    Revocations(revocations::RevocationsArgs),
 }
 
 impl Command {
@@ -134,6 +141,7 @@ impl Command {
             Command::Audit(a) => readable_config(a.config()),
             Command::Delegate(a) => a.policy.config.clone(),
             Command::Artifact(a) => a.config().map(Path::to_owned),
+            Command::Revocations(a) => a.config().map(Path::to_owned),
             Command::Submit(_)
             | Command::List(_)
             | Command::Revoke(_)
@@ -238,6 +246,18 @@ mod tests {
                 "l",
                 "-o",
                 "-",
+            ],
+            &[
+                "authz-agent",
+                "revocations",
+                "issue",
+                "--key",
+                "k",
+                "--serial",
+                "2",
+                "--out",
+                "-",
+                "00000000000000000000000000000001",
             ],
         ] {
             Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));

@@ -10,14 +10,43 @@ use crate::{
     artifact::Artifact,
     trust::{
         verify::{chain_window, effective_window, Limits, Part},
-        verify_delegation, TrustPolicy, VerifyError,
+        verify_delegation_on, verify_on, HostCheck, TrustPolicy, VerifyError,
     },
     vocab::{
         delegation::Delegation,
+        hosts::{HostBinding, HostLabel, MachineId},
         text,
         time::{self, Timestamp},
     },
 };
+
+/// Which hosts a permit or delegation is bound to (`[hosts]`): none given,
+/// any host.
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Live only on the host with this machine id (its /etc/machine-id);
+    /// repeatable. A host matching any --host-machine-id or --host-label is
+    /// one of the bound hosts.
+    #[arg(long = "host-machine-id", value_name = "ID")]
+    pub machine_ids: Vec<MachineId>,
+    /// Live only on hosts whose config declares this label
+    /// (`host_labels`); repeatable.
+    #[arg(long = "host-label", value_name = "LABEL")]
+    pub labels: Vec<HostLabel>,
+}
+
+impl HostArgs {
+    /// The binding, or None when no host was named.
+    pub(super) fn binding(&self) -> anyhow::Result<Option<HostBinding>> {
+        if self.machine_ids.is_empty() && self.labels.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(HostBinding::new(
+            self.machine_ids.clone(),
+            self.labels.clone(),
+        )?))
+    }
+}
 
 /// Which trust-policy version to issue under: given, or read from the config.
 #[derive(Debug, Args)]
@@ -81,7 +110,9 @@ pub(super) trait NewlySigned {
     /// Returns the first instant it can be in force.
     fn check_alone(&self) -> anyhow::Result<Timestamp>;
 
-    /// Verifies it under `policy` at `at`, as the agent would (no revocations).
+    /// Verifies it under `policy` at `at`, as the agent would (no
+    /// revocations), on any host: a host binding says where it is enforced,
+    /// not where it is signed.
     fn verify(&self, policy: &TrustPolicy, at: SystemTime) -> Result<(), VerifyError>;
 
     fn to_toml(&self) -> String;
@@ -110,7 +141,7 @@ pub(super) fn check_and_write<T: NewlySigned>(
 }
 
 /// Writes `contents` to `out` (refusing to overwrite), or to stdout for `-`.
-fn write_output(out: &Path, mode: u32, contents: &str) -> anyhow::Result<()> {
+pub(super) fn write_output(out: &Path, mode: u32, contents: &str) -> anyhow::Result<()> {
     if out == Path::new("-") {
         std::io::stdout()
             .write_all(contents.as_bytes())
@@ -141,7 +172,7 @@ impl NewlySigned for Delegation {
     }
 
     fn verify(&self, policy: &TrustPolicy, at: SystemTime) -> Result<(), VerifyError> {
-        verify_delegation(self, policy, &|_| false, at).map(|_| ())
+        verify_delegation_on(self, policy, HostCheck::Anywhere, &|_| false, at).map(|_| ())
     }
 
     fn to_toml(&self) -> String {
@@ -175,7 +206,7 @@ impl NewlySigned for Artifact {
     }
 
     fn verify(&self, policy: &TrustPolicy, at: SystemTime) -> Result<(), VerifyError> {
-        crate::trust::verify(self, policy, &|_| false, at).map(|_| ())
+        verify_on(self, policy, HostCheck::Anywhere, &|_| false, at).map(|_| ())
     }
 
     fn to_toml(&self) -> String {

@@ -26,9 +26,13 @@ pub enum Role {
 /// not compile until it is given one.
 pub fn required_role(request: &Request) -> Role {
     match request {
-        Request::Submit { .. } | Request::List {} | Request::Status {} | Request::Report {} => {
-            Role::Submitter
-        }
+        // A revocation list, like an artifact, carries its own authority
+        // (its signature), and it only ever takes permits away.
+        Request::Submit { .. }
+        | Request::RevocationList { .. }
+        | Request::List {}
+        | Request::Status {}
+        | Request::Report {} => Role::Submitter,
         Request::SetMode { .. }
         | Request::Revoke { .. }
         | Request::RevokeAll { .. }
@@ -171,6 +175,7 @@ pub fn op_name(request: &Request) -> &'static str {
         Request::List {} => "list",
         Request::Revoke { .. } => "revoke",
         Request::RevokeAll { .. } => "revoke --all",
+        Request::RevocationList { .. } => "submit (revocation list)",
         Request::Status {} => "status",
         Request::SetMode { .. } => "mode",
         Request::Report {} => "report",
@@ -205,6 +210,9 @@ mod tests {
             Request::Submit {
                 artifact: String::new(),
             },
+            Request::RevocationList {
+                list: String::new(),
+            },
             Request::List {},
             Request::Status {},
             Request::Report {},
@@ -233,6 +241,7 @@ mod tests {
             needs,
             [
                 ("submit", Role::Submitter),
+                ("submit (revocation list)", Role::Submitter),
                 ("list", Role::Submitter),
                 ("status", Role::Submitter),
                 ("report", Role::Submitter),

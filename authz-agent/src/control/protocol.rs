@@ -34,6 +34,8 @@ pub enum Request {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// Apply a signed revocation list (its TOML text).
+    RevocationList { list: String },
     /// Revoke every accepted artifact and flush the kernel's permit map.
     RevokeAll {
         #[serde(default)]
@@ -81,6 +83,9 @@ pub enum RefusalKind {
     Conflict,
     /// The kernel's permit map is full.
     Full,
+    /// A revocation list whose serial is not above the last one applied from
+    /// its signer.
+    StaleSerial,
     // Verification (see docs/artifact-format.md).
     UnknownIssuer,
     RetiredKey,
@@ -104,6 +109,8 @@ pub enum RefusalKind {
     Locked,
     /// A lockdown statement sent while the kernel is not locked down.
     NotLocked,
+    /// The artifact, or a delegation it depends on, is bound to other hosts.
+    WrongHost,
     /// A kind this client does not know (a newer agent).
     #[serde(other)]
     Unknown,
@@ -128,6 +135,20 @@ impl RefusalKind {
             E::ChainTooLong { .. } => Self::ChainTooLong,
             E::PolicyVersionMismatch { .. } => Self::PolicyVersionMismatch,
             E::Revoked { .. } => Self::Revoked,
+            E::WrongHost { .. } => Self::WrongHost,
+        }
+    }
+
+    /// The kind of a revocation list that is not applied.
+    pub fn of_list(e: &crate::trust::revocations::ListError) -> Self {
+        use crate::trust::revocations::ListError as E;
+        match e {
+            E::UnknownSigner { .. } => Self::UnknownIssuer,
+            E::RetiredSigner { .. } => Self::RetiredKey,
+            E::Chain(e) => Self::of_verify(e),
+            E::NotTheDelegate { .. } => Self::BrokenChain,
+            E::BadSignature { .. } => Self::BadSignature,
+            E::StaleSerial { .. } => Self::StaleSerial,
         }
     }
 
@@ -148,6 +169,7 @@ impl RefusalKind {
             Self::Malformed => "malformed",
             Self::Conflict => "conflict",
             Self::Full => "full",
+            Self::StaleSerial => "stale-serial",
             Self::UnknownIssuer => "unknown-issuer",
             Self::RetiredKey => "retired-key",
             Self::BrokenChain => "broken-chain",
@@ -162,6 +184,7 @@ impl RefusalKind {
             Self::ChainTooLong => "chain-too-long",
             Self::PolicyVersionMismatch => "policy-version-mismatch",
             Self::Revoked => "revoked",
+            Self::WrongHost => "wrong-host",
             Self::Unknown => "unknown",
         }
     }
@@ -299,6 +322,27 @@ pub struct RevokeResult {
     pub known: bool,
 }
 
+/// Result of applying a signed revocation list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationListResult {
+    /// Key id of the signer.
+    pub signer: String,
+    pub serial: u64,
+    /// Ids newly revoked.
+    pub revoked: usize,
+    /// Ids that were revoked already.
+    pub already_revoked: usize,
+    /// Accepted artifacts the list removed.
+    pub removed: usize,
+    /// Ids a delegate's list named that the agent cannot place under the
+    /// delegate's link; not applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub out_of_scope: Vec<String>,
+    /// This very list was the last applied from its signer; nothing changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub already_applied: bool,
+}
+
 /// Result of `revoke --all`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeAllResult {
@@ -412,6 +456,7 @@ pub enum Reply {
     List(ListResult),
     Revoke(RevokeResult),
     RevokeAll(RevokeAllResult),
+    RevocationList(RevocationListResult),
     Status(Box<StatusResult>),
     SetMode(ModeResult),
     Report(ReportResult),

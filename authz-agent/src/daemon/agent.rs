@@ -325,7 +325,7 @@ impl Agent {
     }
 
     /// Removes an artifact from the kernel, memory and store.
-    fn forget(&mut self, id: &ArtifactId) -> Result<(), EnforcerError> {
+    pub(super) fn forget(&mut self, id: &ArtifactId) -> Result<(), EnforcerError> {
         let (_, touched) = self.permits.remove(id);
         self.write_rows(touched)?;
         if let Err(e) = self.store.remove_artifact(id) {

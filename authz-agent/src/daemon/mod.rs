@@ -19,6 +19,7 @@ pub mod lockdown;
 pub mod permits;
 mod queries;
 mod report;
+mod revocation_lists;
 mod revocations;
 pub mod sequence;
 
@@ -140,10 +141,12 @@ async fn serve(
         audit_key,
     )?;
     let recovered = audit.recovered_bytes;
+    let host = crate::trust::HostIdentity::local(&a.host_labels);
+    tracing::info!(%host, "this host, for permits bound to hosts");
     let mut agent = Agent::new(
         enforcer,
         store,
-        Verifier::new(config.trust.clone()),
+        Verifier::for_host(config.trust.clone(), host),
         hierarchy,
         revoked,
         audit,
@@ -181,6 +184,7 @@ async fn serve(
             "ima": agent.enforcer.kernel().ima,
             "event_epoch": format!("{:016x}", agent.enforcer.epoch()),
             "lockdown": agent.enforcer.lockdown(),
+            "host": agent.verifier.host().to_string(),
             "config": config.path,
         }),
     );
@@ -305,6 +309,15 @@ pub fn handle(
         Request::RevokeAll { reason } => {
             Some(("revoke-all", serde_json::json!({ "reason": reason })))
         }
+        Request::RevocationList { list } => Some((
+            "revocation-list",
+            serde_json::json!({
+                "list": crate::revocation_list::RevocationList::parse(list)
+                    .ok()
+                    .map(|l| serde_json::json!({ "signer": l.issuer.to_string(), "serial": l.serial, "ids": l.revoked.len() })),
+                "bytes": list.len(),
+            }),
+        )),
         Request::SetMode { mode } => Some(("mode", serde_json::json!({ "mode": mode }))),
         Request::Unlock { statement } => Some((
             "lockdown-unlock",
@@ -346,6 +359,9 @@ fn execute(agent: &mut Agent, request: Request, now: SystemTime) -> Result<Reply
         Request::List {} => Reply::List(agent.list(now)),
         Request::Revoke { id, reason } => Reply::Revoke(agent.revoke(&id, reason, now)?),
         Request::RevokeAll { reason } => Reply::RevokeAll(agent.revoke_all(reason, now)?),
+        Request::RevocationList { list } => {
+            Reply::RevocationList(agent.apply_revocation_list(&list, now)?)
+        }
         Request::Status {} => {
             // The kernel's actual state, checked and restored before it is told.
             agent.check_integrity();

@@ -6,19 +6,24 @@
 //!   their limits, retired keys, policy versions.
 //! - [`verify`](mod@verify): the decision, with one [`VerifyError`] per
 //!   reason, including whether each delegation link narrows the one before.
+//! - [`revocations`]: whether a signed revocation list may be applied, and
+//!   what a delegate's list may revoke.
 //!
 //! What a permit and a delegation *are* (their fields, text and signed bytes)
 //! is [`crate::artifact`] and [`crate::vocab`]; this module only depends on them.
+pub mod host;
 pub mod keys;
 pub mod policy;
+pub mod revocations;
 pub mod verify;
 
 pub use self::{
+    host::{HostCheck, HostIdentity},
     keys::PublicKey,
     policy::{PolicyError, RootKey, TrustPolicy},
     verify::{
-        effective_window, verify, verify_delegation, Authority, Part, Verified, VerifiedDelegation,
-        Verifier, VerifyError, Window,
+        effective_window, verify, verify_delegation, verify_delegation_on, verify_on, Authority,
+        Part, Verified, VerifiedDelegation, Verifier, VerifyError, Window,
     },
 };
 #[cfg(test)]

@@ -85,6 +85,7 @@ impl Kit {
             },
             libraries: Vec::new(),
             chain: Vec::new(),
+            hosts: None,
         }
     }
 
@@ -101,6 +102,7 @@ impl Kit {
             not_before: self.now,
             expires: self.at(30 * DAY as i64),
             exec_memory: false,
+            hosts: None,
         }
     }
 

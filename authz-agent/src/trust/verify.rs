@@ -4,12 +4,16 @@ use std::{collections::HashSet, fmt, sync::Mutex, time::SystemTime};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use super::policy::{RootKey, TrustPolicy};
+use super::{
+    host::{HostCheck, HostIdentity},
+    policy::{RootKey, TrustPolicy},
+};
 use crate::{
     artifact::{Artifact, Body},
     vocab::{
         delegation::{Delegation, DelegationLink, Grant, LinkDigest, NO_PARENT},
         fields::{join_prefixes, ArtifactId, CgroupPath, Digest},
+        hosts::HostBinding,
         keyid::KeyId,
         time::{format_duration, Timestamp},
     },
@@ -130,6 +134,12 @@ pub enum VerifyError {
     },
     #[error("{part} is revoked")]
     Revoked { part: Part },
+    #[error("{part} is bound to other hosts ({binding}); this host: {host}")]
+    WrongHost {
+        part: Part,
+        binding: String,
+        host: String,
+    },
 }
 
 /// A validity window: from `not_before` (inclusive) until `expires` (exclusive).
@@ -410,6 +420,25 @@ fn check_version(policy: &TrustPolicy, version: u32, part: &Part) -> Result<(), 
     })
 }
 
+/// A part bound to hosts may be live only on one of them.
+fn check_host(
+    host: HostCheck<'_>,
+    binding: Option<&HostBinding>,
+    part: &Part,
+) -> Result<(), VerifyError> {
+    match binding {
+        Some(b) if !host.allows(b) => Err(VerifyError::WrongHost {
+            part: part.clone(),
+            binding: b.to_string(),
+            host: match host {
+                HostCheck::This(h) => h.to_string(),
+                HostCheck::Anywhere => "any".into(),
+            },
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn check_not_retired(policy: &TrustPolicy, key_id: KeyId) -> Result<(), VerifyError> {
     if policy.is_retired(&key_id) {
         return Err(VerifyError::RetiredKey { key_id });
@@ -431,6 +460,7 @@ fn walk_chain<'a>(
     links: &'a [DelegationLink],
     first_signer: KeyId,
     policy: &'a TrustPolicy,
+    host: HostCheck<'_>,
     revoked: &dyn Fn(&ArtifactId) -> bool,
     now: Timestamp,
     cache: Option<&LinkCache>,
@@ -485,6 +515,7 @@ fn walk_chain<'a>(
             return Err(VerifyError::Revoked { part });
         }
         check_window(now, g.not_before, g.expires, &part)?;
+        check_host(host, g.hosts.as_ref(), &part)?;
         end.limits = Limits::link(i, links.len(), link);
         end.key_ids.push(delegate);
         end.link_ids.push(g.id);
@@ -507,6 +538,7 @@ struct Prepared<'a> {
 fn prepare<'a>(
     artifact: &'a Artifact,
     policy: &'a TrustPolicy,
+    host: HostCheck<'_>,
     revoked: &dyn Fn(&ArtifactId) -> bool,
     now: Timestamp,
     cache: Option<&LinkCache>,
@@ -515,7 +547,15 @@ fn prepare<'a>(
         .chain
         .first()
         .map_or(artifact.issuer, |l| l.grant().issuer);
-    let end = walk_chain(&artifact.chain, first_signer, policy, revoked, now, cache)?;
+    let end = walk_chain(
+        &artifact.chain,
+        first_signer,
+        policy,
+        host,
+        revoked,
+        now,
+        cache,
+    )?;
     let part = Part::Permit(artifact.id);
     if artifact.issuer != end.limits.key_id {
         return Err(VerifyError::BrokenChain {
@@ -536,6 +576,7 @@ fn prepare<'a>(
 fn complete(
     artifact: &Artifact,
     policy: &TrustPolicy,
+    host: HostCheck<'_>,
     revoked: &dyn Fn(&ArtifactId) -> bool,
     now: Timestamp,
     prepared: Prepared<'_>,
@@ -557,6 +598,7 @@ fn complete(
         artifact.validity.expires,
         &part,
     )?;
+    check_host(host, artifact.hosts.as_ref(), &part)?;
     let window = effective_window(artifact);
     tracing::debug!(id = %artifact.id, cgroup = %artifact.scope.cgroup, not_before = %window.not_before, expires = %window.expires, "permit is valid");
     Ok(Verified {
@@ -590,31 +632,47 @@ fn complete(
 fn verify_with(
     artifact: &Artifact,
     policy: &TrustPolicy,
+    host: HostCheck<'_>,
     revoked: &dyn Fn(&ArtifactId) -> bool,
     now: SystemTime,
     cache: Option<&LinkCache>,
 ) -> Result<Verified, VerifyError> {
     let _span = tracing::debug_span!("verify", id = %artifact.id).entered();
     let now = Timestamp::from_system_time(now);
-    let prepared = prepare(artifact, policy, revoked, now, cache)?;
+    let prepared = prepare(artifact, policy, host, revoked, now, cache)?;
     check_signature(
         &prepared.end.limits.key,
         &prepared.message,
         artifact.signature(),
         &prepared.part,
     )?;
-    complete(artifact, policy, revoked, now, prepared)
+    complete(artifact, policy, host, revoked, now, prepared)
 }
 
 /// Verifies `artifact` against `policy` at time `now`; `revoked` says whether
-/// a permit or delegation id has been revoked. Checks every signature.
+/// a permit or delegation id has been revoked. Checks every signature. No
+/// host is known: an artifact bound to hosts is refused ([`verify_on`]
+/// names the host).
 pub fn verify(
     artifact: &Artifact,
     policy: &TrustPolicy,
     revoked: &dyn Fn(&ArtifactId) -> bool,
     now: SystemTime,
 ) -> Result<Verified, VerifyError> {
-    verify_with(artifact, policy, revoked, now, None)
+    let host = HostIdentity::unknown();
+    verify_with(artifact, policy, HostCheck::This(&host), revoked, now, None)
+}
+
+/// [`verify`] on the host `host` says (a binding it does not match is
+/// [`VerifyError::WrongHost`]).
+pub fn verify_on(
+    artifact: &Artifact,
+    policy: &TrustPolicy,
+    host: HostCheck<'_>,
+    revoked: &dyn Fn(&ArtifactId) -> bool,
+    now: SystemTime,
+) -> Result<Verified, VerifyError> {
+    verify_with(artifact, policy, host, revoked, now, None)
 }
 
 /// A valid delegation chain: the authority its last key holds.
@@ -629,10 +687,23 @@ pub struct VerifiedDelegation {
     pub exec_memory: bool,
 }
 
-/// Verifies a delegation file on its own: every link, as [`verify`] would.
+/// Verifies a delegation file on its own: every link, as [`verify`] would
+/// (no host known: a link bound to hosts is refused).
 pub fn verify_delegation(
     delegation: &Delegation,
     policy: &TrustPolicy,
+    revoked: &dyn Fn(&ArtifactId) -> bool,
+    now: SystemTime,
+) -> Result<VerifiedDelegation, VerifyError> {
+    let host = HostIdentity::unknown();
+    verify_delegation_on(delegation, policy, HostCheck::This(&host), revoked, now)
+}
+
+/// [`verify_delegation`] on the host `host` says.
+pub fn verify_delegation_on(
+    delegation: &Delegation,
+    policy: &TrustPolicy,
+    host: HostCheck<'_>,
     revoked: &dyn Fn(&ArtifactId) -> bool,
     now: SystemTime,
 ) -> Result<VerifiedDelegation, VerifyError> {
@@ -645,6 +716,7 @@ pub fn verify_delegation(
         links,
         first,
         policy,
+        host,
         revoked,
         Timestamp::from_system_time(now),
         None,
@@ -665,19 +737,32 @@ pub fn verify_delegation(
 #[derive(Debug)]
 pub struct Verifier {
     policy: TrustPolicy,
+    /// The host permits are verified for.
+    host: HostIdentity,
     cache: LinkCache,
 }
 
 impl Verifier {
+    /// A verifier that knows no host: artifacts bound to hosts are refused.
     pub fn new(policy: TrustPolicy) -> Self {
+        Self::for_host(policy, HostIdentity::unknown())
+    }
+
+    /// A verifier for permits to enforce on `host`.
+    pub fn for_host(policy: TrustPolicy, host: HostIdentity) -> Self {
         Self {
             policy,
+            host,
             cache: LinkCache::default(),
         }
     }
 
     pub fn policy(&self) -> &TrustPolicy {
         &self.policy
+    }
+
+    pub fn host(&self) -> &HostIdentity {
+        &self.host
     }
 
     /// Verifies many permits, giving each the result [`Verifier::verify`]
@@ -704,7 +789,16 @@ impl Verifier {
         for group in artifacts.chunks(BATCH) {
             let prepared: Vec<_> = group
                 .iter()
-                .map(|a| prepare(a, &self.policy, revoked, t, Some(&self.cache)))
+                .map(|a| {
+                    prepare(
+                        a,
+                        &self.policy,
+                        HostCheck::This(&self.host),
+                        revoked,
+                        t,
+                        Some(&self.cache),
+                    )
+                })
                 .collect();
             let (mut messages, mut signatures, mut keys) = (Vec::new(), Vec::new(), Vec::new());
             for (a, p) in group.iter().zip(&prepared) {
@@ -720,7 +814,7 @@ impl Verifier {
                     if !all_good {
                         check_signature(&p.end.limits.key, &p.message, a.signature(), &p.part)?;
                     }
-                    complete(a, &self.policy, revoked, t, p)
+                    complete(a, &self.policy, HostCheck::This(&self.host), revoked, t, p)
                 }));
             }
         }
@@ -734,14 +828,24 @@ impl Verifier {
         revoked: &dyn Fn(&ArtifactId) -> bool,
         now: SystemTime,
     ) -> Result<Verified, VerifyError> {
-        verify_with(artifact, &self.policy, revoked, now, Some(&self.cache))
+        verify_with(
+            artifact,
+            &self.policy,
+            HostCheck::This(&self.host),
+            revoked,
+            now,
+            Some(&self.cache),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trust::{keys::generate, testkit::*};
+    use crate::{
+        trust::{keys::generate, testkit::*},
+        vocab::hosts::MachineId,
+    };
 
     #[test]
     fn a_root_signed_permit_is_valid() {
@@ -1307,6 +1411,133 @@ mod tests {
         assert_eq!(batch.iter().filter(|r| r.is_err()).count(), 3);
     }
 
+    fn bound(ids: &[u8], labels: &[&str]) -> Option<HostBinding> {
+        Some(
+            HostBinding::new(
+                ids.iter().map(|b| MachineId([*b; 16])).collect(),
+                labels.iter().map(|l| l.parse().unwrap()).collect(),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn host(id: Option<u8>, labels: &[&str]) -> HostIdentity {
+        HostIdentity {
+            machine_id: id.map(|b| MachineId([b; 16])),
+            labels: labels.iter().map(|l| l.parse().unwrap()).collect(),
+        }
+    }
+
+    fn verify_here(kit: &Kit, a: &Artifact, h: &HostIdentity) -> Result<Verified, VerifyError> {
+        verify_on(
+            a,
+            &kit.policy,
+            HostCheck::This(h),
+            &|_| false,
+            kit.system_now(),
+        )
+    }
+
+    #[test]
+    fn a_bound_permit_is_valid_only_on_its_hosts() {
+        let kit = Kit::new();
+        let a = kit.root_permit(|b| b.hosts = bound(&[1], &["build"]));
+        assert!(verify_here(&kit, &a, &host(Some(1), &[])).is_ok());
+        assert!(verify_here(&kit, &a, &host(Some(2), &["build", "x"])).is_ok());
+        let e = verify_here(&kit, &a, &host(Some(2), &["eu"])).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                VerifyError::WrongHost {
+                    part: Part::Permit(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("bound to other hosts"), "{e}");
+        assert!(e.to_string().contains("labels eu"), "{e}");
+        // A verifier told no host refuses it; an unbound permit is valid anywhere.
+        assert!(matches!(kit.verify(&a), Err(VerifyError::WrongHost { .. })));
+        let unbound = kit.root_permit(|_| {});
+        assert!(verify_here(&kit, &unbound, &host(None, &[])).is_ok());
+        assert!(kit.verify(&unbound).is_ok());
+        // Issuers check anywhere.
+        assert!(verify_on(
+            &a,
+            &kit.policy,
+            HostCheck::Anywhere,
+            &|_| false,
+            kit.system_now()
+        )
+        .is_ok());
+        // The binding is signed: taking it out breaks the signature.
+        let text = a.to_toml();
+        let stripped: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                !["[hosts]", "machine_ids =", "labels ="]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .collect();
+        let stripped = stripped.join("\n");
+        assert!(!stripped.contains("[hosts]"), "{stripped}");
+        let stripped = Artifact::parse(&stripped).unwrap();
+        assert_eq!(stripped.hosts, None);
+        assert!(matches!(
+            verify_here(&kit, &stripped, &host(Some(1), &[])),
+            Err(VerifyError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn a_bound_delegation_narrows_every_permit_under_it() {
+        let kit = Kit::new();
+        let d = kit.delegation(|g| g.hosts = bound(&[], &["eu"]));
+        let unbound = kit.team_permit(&d, |_| {});
+        let build = kit.team_permit(&d, |b| b.hosts = bound(&[], &["build"]));
+        let eu = host(None, &["eu"]);
+        let both = host(None, &["eu", "build"]);
+        assert!(verify_here(&kit, &unbound, &eu).is_ok());
+        let e = verify_here(&kit, &unbound, &host(None, &["build"])).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                VerifyError::WrongHost {
+                    part: Part::Delegation { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(matches!(
+            verify_here(&kit, &build, &eu),
+            Err(VerifyError::WrongHost {
+                part: Part::Permit(_),
+                ..
+            })
+        ));
+        assert!(verify_here(&kit, &build, &both).is_ok());
+        let verifier = Verifier::for_host(kit.policy.clone(), eu.clone());
+        let batch = verifier.verify_batch([&unbound, &build], &|_| false, kit.system_now());
+        assert!(batch[0].is_ok());
+        assert!(matches!(batch[1], Err(VerifyError::WrongHost { .. })));
+        assert_eq!(verifier.host(), &eu);
+        assert!(verify_delegation_on(
+            &d,
+            &kit.policy,
+            HostCheck::This(&eu),
+            &|_| false,
+            kit.system_now()
+        )
+        .is_ok());
+        assert!(verify_delegation(&d, &kit.policy, &|_| false, kit.system_now()).is_err());
+        // The link's binding round-trips through the delegation file.
+        assert_eq!(Delegation::parse(&d.to_toml()).unwrap(), d);
+        assert_eq!(Artifact::parse(&build.to_toml()).unwrap(), build);
+    }
+
     #[test]
     fn error_messages_are_single_lines() {
         let kit = Kit::new();
@@ -1364,6 +1595,11 @@ mod tests {
                 version: 1,
                 min: 2,
                 current: 2,
+            },
+            VerifyError::WrongHost {
+                part: part.clone(),
+                binding: "labels a".into(),
+                host: "no machine id, no labels".into(),
             },
             VerifyError::Revoked { part },
         ];

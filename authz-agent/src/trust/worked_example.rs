@@ -52,6 +52,31 @@ fn the_documented_example_is_reproduced_exactly() {
     check(&a).unwrap();
 }
 
+/// The permit file committed before host binding (and any later optional
+/// field) existed, byte for byte: it still parses to the same values, signs
+/// the same message and verifies. New optional fields must never change the
+/// message of an artifact that does not use them.
+#[test]
+fn an_old_permit_file_keeps_its_exact_message_and_verifies() {
+    const OLD: &str = include_str!("../../../fuzz/seeds/artifact/example.permit");
+    let a = Artifact::parse(OLD).unwrap();
+    assert_eq!(a, artifact());
+    assert_eq!(a.hosts, None);
+    assert_eq!(a.message(), artifact().message());
+    assert_eq!(
+        hex::encode(a.signature().to_bytes()),
+        "a50dcb03781a7b60984326b26c638a575daffda0433547092834b9b28a396cedf9792c4e2f57a44419f71323ecbbfa8d37e298\
+         8a50132f1e88105a9575684509"
+    );
+    check(&a).unwrap();
+    const OLD_DELEGATION: &str = include_str!("../../../fuzz/seeds/delegation/example.delegation");
+    let d = crate::vocab::delegation::Delegation::parse(OLD_DELEGATION).unwrap();
+    assert_eq!(
+        hex::encode(d.links()[0].digest(&[0; 32])),
+        "c1e413ee53d21416c9f0fbab7e273f85ba5491d86c3c4d02d99e74e6a396a1fe"
+    );
+}
+
 #[test]
 fn round_trips_through_toml() {
     let a = artifact();

@@ -17,6 +17,7 @@ use super::{
     code::{link_extension, parse_exec_memory},
     encoding::Encoder,
     fields::{self, parse_hex, parse_id, ArtifactId, CgroupPath},
+    hosts::{HostBinding, RawHosts},
     keyid::{parse_key_id, parse_public_key, KeyId},
     text::{self, conv, ArtifactError, Doc, FileError, Kind, Writer, VERSION},
     time::{format_duration, Timestamp},
@@ -53,6 +54,8 @@ pub struct Grant {
     /// The delegate may issue permits that grant executable memory (and
     /// delegate that on). Only an authority that has it can grant it.
     pub exec_memory: bool,
+    /// The hosts everything under this link may be live on; None: any host.
+    pub hosts: Option<HostBinding>,
 }
 
 /// A signed [`Grant`].
@@ -101,6 +104,10 @@ impl Grant {
             .time(self.not_before)
             .time(self.expires);
         link_extension(&mut e, self.exec_memory);
+        // Appended only when present: unbound links sign what they always did.
+        if let Some(hosts) = &self.hosts {
+            hosts.encode(&mut e);
+        }
         e.finish()
     }
 
@@ -175,6 +182,7 @@ pub(crate) struct RawLink {
     expires: Spanned<String>,
     exec_memory: Option<Spanned<bool>>,
     signature: Spanned<String>,
+    hosts: Option<RawHosts>,
 }
 
 /// A signature in its canonical spelling: 128 lowercase hex digits.
@@ -219,6 +227,11 @@ pub(crate) fn parse_links(
             not_before: doc.get(&f("not_before"), &r.not_before, conv::time)?,
             expires: doc.get(&f("expires"), &r.expires, conv::time)?,
             exec_memory: parse_exec_memory(doc, &f("exec_memory"), &r.exec_memory)?,
+            hosts: r
+                .hosts
+                .as_ref()
+                .map(|h| h.parse(doc, &f("hosts")))
+                .transpose()?,
         };
         if let Err(ArtifactError::Field { field, problem, .. }) = grant.validate() {
             let span = match field.as_str() {
@@ -265,6 +278,10 @@ pub(crate) fn write_links(w: &mut Writer, links: &[DelegationLink]) {
             w.bool("exec_memory", true);
         }
         w.str("signature", &hex::encode(link.signature.to_bytes()));
+        if let Some(hosts) = &g.hosts {
+            w.table("delegation.hosts");
+            hosts.write(w);
+        }
     }
 }
 
@@ -310,6 +327,11 @@ impl Delegation {
     /// Links, root first (never empty).
     pub fn links(&self) -> &[DelegationLink] {
         &self.links
+    }
+
+    /// The chain `links` (root first) as a delegation; None when empty.
+    pub fn from_links(links: Vec<DelegationLink>) -> Option<Self> {
+        (!links.is_empty()).then_some(Self { links })
     }
 
     /// The last link: the authority the final key holds.
@@ -368,6 +390,7 @@ pub(crate) mod tests {
             not_before: now,
             expires: now.checked_add(30 * 86_400).unwrap(),
             exec_memory: false,
+            hosts: None,
         }
     }
 

@@ -12,12 +12,14 @@
 //!   writing); whether a chain grants anything is [`crate::trust`]'s to decide.
 //! - [`code`]: what a permit allows beyond exec (libraries, executable memory)
 //!   and its optional part of the signed messages.
+//! - [`hosts`]: the optional host binding of permits and links.
 //!
 //! Nothing here depends on `artifact` or `trust`.
 pub mod code;
 pub mod delegation;
 pub mod encoding;
 pub mod fields;
+pub mod hosts;
 pub mod keyid;
 pub mod statement;
 pub mod text;

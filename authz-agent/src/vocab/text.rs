@@ -26,6 +26,7 @@ pub enum Kind {
     PublicKey,
     SecretKey,
     Statement,
+    Revocations,
 }
 
 impl Kind {
@@ -37,6 +38,7 @@ impl Kind {
             Kind::PublicKey => "authz-public-key",
             Kind::SecretKey => "authz-secret-key",
             Kind::Statement => "authz-statement",
+            Kind::Revocations => "authz-revocations",
         }
     }
 }
@@ -49,6 +51,7 @@ impl fmt::Display for Kind {
             Kind::PublicKey => "public key file",
             Kind::SecretKey => "secret key file",
             Kind::Statement => "lockdown statement",
+            Kind::Revocations => "revocation list",
         })
     }
 }
@@ -125,6 +128,25 @@ pub enum FileError {
         #[source]
         source: ArtifactError,
     },
+}
+
+/// The kind of authz file `text` says it is (its `format`), when it is one;
+/// read leniently, before the strict parse of that kind.
+pub fn kind_of(text: &str) -> Option<Kind> {
+    if text.len() > MAX_FILE {
+        return None;
+    }
+    let header: Header = toml::from_str(text).ok()?;
+    let format = header.format?.into_inner();
+    [
+        Kind::Artifact,
+        Kind::Delegation,
+        Kind::Revocations,
+        Kind::PublicKey,
+        Kind::SecretKey,
+    ]
+    .into_iter()
+    .find(|k| format.as_str() == Some(k.format()))
 }
 
 /// Reads a file of `kind`, refusing more than [`MAX_FILE`] bytes without
