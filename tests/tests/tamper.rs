@@ -436,7 +436,11 @@ fn only_a_signed_unlock_for_this_host_from_a_root_ends_lockdown() {
         ),
         (
             "the wrong action",
-            l.statement(&l.d.root.key, "adopt-agent", &[]),
+            l.statement(
+                &l.d.root.key,
+                "adopt-agent",
+                &["--binary", daemon::agent_bin().to_str().unwrap()],
+            ),
         ),
     ];
     for (what, s) in &attempts {
