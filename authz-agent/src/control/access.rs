@@ -1,7 +1,8 @@
 //! Who may do what on the control socket.
 //!
 //! Two roles, decided from the peer's kernel credentials:
-//! - **submitter** (members of `socket_group`): submit, list, status, report;
+//! - **submitter** (members of `socket_group`): submit, list, status, report,
+//!   metrics, why;
 //! - **admin** (root, members of `admin_group`): everything a submitter may,
 //!   plus what changes enforcement itself: mode, revoke, revoke --all.
 //!
@@ -26,9 +27,12 @@ pub enum Role {
 /// not compile until it is given one.
 pub fn required_role(request: &Request) -> Role {
     match request {
-        Request::Submit { .. } | Request::List {} | Request::Status {} | Request::Report {} => {
-            Role::Submitter
-        }
+        Request::Submit { .. }
+        | Request::List {}
+        | Request::Status {}
+        | Request::Report { .. }
+        | Request::Metrics { .. }
+        | Request::Why { .. } => Role::Submitter,
         Request::SetMode { .. } | Request::Revoke { .. } | Request::RevokeAll { .. } => Role::Admin,
     }
 }
@@ -169,7 +173,9 @@ pub fn op_name(request: &Request) -> &'static str {
         Request::RevokeAll { .. } => "revoke --all",
         Request::Status {} => "status",
         Request::SetMode { .. } => "mode",
-        Request::Report {} => "report",
+        Request::Report { .. } => "report",
+        Request::Metrics { .. } => "status --format openmetrics",
+        Request::Why { .. } => "why",
     }
 }
 
@@ -201,7 +207,15 @@ mod tests {
             },
             Request::List {},
             Request::Status {},
-            Request::Report {},
+            Request::Report { since: None },
+            Request::Metrics {
+                format: Default::default(),
+            },
+            Request::Why {
+                path: "/bin/true".into(),
+                cgroup: None,
+                pid: None,
+            },
             Request::SetMode { mode: Mode::Off },
             Request::Revoke {
                 id: "ab".into(),
@@ -224,6 +238,8 @@ mod tests {
                 ("list", Role::Submitter),
                 ("status", Role::Submitter),
                 ("report", Role::Submitter),
+                ("status --format openmetrics", Role::Submitter),
+                ("why", Role::Submitter),
                 ("mode", Role::Admin),
                 ("revoke", Role::Admin),
                 ("revoke --all", Role::Admin),
