@@ -161,13 +161,15 @@ fn why_tells_what_the_kernel_does_and_why() {
     assert_eq!(v["permit"]["id"], id.as_str());
     assert_eperm(&allowed.run_in_cgroup(&d.cgroup_dir, &["true"]));
 
-    // The human form names the verdict and the reason.
-    let text = d.ok(&[
+    // The human form names the verdict and the reason (and exits 3 too).
+    let out = d.cli(&[
         "why",
         stranger.path.to_str().unwrap(),
         "--cgroup",
         &d.cgroup,
     ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stdout(&out);
     assert!(
         text.starts_with("REFUSED:") && text.contains("no-permit"),
         "{text}"
