@@ -53,11 +53,24 @@ pub struct Config {
     pub agent: AgentSection,
     pub log: LogSection,
     pub audit: AuditSection,
+    pub metrics: MetricsSection,
     pub trust: TrustPolicy,
     /// SHA-256 of the file's bytes: lockdown holds the agent to exactly this
     /// file.
     pub digest: [u8; 32],
 }
+
+/// `[metrics]`: the node_exporter textfile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsSection {
+    /// Rewritten (atomically) with the agent's metrics every `interval`;
+    /// none: no textfile.
+    pub textfile: Option<PathBuf>,
+    pub interval: Duration,
+}
+
+/// Default `[metrics] interval`: node_exporter's usual scrape interval.
+const METRICS_INTERVAL_SECONDS: u64 = 15;
 
 /// `[audit]`: the tamper-evident decision log.
 #[derive(Clone, Debug, PartialEq)]
@@ -133,7 +146,16 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    metrics: RawMetrics,
     trust: TrustPolicy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    textfile: Option<PathBuf>,
+    interval: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -282,6 +304,29 @@ impl Config {
             .inbox_dir
             .map(|d| absolute("agent.inbox_dir", d))
             .transpose()?;
+        let metrics = MetricsSection {
+            textfile: match raw.metrics.textfile {
+                None => None,
+                Some(p) => {
+                    let p = absolute("metrics.textfile", p)?;
+                    if p.extension().is_none_or(|e| e != "prom") {
+                        return Err(invalid(
+                            "metrics.textfile",
+                            format!(
+                                "{} must end in .prom (node_exporter's textfile collector reads only those)",
+                                p.display()
+                            ),
+                        ));
+                    }
+                    Some(p)
+                }
+            },
+            interval: duration(
+                "metrics.interval",
+                raw.metrics.interval,
+                METRICS_INTERVAL_SECONDS,
+            )?,
+        };
         let cgroup_poll = duration("agent.cgroup_poll", a.cgroup_poll, 1)?;
         let sweep_interval = duration("agent.sweep_interval", a.sweep_interval, 30)?;
         let tamper_check = duration("agent.tamper_check", a.tamper_check, 2)?;
@@ -330,6 +375,7 @@ impl Config {
                 level: raw.log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into()),
             },
             audit,
+            metrics,
             trust: raw.trust,
             digest: Sha256::digest(text.as_bytes()).into(),
         })
@@ -477,6 +523,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn the_metrics_textfile_is_optional_absolute_and_a_prom_file() {
+        let c = parse(TRUST).unwrap();
+        assert_eq!(c.metrics.textfile, None);
+        assert_eq!(c.metrics.interval, Duration::from_secs(15));
+        let c = parse(&format!(
+            "{TRUST}[metrics]\ntextfile = \"/var/lib/node_exporter/authz.prom\"\ninterval = \"5s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.metrics.textfile.as_deref(),
+            Some(Path::new("/var/lib/node_exporter/authz.prom"))
+        );
+        assert_eq!(c.metrics.interval, Duration::from_secs(5));
+        for bad in [
+            "textfile = \"authz.prom\"",
+            "textfile = \"/x/authz.txt\"",
+            "interval = \"0s\"",
+        ] {
+            let err = parse(&format!("{TRUST}[metrics]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("metrics."), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use authz_agent::cli::{
-    artifact, audit, check, control, delegate, key, lockdown, revocations, run, Cli, Command,
+    artifact, audit, check, config_check, control, delegate, exit, generate, key, lockdown,
+    revocations, run, why, Cli, Command,
 };
 use clap::Parser as _;
 
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     init_tracing(&cli.log_filter());
+    let json = cli.command.wants_json();
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Check(args) => check::run(&args),
@@ -32,15 +34,22 @@ fn main() -> ExitCode {
         Command::Artifact(args) => artifact::run(args),
         Command::Lockdown(args) => lockdown::run(args),
         Command::Revocations(args) => revocations::run(args),
+        Command::Why(args) => why::run(args),
+        Command::Config(args) => config_check::run(args),
+        Command::Completions(args) => generate::completions(&args),
+        Command::Man(args) => generate::man(&args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!(
-                "authz-agent: error: {}",
-                authz_agent::error_chain(e.as_ref())
-            );
-            ExitCode::FAILURE
+            eprintln!("authz-agent: error: {e:#}");
+            if json {
+                let report = exit::ErrorReport::new(&e);
+                if let Ok(text) = serde_json::to_string_pretty(&report) {
+                    println!("{text}");
+                }
+            }
+            exit::Exit::of_error(&e).exit_code()
         }
     }
 }

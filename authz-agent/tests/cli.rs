@@ -9,6 +9,12 @@ use std::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_authz-agent");
 
+/// Exit statuses (docs/operations.md), written out here so a change to them
+/// shows as a test failure.
+const FAILURE: i32 = 1;
+const REFUSED: i32 = 3;
+const LOG_BROKEN: i32 = 6;
+
 /// A scratch directory with a root key, a team key and an agent config that
 /// trusts the root key for /jobs.slice, permits up to 7 days.
 struct Scene {
@@ -76,12 +82,24 @@ impl Scene {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Runs and expects exit status 1; returns stderr, which must be one line.
+    /// Runs and expects exit status 1 (`failure`); returns stderr, which
+    /// must be one line.
     fn fails(&self, args: &[&str]) -> String {
+        self.fails_with(FAILURE, args)
+    }
+
+    /// Runs and expects exit status 3 (`refused`: invalid input).
+    fn refused(&self, args: &[&str]) -> String {
+        self.fails_with(REFUSED, args)
+    }
+
+    /// Runs and expects exit status `status`; returns stderr, which must be
+    /// one line.
+    fn fails_with(&self, status: i32, args: &[&str]) -> String {
         let out = self.run(args);
         assert_eq!(
             out.status.code(),
-            Some(1),
+            Some(status),
             "{args:?} did not fail: {:?}",
             out
         );
@@ -154,7 +172,7 @@ impl Scene {
 
     /// `artifact verify` that must fail with one line; returns it.
     fn verify_fails(&self, file: &str, extra: &[&str]) -> String {
-        self.fails(&Self::verify_args(file, extra))
+        self.refused(&Self::verify_args(file, extra))
     }
 
     /// A delegation and a permit issued through it: `tool.permit`.
@@ -310,7 +328,7 @@ fn verify_says_why_a_permit_is_not_valid() {
         .unwrap()
         .replace("version = 1", "version = 2");
     fs::write(s.path("v2.toml"), other).unwrap();
-    let err = s.fails(&["artifact", "verify", "tool.permit", "--config", "v2.toml"]);
+    let err = s.refused(&["artifact", "verify", "tool.permit", "--config", "v2.toml"]);
     assert!(
         err.contains("trust policy version 1; this policy accepts only version 2"),
         "{err}"
@@ -623,7 +641,7 @@ fn audit_commands_take_the_log_and_key_from_the_config() {
         "--key",
         "team.pub",
     ]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.status.code(), Some(LOG_BROKEN), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("BROKEN"),
         "{out:?}"
@@ -705,7 +723,7 @@ fn revocation_lists_are_signed_by_a_root_or_a_delegate_and_checked_against_the_c
         "x.revocations",
         &["--delegation", "team.delegation"],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(REFUSED), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("not the key the delegation delegates to"),
         "{}",

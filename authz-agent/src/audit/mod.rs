@@ -20,6 +20,7 @@
 //! checkpoint; the new file's first record links to that checkpoint, so the
 //! chain continues: verify the files in order.
 pub mod explain;
+pub mod history;
 pub mod record;
 pub mod schema;
 pub mod verify;

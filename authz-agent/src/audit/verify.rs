@@ -7,7 +7,7 @@ use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use super::{checkpoint_message, hash_line, Record, GENESIS};
 
 /// The first place the log stops being what the daemon wrote.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Broken {
     pub file: PathBuf,
     /// 1-based line number.
@@ -28,7 +28,7 @@ impl std::fmt::Display for Broken {
 }
 
 /// What a verification saw.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct VerifyReport {
     pub records: u64,
     pub checkpoints: usize,

@@ -9,7 +9,11 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
-use super::sign::{check_and_write, parse_start, HostArgs, PolicySource};
+use super::{
+    exit::{self, Exit},
+    output::Output,
+    sign::{check, check_and_write, parse_start, HostArgs, PolicySource},
+};
 use crate::{
     artifact::{
         issue::{self, Request},
@@ -123,8 +127,18 @@ pub struct IssueArgs {
     #[command(flatten)]
     pub policy: PolicySource,
     /// Where to write the permit (`-` for standard output). Never overwrites.
-    #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
+    /// Optional with --submit.
+    #[arg(long, value_name = "FILE", required_unless_present = "submit")]
+    pub out: Option<PathBuf>,
+    /// Also submit the permit to the running agent (as `authz-agent submit`).
+    #[arg(long)]
+    pub submit: bool,
+    /// The agent's control socket, for --submit.
+    #[arg(long, env = "AUTHZ_SOCKET", default_value = defaults::SOCKET, requires = "submit")]
+    pub socket: PathBuf,
+    /// Print what was issued (and the agent's answer) as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Check a permit; exit 0 only when it is valid
@@ -133,7 +147,8 @@ pub struct IssueArgs {
 /// lifetime limits, the time window, the policy version and revocations
 /// against the `[trust]` table of the agent's config, and a host binding
 /// against this host (its /etc/machine-id and the config's `host_labels`).
-/// When the permit is not valid, prints the reason on one line and exits 1.
+/// When the permit is not valid, prints the reason on one line and exits 3
+/// (`refused`).
 ///
 /// Example: authz-agent artifact verify make.permit --config /etc/authz/agent.toml
 #[derive(Debug, Args)]
@@ -150,6 +165,9 @@ pub struct VerifyArgs {
     /// Treat this permit or delegation id as revoked; repeatable.
     #[arg(long, value_name = "ID")]
     pub revoked: Vec<ArtifactId>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Show what a permit (or delegation) allows, for whom, until when
@@ -163,6 +181,9 @@ pub struct VerifyArgs {
 pub struct InspectArgs {
     /// A permit or delegation file.
     pub file: PathBuf,
+    /// Print the content as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl ArtifactArgs {
@@ -174,6 +195,100 @@ impl ArtifactArgs {
             ArtifactCommand::Inspect(_) => None,
         }
     }
+
+    pub(super) fn json(&self) -> bool {
+        match &self.command {
+            ArtifactCommand::Issue(a) => a.json,
+            ArtifactCommand::Verify(a) => a.json,
+            ArtifactCommand::Inspect(a) => a.json,
+        }
+    }
+}
+
+/// A permit as `--json` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct PermitJson {
+    pub id: String,
+    /// SHA-256 of the binary (hex).
+    pub digest: String,
+    pub cgroup: String,
+    pub descendants: bool,
+    /// The permit's own window (RFC 3339).
+    pub not_before: String,
+    pub expires: String,
+    /// Where its window and every delegation link's overlap (absent: never).
+    pub in_force: Option<crate::control::protocol::Window>,
+    /// The key that signed (the root key when there is no chain).
+    pub signer: String,
+    /// Delegation link ids, root first.
+    pub chain: Vec<String>,
+    pub policy_version: u32,
+    pub issued_at: String,
+    pub requested_by: Option<String>,
+    pub on_behalf_of: Option<String>,
+    pub reason: Option<String>,
+    pub subject_path: Option<String>,
+    pub subject_name: Option<String>,
+}
+
+impl PermitJson {
+    pub fn of(a: &Artifact) -> Self {
+        let w = effective_window(a);
+        Self {
+            id: a.id.to_string(),
+            digest: hex::encode(a.subject.sha256),
+            cgroup: a.scope.cgroup.to_string(),
+            descendants: a.scope.descendants,
+            not_before: a.validity.not_before.to_string(),
+            expires: a.validity.expires.to_string(),
+            in_force: (!w.is_empty()).then(|| crate::control::protocol::Window {
+                not_before: w.not_before.to_string(),
+                expires: w.expires.to_string(),
+            }),
+            signer: a.issuer.to_string(),
+            chain: a.chain.iter().map(|l| l.grant().id.to_string()).collect(),
+            policy_version: a.policy_version,
+            issued_at: a.issued_at.to_string(),
+            requested_by: a.provenance.requested_by.clone(),
+            on_behalf_of: a.provenance.on_behalf_of.clone(),
+            reason: a.provenance.reason.clone(),
+            subject_path: a.subject.path.clone(),
+            subject_name: a.subject.name.clone(),
+        }
+    }
+}
+
+/// `artifact issue --json`.
+#[derive(Debug, serde::Serialize)]
+struct IssueResult {
+    permit: PermitJson,
+    /// Where it was written (absent with --submit alone).
+    out: Option<PathBuf>,
+    /// The agent's answer, with --submit.
+    submitted: Option<crate::control::protocol::SubmitResult>,
+}
+
+/// `artifact verify --json` (an invalid permit is an error instead).
+#[derive(Debug, serde::Serialize)]
+struct VerifyResult {
+    valid: bool,
+    permit: PermitJson,
+    /// The trusted root its authority comes from.
+    root: String,
+}
+
+/// `artifact inspect --json` of a delegation.
+#[derive(Debug, serde::Serialize)]
+struct DelegationJson {
+    kind: &'static str,
+    delegate_key: String,
+    cgroup_prefixes: Vec<String>,
+    max_ttl_seconds: u64,
+    not_before: String,
+    expires: String,
+    /// Link ids, root first.
+    links: Vec<String>,
+    root_key: String,
 }
 
 /// Runs `authz-agent artifact ...`.
@@ -224,7 +339,16 @@ fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
         delegation.as_ref(),
         now,
     )?;
-    check_and_write(&artifact, policy.as_ref(), &args.out)?;
+    if args.json && args.out.as_deref() == Some(Path::new("-")) {
+        return Err(exit::error(
+            Exit::Usage,
+            "--json and --out - would both print on standard output: write the permit to a file",
+        ));
+    }
+    match &args.out {
+        Some(out) => check_and_write(&artifact, policy.as_ref(), out)?,
+        None => check(&artifact, policy.as_ref())?,
+    }
     let window = effective_window(&artifact);
     eprintln!(
         "issued permit {} for {} in {}, in force from {} until {}{}",
@@ -248,6 +372,39 @@ fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
     }
     if artifact.subject.exec_memory {
         eprintln!("  its processes may make memory executable (a JIT)");
+    }
+    let submitted = if args.submit {
+        let v =
+            super::control::submit_text(&args.socket, artifact.to_toml()).with_context(|| {
+                format!(
+                    "permit {} was issued{} but not accepted by the agent",
+                    artifact.id,
+                    args.out
+                        .as_deref()
+                        .map_or_else(String::new, |o| format!(" ({})", o.display()))
+                )
+            })?;
+        eprintln!(
+            "submitted: {} in {}{}",
+            v.state.as_str(),
+            v.cgroup.as_deref().unwrap_or("-"),
+            if v.already_accepted {
+                " (already accepted)"
+            } else {
+                ""
+            }
+        );
+        Some(v)
+    } else {
+        None
+    };
+    if args.json {
+        let result = IssueResult {
+            permit: PermitJson::of(&artifact),
+            out: args.out.clone(),
+            submitted,
+        };
+        Output::Json.print(&result, |_| String::new())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -307,6 +464,15 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let root = policy
         .root(&verified.issuer)
         .map_or_else(|| verified.issuer.to_string(), ToString::to_string);
+    if args.json {
+        let result = VerifyResult {
+            valid: true,
+            permit: PermitJson::of(&artifact),
+            root,
+        };
+        Output::Json.print(&result, |_| String::new())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("valid: permit {}", verified.id);
     print!("{}", summary(&artifact, Timestamp::from_system_time(now)));
     println!("trusted via root key {root}");
@@ -316,6 +482,31 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
 fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let now = Timestamp::now();
     match Artifact::read(&args.file) {
+        Ok(artifact) if args.json => {
+            Output::Json.print(&PermitJson::of(&artifact), |_| String::new())?;
+        }
+        Err(FileError::Invalid {
+            source: ArtifactError::WrongFormat { .. },
+            ..
+        }) if args.json => {
+            let d = Delegation::read(&args.file)?;
+            let g = d.last().grant();
+            let result = DelegationJson {
+                kind: "delegation",
+                delegate_key: d.last().delegate_key_id().to_string(),
+                cgroup_prefixes: g
+                    .cgroup_prefixes
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect(),
+                max_ttl_seconds: g.max_ttl_seconds,
+                not_before: g.not_before.to_string(),
+                expires: g.expires.to_string(),
+                links: d.links().iter().map(|l| l.grant().id.to_string()).collect(),
+                root_key: d.links()[0].grant().issuer.to_string(),
+            };
+            Output::Json.print(&result, |_| String::new())?;
+        }
         Ok(artifact) => {
             println!("permit {}", artifact.id);
             print!("{}", summary(&artifact, now));

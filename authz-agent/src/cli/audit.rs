@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use super::{output::Output, readable_config};
+use super::{exit::Exit, output::Output, readable_config};
 use crate::{
     audit::{explain, verify_files, writer},
     config::Config,
@@ -30,7 +30,8 @@ pub enum AuditCommand {
     /// Recomputes the hash chain across the files (oldest first) and checks
     /// every signed checkpoint: an edited, deleted, inserted or reordered
     /// record, or a log truncated in the middle, breaks it. Exits 0 when
-    /// intact; otherwise names the first broken record and exits 1.
+    /// intact; otherwise names the first broken record and exits 6
+    /// (`log-broken`).
     /// Without files, verifies the agent's own log (the config's `[audit]
     /// log` and its rotated files) with the agent's key
     /// (`state_dir/audit.pub`).
@@ -103,6 +104,9 @@ pub struct VerifyArgs {
     /// purpose): do not require it to start at seq 0.
     #[arg(long)]
     pub partial: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub config: AuditConfigArg,
 }
@@ -137,6 +141,24 @@ impl AuditArgs {
             AuditCommand::Explain(a) => a.config.config.as_deref(),
         }
     }
+
+    pub(super) fn json(&self) -> bool {
+        match &self.command {
+            AuditCommand::Verify(a) => a.json,
+            AuditCommand::Explain(a) => a.json,
+        }
+    }
+}
+
+/// `audit verify --json`.
+#[derive(Debug, serde::Serialize)]
+struct VerifyResult<'a> {
+    intact: bool,
+    files: &'a [PathBuf],
+    /// Checkpoint signatures were checked (a key was used).
+    signatures: bool,
+    #[serde(flatten)]
+    report: &'a crate::audit::VerifyReport,
 }
 
 /// Runs `authz-agent audit ...`.
@@ -178,9 +200,23 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Some(public.key)
     };
     let report = verify_files(&files, key.as_ref(), args.partial).context("cannot read the log")?;
+    if args.json {
+        let result = VerifyResult {
+            intact: report.broken.is_none(),
+            files: &files,
+            signatures: key.is_some(),
+            report: &report,
+        };
+        Output::Json.print(&result, |_| String::new())?;
+    }
     if let Some(broken) = &report.broken {
-        println!("BROKEN: {broken}");
-        return Ok(ExitCode::FAILURE);
+        if !args.json {
+            println!("BROKEN: {broken}");
+        }
+        return Ok(Exit::LogBroken.exit_code());
+    }
+    if args.json {
+        return Ok(ExitCode::SUCCESS);
     }
     println!(
         "intact: {} records (seq {}..{}) in {} file(s); {} checkpoints, {} signatures verified",

@@ -9,15 +9,19 @@ use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
     process::ExitCode,
+    time::SystemTime,
 };
 
-use super::output::Output;
+use super::{
+    exit::{self, Exit},
+    output::Output,
+};
 use crate::{
     control::{
         client::{call_as, ClientError},
         protocol::{
-            ListResult, ModeResult, PermitState, ReportResult, Request, RevokeAllResult,
-            RevokeResult, StatusResult, SubmitResult,
+            ListResult, MetricsFormat, MetricsResult, ModeResult, PermitState, ReportResult,
+            Request, RevokeAllResult, RevokeResult, StatusResult, SubmitResult,
         },
     },
     defaults,
@@ -46,7 +50,8 @@ impl SocketArgs {
 /// `submit FILE...`
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
-    /// Artifact files (from `authz-agent artifact issue`).
+    /// Artifact files (from `authz-agent artifact issue`); `-` reads one
+    /// from standard input.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
@@ -79,9 +84,46 @@ pub struct ModeArgs {
     pub socket: SocketArgs,
 }
 
-/// `list`, `status`, `report`
+/// `list`
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+/// How `status` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// For people.
+    Text,
+    /// The `status` result as JSON (as `--json`).
+    Json,
+    /// Every counter, gauge and histogram, as OpenMetrics text.
+    Openmetrics,
+    /// The same in the Prometheus text format 0.0.4 (node_exporter's
+    /// textfile format).
+    Prometheus,
+}
+
+/// `status`
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// What to print: `openmetrics` gives every metric the agent has (the
+    /// same as the `[metrics] textfile`).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: StatusFormat,
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+/// `report`
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Read the decision log from this time on (RFC 3339, e.g.
+    /// 2026-11-25T00:00:00Z, or a duration ago, e.g. 24h): the report then
+    /// spans agent restarts. Default: since this agent started.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
     #[command(flatten)]
     pub socket: SocketArgs,
 }
@@ -100,17 +142,18 @@ pub struct UnloadArgs {
     /// host (`authz-agent lockdown statement --action unlock`).
     #[arg(long, value_name = "FILE")]
     pub statement: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Sends `request` and returns its result as the request's result type.
+/// (A refusal keeps its kind: the exit status and `--json` use it.)
 pub(super) fn ask<T: serde::de::DeserializeOwned>(
     args: &SocketArgs,
     request: &Request,
 ) -> anyhow::Result<T> {
-    call_as(&args.socket, request).map_err(|e| match &e {
-        ClientError::Refused { kind, message } => anyhow::anyhow!("{message} [{kind}]"),
-        _ => anyhow::Error::new(e),
-    })
+    Ok(call_as(&args.socket, request)?)
 }
 
 /// An optional field as text, `-` when absent.
@@ -118,8 +161,12 @@ fn opt(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("-")
 }
 
-/// Reads an artifact file, refusing oversized ones before reading them.
+/// Reads an artifact file (`-`: standard input), refusing oversized ones
+/// before reading them.
 fn read_artifact(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new(STDIN) {
+        return read_bounded(std::io::stdin().lock(), "standard input");
+    }
     let len = std::fs::metadata(path)
         .with_context(|| format!("cannot read {}", path.display()))?
         .len();
@@ -133,36 +180,110 @@ fn read_artifact(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-/// Runs `authz-agent submit`: each file in turn; exits 1 if any was refused.
+/// The file name that means standard input.
+const STDIN: &str = "-";
+
+/// Reads at most one artifact's worth from `input`, refusing more.
+fn read_bounded(input: impl std::io::Read, what: &str) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let limit = crate::store::MAX_ARTIFACT_BYTES;
+    let mut text = String::new();
+    input
+        .take(limit + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {what}"))?;
+    if text.len() as u64 > limit {
+        return Err(exit::error(
+            Exit::Refused,
+            format!("{what} holds more than {limit} bytes; an artifact is at most {limit} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
+/// Submits one artifact's text to the agent.
+pub(super) fn submit_text(socket: &Path, text: String) -> Result<SubmitResult, ClientError> {
+    call_as::<SubmitResult>(socket, &Request::Submit { artifact: text })
+}
+
+/// Runs `authz-agent submit`: each file in turn. Exits 0 when all were
+/// accepted; otherwise with the status of the worst failure (see
+/// [`super::exit`]), each refusal named on standard error.
 pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let mut failed = 0;
+    if args
+        .files
+        .iter()
+        .filter(|f| f.as_path() == Path::new(STDIN))
+        .count()
+        > 1
+    {
+        return Err(exit::error(
+            Exit::Usage,
+            "`-` (standard input) may be given once",
+        ));
+    }
+    let mut worst = Exit::Success;
+    let mut results = Vec::new();
     for file in &args.files {
         let result = read_artifact(file).and_then(|text| {
             if text::kind_of(&text) == Some(Kind::Revocations) {
-                return super::revocations::submit(&args.socket, file, text);
+                super::revocations::submit(&args.socket, file, text)?;
+                return Ok(None);
             }
-            let v =
-                call_as::<SubmitResult>(&args.socket.socket, &Request::Submit { artifact: text })
-                    .map_err(anyhow::Error::new)?;
-            args.socket.output().print(&v, |v| render_submit(file, v))
+            Ok(Some(submit_text(&args.socket.socket, text)?))
         });
         match result {
-            Ok(()) => {}
+            Ok(None) => {}
+            Ok(Some(v)) => {
+                if !args.socket.json {
+                    print!("{}", render_submit(file, &v));
+                }
+                results.push(SubmitOutcome::accepted(file, v));
+            }
             Err(e) => {
-                failed += 1;
-                let msg = match e.downcast_ref::<ClientError>() {
-                    Some(ClientError::Refused { kind, message }) => format!("{message} [{kind}]"),
-                    _ => crate::error_chain(e.as_ref()),
-                };
-                eprintln!("refused {}: {msg}", file.display());
+                let status = Exit::of_error(&e);
+                worst = worst.max(status);
+                eprintln!("refused {}: {e:#}", file.display());
+                results.push(SubmitOutcome::refused(file, &e));
             }
         }
     }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if args.socket.json {
+        // One object per file, in order: the agent's result or the error.
+        Output::Json.print(&results, |_| String::new())?;
+    }
+    Ok(worst.exit_code())
+}
+
+/// `submit --json`: what became of one file.
+#[derive(Debug, serde::Serialize)]
+struct SubmitOutcome {
+    file: PathBuf,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<SubmitResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<exit::ErrorReport>,
+}
+
+impl SubmitOutcome {
+    fn accepted(file: &Path, v: SubmitResult) -> Self {
+        Self {
+            file: file.to_owned(),
+            ok: true,
+            result: Some(v),
+            error: None,
+        }
+    }
+
+    fn refused(file: &Path, e: &anyhow::Error) -> Self {
+        Self {
+            file: file.to_owned(),
+            ok: false,
+            result: None,
+            error: Some(exit::ErrorReport::new(e)),
+        }
+    }
 }
 
 fn render_submit(file: &Path, v: &SubmitResult) -> String {
@@ -267,9 +388,23 @@ fn render_revoke(v: &RevokeResult) -> String {
 }
 
 /// Runs `authz-agent status`.
-pub fn status(args: QueryArgs) -> anyhow::Result<ExitCode> {
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let format = match (args.format, args.socket.json) {
+        (StatusFormat::Text, true) => StatusFormat::Json,
+        (f, _) => f,
+    };
+    let metrics = match format {
+        StatusFormat::Text | StatusFormat::Json => None,
+        StatusFormat::Openmetrics => Some(MetricsFormat::Openmetrics),
+        StatusFormat::Prometheus => Some(MetricsFormat::Prometheus),
+    };
+    if let Some(format) = metrics {
+        let v: MetricsResult = ask(&args.socket, &Request::Metrics { format })?;
+        print!("{}", v.text);
+        return Ok(ExitCode::SUCCESS);
+    }
     let v: StatusResult = ask(&args.socket, &Request::Status {})?;
-    args.socket.output().print(&v, render_status)?;
+    Output::json_if(format == StatusFormat::Json).print(&v, render_status)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -341,15 +476,43 @@ fn render_mode(v: &ModeResult) -> String {
 }
 
 /// Runs `authz-agent report`.
-pub fn report(args: QueryArgs) -> anyhow::Result<ExitCode> {
-    let v: ReportResult = ask(&args.socket, &Request::Report {})?;
+pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| since_time(s, SystemTime::now()))
+        .transpose()?;
+    let v: ReportResult = ask(&args.socket, &Request::Report { since })?;
     args.socket.output().print(&v, render_report)?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--since`: an RFC 3339 time, or a duration before `now`; as RFC 3339.
+fn since_time(s: &str, now: SystemTime) -> anyhow::Result<String> {
+    let at = match humantime::parse_rfc3339_weak(s) {
+        Ok(t) => t,
+        Err(_) => {
+            let ago = humantime::parse_duration(s).map_err(|_| {
+                exit::error(
+                    Exit::Usage,
+                    format!("--since {s:?} is neither an RFC 3339 time (2026-11-25T00:00:00Z) nor a duration (24h)"),
+                )
+            })?;
+            now.checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH)
+        }
+    };
+    Ok(humantime::format_rfc3339_seconds(at).to_string())
+}
+
 fn render_report(v: &ReportResult) -> String {
     if v.rows.is_empty() {
-        return "no exec was refused or would have been refused since the agent started\n".into();
+        return match &v.since {
+            Some(since) => format!(
+                "no exec was refused or would have been refused since {since} ({} decision-log records read)\n",
+                v.records_read.unwrap_or(0)
+            ),
+            None => "no exec was refused or would have been refused since the agent started\n".into(),
+        };
     }
     let mut out = String::new();
     let _ = writeln!(
@@ -376,16 +539,22 @@ fn render_report(v: &ReportResult) -> String {
 /// Runs `authz-agent unload`.
 pub fn unload(args: UnloadArgs) -> anyhow::Result<ExitCode> {
     if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "unload removes the pins under {} directly and needs root on this host (admin_group does not grant it)",
-            args.pin_dir.display()
-        );
+        return Err(exit::error(
+            Exit::PermissionDenied,
+            format!(
+                "unload removes the pins under {} directly and needs root on this host (admin_group does not grant it)",
+                args.pin_dir.display()
+            ),
+        ));
     }
     if std::os::unix::net::UnixStream::connect(&args.socket).is_ok() {
-        bail!(
-            "an agent is running on {}: stop it first (`systemctl stop authz-agent`); unloading removes enforcement",
-            args.socket.display()
-        );
+        return Err(exit::error(
+            Exit::Refused,
+            format!(
+                "an agent is running on {}: stop it first (`systemctl stop authz-agent`); unloading removes enforcement",
+                args.socket.display()
+            ),
+        ));
     }
     // Under lockdown the kernel lets this binary at the pins (it is agent
     // code), so the refusal is this code's: nothing is removed without a
@@ -398,7 +567,10 @@ pub fn unload(args: UnloadArgs) -> anyhow::Result<ExitCode> {
     })?;
     if let Some(guard) = locked {
         let Some(path) = &args.statement else {
-            bail!(crate::lockdown::LockError::Locked("unload"));
+            return Err(exit::error(
+                Exit::Refused,
+                crate::lockdown::LockError::Locked("unload").to_string(),
+            ));
         };
         let statement = crate::daemon::lockdown::read_statement(path)?;
         crate::lockdown::check_statement(
@@ -407,22 +579,42 @@ pub fn unload(args: UnloadArgs) -> anyhow::Result<ExitCode> {
             &guard,
             crate::vocab::time::Timestamp::now(),
         )
-        .with_context(|| format!("{} does not unlock this host", path.display()))?;
+        .map_err(|e| {
+            exit::error(
+                Exit::Refused,
+                format!("{} does not unlock this host: {e}", path.display()),
+            )
+        })?;
         eprintln!(
             "lockdown ended by statement {} (signed by {})",
             statement.claim().id,
             statement.issuer()
         );
     }
-    if crate::enforcer::pin::unload(&args.pin_dir)? {
-        println!(
-            "unloaded: authz no longer enforces on this host (pins under {} removed)",
-            args.pin_dir.display()
-        );
-    } else {
-        println!("nothing pinned under {}", args.pin_dir.display());
-    }
+    let unloaded = crate::enforcer::pin::unload(&args.pin_dir)?;
+    let result = UnloadResult {
+        pin_dir: args.pin_dir.clone(),
+        unloaded,
+    };
+    Output::json_if(args.json).print(&result, |r| {
+        if r.unloaded {
+            format!(
+                "unloaded: authz no longer enforces on this host (pins under {} removed)\n",
+                r.pin_dir.display()
+            )
+        } else {
+            format!("nothing pinned under {}\n", r.pin_dir.display())
+        }
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `unload --json`.
+#[derive(Debug, serde::Serialize)]
+struct UnloadResult {
+    pin_dir: PathBuf,
+    /// Pins were there and are removed.
+    unloaded: bool,
 }
 
 #[cfg(test)]

@@ -7,7 +7,11 @@ use std::{
 use anyhow::bail;
 use clap::Args;
 
-use super::sign::{check_and_write, parse_start, parse_until, HostArgs, PolicySource};
+use super::{
+    exit::{self, Exit},
+    output::Output,
+    sign::{check_and_write, parse_start, parse_until, HostArgs, PolicySource},
+};
 use crate::{
     trust::keys::{self, PublicKey},
     vocab::{
@@ -67,6 +71,23 @@ pub struct DelegateArgs {
     /// Where to write the delegation (`-` for standard output). Never overwrites.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Print what was delegated as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `delegate --json`.
+#[derive(Debug, serde::Serialize)]
+struct DelegateResult {
+    /// The new link's id (revoking it revokes everything issued under it).
+    id: String,
+    out: PathBuf,
+    delegate_key: String,
+    links: usize,
+    cgroup_prefixes: Vec<String>,
+    max_ttl_seconds: u64,
+    not_before: String,
+    expires: String,
 }
 
 /// Runs `authz-agent delegate`.
@@ -113,8 +134,31 @@ pub fn run(args: DelegateArgs) -> anyhow::Result<ExitCode> {
         hosts: args.hosts.binding()?,
     };
     let delegation = Delegation::extend(parent.as_ref(), grant, &key)?;
+    if args.json && args.out == Path::new("-") {
+        return Err(exit::error(
+            Exit::Usage,
+            "--json and --out - would both print on standard output: write the delegation to a file",
+        ));
+    }
     check_and_write(&delegation, policy.as_ref(), &args.out)?;
     let last = delegation.last().grant();
+    if args.json {
+        let result = DelegateResult {
+            id: last.id.to_string(),
+            out: args.out.clone(),
+            delegate_key: to.id.to_string(),
+            links: delegation.links().len(),
+            cgroup_prefixes: last
+                .cgroup_prefixes
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            max_ttl_seconds: last.max_ttl_seconds,
+            not_before: last.not_before.to_string(),
+            expires: last.expires.to_string(),
+        };
+        Output::Json.print(&result, |_| String::new())?;
+    }
     eprintln!(
         "delegated to key {} ({} link{}): cgroups {}, permits up to {}, until {}{}",
         to.id,

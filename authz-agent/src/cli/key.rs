@@ -4,6 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
+use super::output::Output;
 use crate::{
     trust::keys::{self, PublicKey},
     vocab::{keyid::KeyId, text},
@@ -39,12 +40,43 @@ pub struct GenerateArgs {
     /// Base name of the files to create: writes NAME.key and NAME.pub.
     #[arg(long, value_name = "NAME")]
     pub out: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// A .pub or .key file.
     pub file: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl KeyArgs {
+    pub(super) fn json(&self) -> bool {
+        match &self.command {
+            KeyCommand::Generate(a) => a.json,
+            KeyCommand::Show(a) => a.json,
+        }
+    }
+}
+
+/// A key as `--json` shows it.
+#[derive(Debug, serde::Serialize)]
+struct KeyJson {
+    /// `public key` or `secret key` (show), `key pair` (generate).
+    kind: &'static str,
+    name: Option<String>,
+    key_id: String,
+    /// The public key (hex): what `[[trust.roots]] public_key` takes.
+    public_key: String,
+    /// The files written (generate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_file: Option<PathBuf>,
 }
 
 /// Runs `authz-agent key ...`.
@@ -59,6 +91,18 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
     let key = keys::generate();
     let paths = keys::write_key_pair(&args.out, &key).context("cannot create the key pair")?;
     let public = PublicKey::read(&paths.public)?;
+    if args.json {
+        let result = KeyJson {
+            kind: "key pair",
+            name: public.name.clone(),
+            key_id: public.id.to_string(),
+            public_key: hex::encode(public.key.as_bytes()),
+            secret_file: Some(paths.secret.clone()),
+            public_file: Some(paths.public.clone()),
+        };
+        Output::Json.print(&result, |_| String::new())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "wrote {} (secret, mode 0600: keep it private) and {} (public)",
         paths.secret.display(),
@@ -96,6 +140,18 @@ fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    if args.json {
+        let result = KeyJson {
+            kind,
+            name: public.name.clone(),
+            key_id: public.id.to_string(),
+            public_key: hex::encode(public.key.as_bytes()),
+            secret_file: None,
+            public_file: None,
+        };
+        Output::Json.print(&result, |_| String::new())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("{}: {kind}", args.file.display());
     if let Some(name) = &public.name {
         println!("name:       {name}");

@@ -99,6 +99,9 @@ pub struct StatementArgs {
     /// Where to write it (`-`: standard output). Never overwrites.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub out: PathBuf,
+    /// Print what was signed as JSON (not with `-o -`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +111,16 @@ pub struct PresentArgs {
     pub statement: PathBuf,
     #[command(flatten)]
     pub socket: SocketArgs,
+}
+
+impl LockdownArgs {
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            LockdownCommand::Statement(a) => a.json,
+            LockdownCommand::Unlock(a) | LockdownCommand::Adopt(a) => a.socket.json,
+        }
+    }
 }
 
 /// Runs `authz-agent lockdown ...`.
@@ -186,12 +199,35 @@ fn statement(args: StatementArgs) -> anyhow::Result<ExitCode> {
         agents,
         reason: args.reason,
     };
+    anyhow::ensure!(
+        !(args.json && args.out == Path::new("-")),
+        "--json and -o - would both print on standard output: write the statement to a file"
+    );
     let signed = claim.sign(&key)?;
     let toml = signed.to_toml();
     if args.out == Path::new("-") {
         print!("{toml}");
     } else {
         text::write_new(&args.out, 0o644, &toml)?;
+    }
+    if args.json {
+        let c = signed.claim();
+        super::output::Output::Json.print(
+            &serde_json::json!({
+                "id": c.id.to_string(),
+                "action": c.action.as_str(),
+                "host": c.host,
+                "issuer": signed.issuer().to_string(),
+                "not_before": c.not_before.to_string(),
+                "expires": c.expires.to_string(),
+                "agents": c.agents.iter().map(|a| serde_json::json!({
+                    "sha256": hex::encode(a.sha256),
+                    "binary": a.binary,
+                })).collect::<Vec<_>>(),
+                "out": args.out,
+            }),
+            |_| String::new(),
+        )?;
     }
     eprintln!(
         "signed {} statement {} for host {}, valid {} to {}",

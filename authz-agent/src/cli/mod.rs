@@ -8,20 +8,29 @@
 //!   [`revocations`]: signed revocation lists;
 //!   [`sign`] is what `delegate` and `artifact issue` share.
 //!
+//! - [`why`]: would a binary run in a cgroup, and why (asked of the agent);
+//! - [`config_check`]: validate a config and say what it would do;
+//! - [`generate`]: shell completions and man pages from this definition.
+//!
 //! [`output`] prints every command's `--json`. Default paths come from
 //! [`crate::defaults`]. Each handler returns `anyhow::Result<ExitCode>`: the
-//! binary prints an error chain on one line and exits non-zero.
+//! binary prints the error chain on one line (`{:#}`) and exits with the
+//! status [`exit`] gives the error.
 pub mod artifact;
 pub mod audit;
 pub mod check;
+pub mod config_check;
 pub mod control;
 pub mod delegate;
+pub mod exit;
+pub mod generate;
 pub mod key;
 pub mod lockdown;
 pub mod output;
 pub mod revocations;
 pub mod run;
 mod sign;
+pub mod why;
 
 use std::path::{Path, PathBuf};
 
@@ -39,7 +48,8 @@ use crate::{config::Config, defaults};
     name = "authz-agent",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_long_help = exit::help_table()
 )]
 pub struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info`, `authz_agent=debug`.
@@ -99,8 +109,14 @@ pub enum Command {
     Revoke(control::RevokeArgs),
     /// Show the agent's mode, scope, permits, kernel counters and kernel state.
     ///
-    /// Example: authz-agent status --socket /run/authz/agent.sock
-    Status(control::QueryArgs),
+    /// `--format openmetrics` prints every counter, gauge and histogram the
+    /// agent has instead (decisions by outcome and reason, digest cache hits,
+    /// events dropped, permits by state, submit latency, event ring fill), for
+    /// a scraper; the config's `[metrics] textfile` writes the same for
+    /// node_exporter.
+    ///
+    /// Example: authz-agent status --format openmetrics
+    Status(control::StatusArgs),
     /// Change the enforcement mode at runtime (persists across restarts).
     ///
     /// Roll out safely: `mode audit`, run the workload, read `report`, issue
@@ -111,8 +127,32 @@ pub enum Command {
     Mode(control::ModeArgs),
     /// Execs refused (or, in audit mode, that would have been) since start.
     ///
-    /// Example: authz-agent report
-    Report(control::QueryArgs),
+    /// With `--since`, read from the decision log instead, so the report spans
+    /// agent restarts.
+    ///
+    /// Example: authz-agent report --since 24h
+    Report(control::ReportArgs),
+    /// Would this binary run, and why: its digest, the permit that allows it
+    /// and until when, or the exact reason it would be refused.
+    ///
+    /// Asks the running agent, so the answer is its live state: mode, scope,
+    /// filesystem policy, the permits it holds, and the ones revoked or
+    /// expired since it started. The cgroup is the one named, the one of
+    /// `--pid`, or this shell's. Exit status 0 when it would run, 3 when it
+    /// would be refused (in audit mode: would be refused, and runs).
+    ///
+    /// Example: authz-agent why /usr/bin/make --cgroup /jobs.slice/build
+    Why(why::WhyArgs),
+    /// The agent's configuration: `config check` validates it.
+    Config(config_check::ConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// Example: authz-agent completions bash > /usr/share/bash-completion/completions/authz-agent
+    Completions(generate::CompletionsArgs),
+    /// Write the man pages (authz-agent.8 and one per command) into a directory.
+    ///
+    /// Example: authz-agent man --out /usr/share/man/man8
+    Man(generate::ManArgs),
     /// Remove the pinned programs and maps: authz stops enforcing on this host.
     ///
     /// Refuses while an agent is running. This is the only way to turn
@@ -142,15 +182,43 @@ impl Command {
             Command::Delegate(a) => a.policy.config.clone(),
             Command::Artifact(a) => a.config().map(Path::to_owned),
             Command::Revocations(a) => a.config().map(Path::to_owned),
+            Command::Config(a) => readable_config(a.config()),
             Command::Submit(_)
             | Command::List(_)
             | Command::Revoke(_)
             | Command::Status(_)
             | Command::Mode(_)
             | Command::Report(_)
+            | Command::Why(_)
             | Command::Unload(_)
             | Command::Key(_)
-            | Command::Lockdown(_) => None,
+            | Command::Lockdown(_)
+            | Command::Completions(_)
+            | Command::Man(_) => None,
+        }
+    }
+
+    /// Whether the command prints JSON (`--json`, `--format json`): a
+    /// failure is then also reported as JSON on standard output.
+    pub fn wants_json(&self) -> bool {
+        match self {
+            Command::Run(_) | Command::Completions(_) | Command::Man(_) => false,
+            Command::Check(a) => a.json,
+            Command::Submit(a) => a.socket.json,
+            Command::List(a) => a.socket.json,
+            Command::Revoke(a) => a.socket.json,
+            Command::Status(a) => a.socket.json || a.format == control::StatusFormat::Json,
+            Command::Mode(a) => a.socket.json,
+            Command::Report(a) => a.socket.json,
+            Command::Why(a) => a.socket.json,
+            Command::Unload(a) => a.json,
+            Command::Audit(a) => a.json(),
+            Command::Key(a) => a.json(),
+            Command::Delegate(a) => a.json,
+            Command::Artifact(a) => a.json(),
+            Command::Config(a) => a.json(),
+            Command::Lockdown(a) => a.json(),
+            Command::Revocations(a) => a.json(),
         }
     }
 }
@@ -259,9 +327,83 @@ mod tests {
                 "-",
                 "00000000000000000000000000000001",
             ],
+            &["authz-agent", "submit", "-", "--json"],
+            &["authz-agent", "status", "--format", "openmetrics"],
+            &["authz-agent", "report", "--since", "2026-01-01T00:00:00Z"],
+            &["authz-agent", "why", "/bin/sh", "--cgroup", "/jobs"],
+            &["authz-agent", "why", "/bin/sh", "--pid", "1", "--json"],
+            &["authz-agent", "config", "check", "--config", "/c", "--json"],
+            &["authz-agent", "completions", "bash"],
+            &["authz-agent", "man", "--out", "/tmp/man"],
+            &["authz-agent", "unload", "--json"],
+            &["authz-agent", "key", "show", "k.pub", "--json"],
+            &["authz-agent", "artifact", "inspect", "p", "--json"],
+            &["authz-agent", "audit", "verify", "--json"],
+            &[
+                "authz-agent",
+                "artifact",
+                "issue",
+                "--key",
+                "k",
+                "--binary",
+                "/b",
+                "--cgroup",
+                "/c",
+                "--ttl",
+                "1h",
+                "--policy-version",
+                "1",
+                "--submit",
+                "--socket",
+                "/s",
+            ],
         ] {
             Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         }
+    }
+
+    #[test]
+    fn why_takes_a_cgroup_or_a_pid_not_both() {
+        assert!(Cli::try_parse_from([
+            "authz-agent",
+            "why",
+            "/bin/sh",
+            "--cgroup",
+            "/a",
+            "--pid",
+            "1"
+        ])
+        .is_err());
+    }
+
+    /// Every command that prints a result can print it as JSON.
+    #[test]
+    fn every_command_takes_json() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.has_subcommands() {
+                for sub in cmd.get_subcommands() {
+                    walk(sub, &path, missing);
+                }
+                return;
+            }
+            let exempt = ["run", "completions", "man"].contains(&cmd.get_name());
+            if !exempt && !cmd.get_arguments().any(|a| a.get_id() == "json") {
+                missing.push(path);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no --json: {missing:?}");
+    }
+
+    #[test]
+    fn the_help_lists_the_exit_statuses() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("Exit status:") && help.contains("5  permission-denied"),
+            "{help}"
+        );
     }
 
     #[test]

@@ -67,12 +67,22 @@ pub struct IssueArgs {
     /// Where to write the list (`-` for standard output). Never overwrites.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Print what was signed as JSON (not with `--out -`).
+    #[arg(long)]
+    pub json: bool,
     /// Permit and delegation ids (32 hex digits, as `list` shows).
     #[arg(required = true, value_name = "ID")]
     pub ids: Vec<ArtifactId>,
 }
 
 impl RevocationsArgs {
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            RevocationsCommand::Issue(a) => a.json,
+        }
+    }
+
     pub fn config(&self) -> Option<&Path> {
         match &self.command {
             RevocationsCommand::Issue(a) => a.config.as_deref(),
@@ -113,7 +123,22 @@ fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
         )
         .context("the list would not be applied under the given config")?;
     }
+    anyhow::ensure!(
+        !(args.json && args.out == Path::new("-")),
+        "--json and --out - would both print on standard output: write the list to a file"
+    );
     write_output(&args.out, 0o644, &list.to_toml())?;
+    if args.json {
+        Output::Json.print(
+            &serde_json::json!({
+                "serial": list.serial,
+                "signer": list.issuer.to_string(),
+                "ids": list.revoked.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "out": args.out,
+            }),
+            |_| String::new(),
+        )?;
+    }
     eprintln!(
         "revocation list {} from key {}: {} id{}",
         list.serial,

@@ -127,6 +127,15 @@ pub(super) fn check_and_write<T: NewlySigned>(
     policy: Option<&TrustPolicy>,
     out: &Path,
 ) -> anyhow::Result<()> {
+    check(signed, policy)?;
+    write_output(out, 0o644, &signed.to_toml())
+}
+
+/// The checks of [`check_and_write`], without writing.
+pub(super) fn check<T: NewlySigned>(
+    signed: &T,
+    policy: Option<&TrustPolicy>,
+) -> anyhow::Result<()> {
     let from = signed.check_alone()?;
     if let Some(policy) = policy {
         let at = SystemTime::max(SystemTime::now(), from.to_system_time());
@@ -137,7 +146,7 @@ pub(super) fn check_and_write<T: NewlySigned>(
             )
         })?;
     }
-    write_output(out, 0o644, &signed.to_toml())
+    Ok(())
 }
 
 /// Writes `contents` to `out` (refusing to overwrite), or to stdout for `-`.

@@ -1,7 +1,8 @@
 //! Who may do what on the control socket.
 //!
 //! Two roles, decided from the peer's kernel credentials:
-//! - **submitter** (members of `socket_group`): submit, list, status, report;
+//! - **submitter** (members of `socket_group`): submit, list, status, report,
+//!   metrics, why;
 //! - **admin** (root, members of `admin_group`): everything a submitter may,
 //!   plus what changes enforcement itself: mode, revoke, revoke --all.
 //!
@@ -32,7 +33,9 @@ pub fn required_role(request: &Request) -> Role {
         | Request::RevocationList { .. }
         | Request::List {}
         | Request::Status {}
-        | Request::Report {} => Role::Submitter,
+        | Request::Report { .. }
+        | Request::Metrics { .. }
+        | Request::Why { .. } => Role::Submitter,
         Request::SetMode { .. }
         | Request::Revoke { .. }
         | Request::RevokeAll { .. }
@@ -178,7 +181,9 @@ pub fn op_name(request: &Request) -> &'static str {
         Request::RevocationList { .. } => "submit (revocation list)",
         Request::Status {} => "status",
         Request::SetMode { .. } => "mode",
-        Request::Report {} => "report",
+        Request::Report { .. } => "report",
+        Request::Metrics { .. } => "status --format openmetrics",
+        Request::Why { .. } => "why",
         Request::Unlock { .. } => "lockdown unlock",
         Request::Adopt { .. } => "lockdown adopt",
     }
@@ -215,7 +220,15 @@ mod tests {
             },
             Request::List {},
             Request::Status {},
-            Request::Report {},
+            Request::Report { since: None },
+            Request::Metrics {
+                format: Default::default(),
+            },
+            Request::Why {
+                path: "/bin/true".into(),
+                cgroup: None,
+                pid: None,
+            },
             Request::SetMode { mode: Mode::Off },
             Request::Revoke {
                 id: "ab".into(),
@@ -245,6 +258,8 @@ mod tests {
                 ("list", Role::Submitter),
                 ("status", Role::Submitter),
                 ("report", Role::Submitter),
+                ("status --format openmetrics", Role::Submitter),
+                ("why", Role::Submitter),
                 ("mode", Role::Admin),
                 ("revoke", Role::Admin),
                 ("revoke --all", Role::Admin),

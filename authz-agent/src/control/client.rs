@@ -20,7 +20,7 @@ pub enum ClientError {
     Io(#[source] std::io::Error),
     #[error("the agent's answer is not valid protocol: {0}")]
     BadResponse(String),
-    #[error("{message}")]
+    #[error("{message} [{kind}]")]
     Refused {
         kind: super::protocol::RefusalKind,
         message: String,

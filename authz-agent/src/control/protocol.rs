@@ -45,12 +45,52 @@ pub enum Request {
     Status {},
     /// Change the enforcement mode (persists across restarts).
     SetMode { mode: Mode },
-    /// Execs that were, or in audit mode would have been, refused.
-    Report {},
+    /// Execs that were, or in audit mode would have been, refused: since
+    /// the agent started, or with `since` (RFC 3339) from the decision log,
+    /// across restarts.
+    Report {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
+    },
+    /// Every counter, gauge and histogram the agent has, as text.
+    Metrics {
+        #[serde(default)]
+        format: MetricsFormat,
+    },
+    /// Would this binary run in this cgroup, and why: its digest, the permit
+    /// that allows it, or the exact reason it would be refused. `cgroup` (a
+    /// path) or `pid` (whose cgroup) names where; neither: the asker's.
+    Why {
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cgroup: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
     /// End lockdown with a statement signed by a trust root (its TOML text).
     Unlock { statement: String },
     /// Authorize new agent code (an upgrade) with a signed statement.
     Adopt { statement: String },
+}
+
+impl Request {
+    /// The operation's wire name (`"set-mode"`).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Submit { .. } => "submit",
+            Request::List {} => "list",
+            Request::Revoke { .. } => "revoke",
+            Request::RevokeAll { .. } => "revoke-all",
+            Request::Status {} => "status",
+            Request::SetMode { .. } => "set-mode",
+            Request::Report { .. } => "report",
+            Request::Metrics { .. } => "metrics",
+            Request::Why { .. } => "why",
+            Request::RevocationList { .. } => "revocation-list",
+            Request::Unlock { .. } => "unlock",
+            Request::Adopt { .. } => "adopt",
+        }
+    }
 }
 
 /// Why a request was refused: a stable, machine-readable kind (kebab-case on
@@ -435,8 +475,15 @@ pub struct ReportRow {
     pub reason: String,
     pub decision: String,
     pub count: u64,
+    /// Boot-clock times of the first and last refusal (0 in a report read
+    /// from the decision log, which has wall-clock times only).
     pub first_boot_ns: u64,
     pub last_boot_ns: u64,
+    /// Wall-clock times of the first and last refusal (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<String>,
 }
 
 /// Result of `report`.
@@ -446,6 +493,85 @@ pub struct ReportResult {
     pub rows: Vec<ReportRow>,
     /// Refusals not shown (beyond the row limit).
     pub not_shown: u64,
+    /// With `since`: the time the report starts, and the decision-log
+    /// records it read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_read: Option<u64>,
+}
+
+/// The text format of `metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricsFormat {
+    /// OpenMetrics 1.0 (`application/openmetrics-text; version=1.0.0`),
+    /// ending with `# EOF`.
+    #[default]
+    Openmetrics,
+    /// The Prometheus text format 0.0.4, as node_exporter's textfile
+    /// collector reads it.
+    Prometheus,
+}
+
+/// Result of `metrics`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsResult {
+    pub format: MetricsFormat,
+    /// The exposition.
+    pub text: String,
+}
+
+/// A permit, as `why` names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyPermit {
+    pub id: String,
+    pub state: PermitState,
+    pub cgroup: String,
+    pub descendants: bool,
+    /// The effective window (RFC 3339).
+    pub not_before: String,
+    pub expires: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Result of `why`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyResult {
+    /// The file, as resolved by the agent.
+    pub path: String,
+    /// SHA-256 of its content (hex), as the kernel would compute it; absent
+    /// when the agent could not read it.
+    pub digest: Option<String>,
+    /// The cgroup the question is about, and its id when it exists.
+    pub cgroup: String,
+    pub cgroup_id: Option<u64>,
+    /// The mode the kernel is in.
+    pub mode: Mode,
+    /// Whether the cgroup is inside the enforced subtrees.
+    pub in_scope: bool,
+    /// What the kernel would decide: `allow`, `deny`, or `audit-deny` (would
+    /// be refused; audit mode lets it run).
+    pub decision: String,
+    /// Why, as the decision log names it: `permit`, `permit-inherited`,
+    /// `out-of-scope`, `mode-off`, `untrusted-filesystem`, `mutable-content`,
+    /// `digest-failed`, `no-permit`, `not-yet-valid`, `expired`,
+    /// `wrong-cgroup`, `revoked`.
+    pub reason: String,
+    /// The same, in one sentence.
+    pub explanation: String,
+    /// The permit that allows it (or the one that no longer or not yet does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permit: Option<WhyPermit>,
+    /// Permits for this binary in other cgroups (`wrong-cgroup`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elsewhere: Vec<WhyPermit>,
+    /// The file's filesystem type, as authz names it (or its magic number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<String>,
 }
 
 /// What the agent answers, by request.
@@ -462,6 +588,8 @@ pub enum Reply {
     Report(ReportResult),
     Unlock(UnlockResult),
     Adopt(AdoptResult),
+    Metrics(MetricsResult),
+    Why(Box<WhyResult>),
 }
 
 /// A response line. `result` holds the request's result type (see
@@ -588,10 +716,22 @@ mod tests {
             Request::SetMode {
                 mode: Mode::Enforce,
             },
-            Request::Report {},
+            Request::Report { since: None },
+            Request::Report {
+                since: Some("2026-01-01T00:00:00Z".into()),
+            },
+            Request::Metrics {
+                format: MetricsFormat::Prometheus,
+            },
+            Request::Why {
+                path: "/usr/bin/make".into(),
+                cgroup: Some("/jobs".into()),
+                pid: None,
+            },
         ] {
             let line = request_line(&r);
             assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            assert!(line.contains(&format!(r#""op":"{}""#, r.op())), "{line}");
             assert_eq!(parse_request(line.trim_end().as_bytes()).unwrap(), r);
         }
     }

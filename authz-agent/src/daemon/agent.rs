@@ -55,6 +55,10 @@ pub struct Agent {
     pub(super) revocations: Revocations,
     pub(super) log: Decisions,
     pub(super) started: Instant,
+    /// Metrics this agent keeps (the kernel's are read when rendered).
+    pub(super) metrics: super::metrics::Metrics,
+    /// Permits revoked or expired in this run, for `why`.
+    pub(super) gone: super::why::GoneIndex,
     /// The clocks kernel expiries were last computed with.
     clock: BootClock,
 }
@@ -85,6 +89,8 @@ impl Agent {
             permits: PermitTable::new(),
             revocations: Revocations::new(revoked),
             started: Instant::now(),
+            metrics: super::metrics::Metrics::new(),
+            gone: super::why::GoneIndex::default(),
             clock: BootClock::now(),
         }
     }
@@ -326,7 +332,15 @@ impl Agent {
 
     /// Removes an artifact from the kernel, memory and store.
     pub(super) fn forget(&mut self, id: &ArtifactId) -> Result<(), EnforcerError> {
-        let (_, touched) = self.permits.remove(id);
+        let (held, touched) = self.permits.remove(id);
+        if let Some(h) = held {
+            let why = if self.revocations.contains(id) {
+                super::why::GoneWhy::Revoked
+            } else {
+                super::why::GoneWhy::Expired
+            };
+            self.gone.record(&h.verified, why, SystemTime::now());
+        }
         self.write_rows(touched)?;
         if let Err(e) = self.store.remove_artifact(id) {
             tracing::warn!(%id, error = %e, "cannot remove the artifact file (it no longer verifies: revoked)");
@@ -358,6 +372,10 @@ impl Agent {
             .enforcer
             .flush()
             .map_err(|e| internal(crate::error_chain(&e)))?;
+        for (_, h) in self.permits.iter() {
+            self.gone
+                .record(&h.verified, super::why::GoneWhy::Revoked, now);
+        }
         let ids = self.permits.clear();
         for id in &ids {
             let _ = self.store.remove_artifact(id);
@@ -400,6 +418,7 @@ impl Agent {
 
     /// A kernel decision arrived.
     pub fn on_event(&mut self, ev: DecisionEvent) {
+        self.metrics.on_event(&ev);
         self.log.on_event(ev, &self.hierarchy);
     }
 

@@ -16,12 +16,16 @@ mod decisions;
 mod dropped;
 pub mod loader;
 pub mod lockdown;
+pub mod metrics;
+mod ops;
 pub mod permits;
 mod queries;
 mod report;
 mod revocation_lists;
 mod revocations;
 pub mod sequence;
+pub mod textfile;
+pub mod why;
 
 use std::{path::Path, time::SystemTime};
 
@@ -207,6 +211,12 @@ async fn serve(
         .enforcer
         .take_event_ring()
         .context("event ring already taken")?;
+    agent.metrics.watch_ring(
+        &ring,
+        opts.event_ring_bytes
+            .unwrap_or(enforcer::DEFAULT_RING_BYTES),
+    );
+    let mut textfile = ops::Textfile::new(&config.metrics);
     // SAFETY: the ring buffer owns its map fd and the AsyncFd owns the ring
     // buffer, so the fd stays open for as long as it is registered.
     let mut ring = unsafe { tokio::io::unix::AsyncFd::register(ring) }
@@ -239,9 +249,12 @@ async fn serve(
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
             Some(call) = calls.recv() => {
-                let response = handle(&mut agent, &access, call.request, &call.peer, SystemTime::now());
-                let _ = call.reply.send(response);
+                if let Some(call) = ops::offload(&mut agent, &access, call) {
+                    let response = handle(&mut agent, &access, call.request, &call.peer, SystemTime::now());
+                    let _ = call.reply.send(response);
+                }
             }
+            _ = textfile.tick(), if textfile.enabled() => textfile.write(&agent),
             _ = audit_tick.tick() => agent.audit_tick(),
             _ = drain.tick() => {
                 while let Some(item) = ring.get_mut().next() {
@@ -327,15 +340,22 @@ pub fn handle(
             "lockdown-adopt",
             serde_json::json!({ "statement_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(statement.as_bytes())) }),
         )),
-        Request::List {} | Request::Status {} | Request::Report {} => None,
+        Request::List {}
+        | Request::Status {}
+        | Request::Report { .. }
+        | Request::Metrics { .. }
+        | Request::Why { .. } => None,
     };
+    let started = std::time::Instant::now();
+    let op = request.op();
     let result = match access.authorize(peer, &request) {
         Err(denied) => {
             tracing::warn!(uid = peer.uid, pid = peer.pid, reason = %denied.message, "control request refused");
             Err(denied)
         }
-        Ok(_) => execute(agent, request, now),
+        Ok(_) => execute(agent, request, peer, now),
     };
+    ops::account(agent, op, started, result.as_ref().err().map(|r| r.kind));
     if let Some((event, request)) = logged {
         let outcome = match &result {
             Ok(v) => serde_json::json!({ "ok": true, "result": v }),
@@ -352,7 +372,12 @@ pub fn handle(
     }
 }
 
-fn execute(agent: &mut Agent, request: Request, now: SystemTime) -> Result<Reply, Refusal> {
+fn execute(
+    agent: &mut Agent,
+    request: Request,
+    peer: &server::Peer,
+    now: SystemTime,
+) -> Result<Reply, Refusal> {
     agent.activate_due(now);
     Ok(match request {
         Request::Submit { artifact } => Reply::Submit(agent.submit(&artifact, now)?),
@@ -373,7 +398,18 @@ fn execute(agent: &mut Agent, request: Request, now: SystemTime) -> Result<Reply
         }
         Request::Unlock { statement } => Reply::Unlock(agent.unlock(&statement, now)?),
         Request::Adopt { statement } => Reply::Adopt(agent.adopt(&statement, now)?),
-        Request::Report {} => Reply::Report(agent.report()),
+        Request::Report { since: None } => Reply::Report(agent.report()),
+        Request::Report { since: Some(since) } => Reply::Report(agent.report_since(&since)?),
+        Request::Metrics { format } => Reply::Metrics(crate::control::protocol::MetricsResult {
+            format,
+            text: agent.metrics_text(format, now),
+        }),
+        Request::Why { path, cgroup, pid } => Reply::Why(Box::new(agent.why(
+            &path,
+            ops::target(cgroup, pid)?,
+            peer,
+            now,
+        )?)),
     })
 }
 

@@ -64,6 +64,8 @@ impl WouldDeny {
 
     pub fn result(&self, hierarchy: &Hierarchy) -> ReportResult {
         let names = hierarchy.names();
+        let clock = crate::enforcer::clock::BootClock::now();
+        let wall = |ns: u64| Some(crate::audit::record::rfc3339_nanos(clock.wall(ns)));
         let mut rows: Vec<ReportRow> = self
             .rows
             .iter()
@@ -82,12 +84,16 @@ impl WouldDeny {
                 count: r.count,
                 first_boot_ns: r.first_boot_ns,
                 last_boot_ns: r.last_boot_ns,
+                first_time: wall(r.first_boot_ns),
+                last_time: wall(r.last_boot_ns),
             })
             .collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.count));
         ReportResult {
             rows,
             not_shown: self.overflow,
+            since: None,
+            records_read: None,
         }
     }
 }

@@ -909,6 +909,11 @@ impl Enforcer {
         &self.scope_paths
     }
 
+    /// The filesystems trusted beyond authz's built-in table (magics).
+    pub fn trusted_filesystems(&self) -> &[u64] {
+        &self.trusted_filesystems
+    }
+
     /// Which filesystems execs may come from (and which may use the digest
     /// cache): authz's built-in table plus `trusted` magics.
     #[tracing::instrument(skip(self))]

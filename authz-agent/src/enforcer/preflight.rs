@@ -131,7 +131,7 @@ pub fn parse_release(release: &str) -> Option<(u32, u32)> {
 }
 
 /// Reads the LSM list, mounting securityfs first when it is not mounted.
-fn read_lsm_list() -> io::Result<String> {
+pub fn read_lsm_list() -> io::Result<String> {
     match fs::read_to_string(LSM_LIST) {
         Ok(list) => Ok(list),
         Err(first) if first.kind() == io::ErrorKind::NotFound => {
@@ -163,7 +163,8 @@ fn mount_pseudo(fstype: &str, target: &str) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
-fn is_mounted_fs(target: &str, fstype: &str) -> io::Result<bool> {
+/// Whether a filesystem of type `fstype` is mounted at `target`.
+pub fn is_mounted_fs(target: &str, fstype: &str) -> io::Result<bool> {
     let mounts = fs::read_to_string("/proc/self/mounts")?;
     Ok(mounts.lines().any(|line| {
         let mut f = line.split_whitespace();
