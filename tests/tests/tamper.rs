@@ -389,10 +389,7 @@ fn under_lockdown_preloaded_or_changed_agent_code_gets_no_standing() {
         .output()
         .unwrap();
     let msg = refused(&out);
-    assert!(
-        msg.contains("not an agent") || msg.contains("agent code"),
-        "{msg}"
-    );
+    assert!(msg.contains("not an authorized agent"), "{msg}");
     // Nor may the genuine one start with another configuration.
     let original = fs::read_to_string(&l.d.config).unwrap();
     fs::write(&l.d.config, format!("{original}\n# changed\n")).unwrap();
