@@ -34,9 +34,9 @@ fn maps_dir(pin_dir: &Path) -> PathBuf {
 
 fn open_config(pin_dir: &Path) -> Result<Array<MapData, Config>, String> {
     let data =
-        MapData::from_pin(maps_dir(pin_dir).join(maps::CONFIG)).map_err(|e| e.to_string())?;
-    let map = Map::from_map_data(data).map_err(|e| e.to_string())?;
-    Array::try_from(map).map_err(|e| e.to_string())
+        MapData::from_pin(maps_dir(pin_dir).join(maps::CONFIG)).map_err(|e| error_chain(&e))?;
+    let map = Map::from_map_data(data).map_err(|e| error_chain(&e))?;
+    Array::try_from(map).map_err(|e| error_chain(&e))
 }
 
 /// The `tamper` records of the decision log.
@@ -389,10 +389,7 @@ fn under_lockdown_preloaded_or_changed_agent_code_gets_no_standing() {
         .output()
         .unwrap();
     let msg = refused(&out);
-    assert!(
-        msg.contains("not an agent") || msg.contains("agent code"),
-        "{msg}"
-    );
+    assert!(msg.contains("not an authorized agent"), "{msg}");
     // Nor may the genuine one start with another configuration.
     let original = fs::read_to_string(&l.d.config).unwrap();
     fs::write(&l.d.config, format!("{original}\n# changed\n")).unwrap();

@@ -418,7 +418,16 @@ impl Enforcer {
             Some(dir) => {
                 preflight::ensure_bpffs().map_err(pin::PinError::Bpffs)?;
                 let maps_dir = layout.maps_dir(dir);
-                adopted = maps_dir.join(maps::CONFIG).exists();
+                match std::fs::symlink_metadata(maps_dir.join(maps::CONFIG)) {
+                    Ok(_) => adopted = true,
+                    // Under lockdown the kernel refuses the pinned objects'
+                    // paths to anything but recorded agent code: say so
+                    // rather than fail later on whatever it refuses next.
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        return Err(lock::not_an_agent());
+                    }
+                    Err(_) => {}
+                }
                 std::fs::create_dir_all(&maps_dir)
                     .map_err(|e| pin::PinError::Io(maps_dir.clone(), e))?;
                 pin::MAPS
