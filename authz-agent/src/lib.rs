@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod defaults;
 pub mod elf;
 pub mod enforcer;
+pub mod logging;
 pub mod store;
 pub mod trust;
 pub mod vocab;
