@@ -39,9 +39,9 @@ const WATCHDOG_DROPIN: &str = "/run/systemd/system/authz-agent.service.d/50-test
 /// loop even under software emulation.
 const TEST_WATCHDOG_SECS: u64 = 5;
 /// The unit's CapabilityBoundingSet=, by number (linux/capability.h):
-/// CAP_CHOWN, CAP_DAC_READ_SEARCH, CAP_SYS_ADMIN, CAP_SYS_RESOURCE,
-/// CAP_MAC_ADMIN, CAP_PERFMON, CAP_BPF.
-const UNIT_CAPABILITIES: [u32; 7] = [0, 2, 21, 24, 33, 38, 39];
+/// CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SYS_ADMIN,
+/// CAP_SYS_RESOURCE, CAP_MAC_ADMIN, CAP_PERFMON, CAP_BPF.
+const UNIT_CAPABILITIES: [u32; 8] = [0, 1, 2, 21, 24, 33, 38, 39];
 /// How long systemd and the agent get for anything asynchronous here.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -90,16 +90,38 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         if start.elapsed() > PATIENCE {
-            panic!(
-                "{what}: not within {PATIENCE:?}\n{}\n{}",
-                String::from_utf8_lossy(&sh(&format!("systemctl status --no-pager {UNIT}")).stdout),
-                String::from_utf8_lossy(
-                    &sh(&format!("journalctl -u {UNIT} --no-pager -n 40")).stdout
-                )
-            );
+            panic!("{what}: not within {PATIENCE:?}\n{}", unit_report());
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The unit's state and its last journal records, for a failure message.
+fn unit_report() -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&sh(&format!("systemctl status --no-pager {UNIT}")).stdout),
+        String::from_utf8_lossy(&sh(&format!("journalctl -u {UNIT} --no-pager -n 40")).stdout)
+    )
+}
+
+/// Runs a `systemctl` verb on the unit, which must succeed (else the
+/// unit's status and journal say why).
+#[track_caller]
+fn systemctl(verb: &str) {
+    let out = sh(&format!("systemctl {verb} {UNIT}"));
+    assert!(
+        out.status.success(),
+        "systemctl {verb} {UNIT} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        unit_report()
+    );
+}
+
+fn restart() {
+    let _ = sh(&format!("systemctl reset-failed {UNIT}"));
+    systemctl("restart");
 }
 
 /// dpkg -i of the package, once per boot.
@@ -173,9 +195,7 @@ fn service() -> Service {
         fs::write(CONFIG, &wanted).unwrap();
     }
     if changed || show("ActiveState") != "active" {
-        ok(&format!(
-            "systemctl reset-failed {UNIT}; systemctl restart {UNIT}"
-        ));
+        restart();
     }
     let allowed = program("allowed");
     let intruder = program("intruder");
@@ -278,7 +298,7 @@ fn the_package_installs_and_start_returns_once_the_agent_is_ready() {
     ok(&format!("systemctl stop {UNIT}"));
     assert_eq!(show("ActiveState"), "inactive");
     let start = Instant::now();
-    ok(&format!("systemctl start {UNIT}"));
+    systemctl("start");
     let took = start.elapsed();
     // Type=notify: start returned after READY=1, which the agent sends once
     // its socket is open and its programs attached: it answers at once.
@@ -328,7 +348,7 @@ fn the_units_sandbox_lets_the_agent_enforce() {
     let bounding = u64::from_str_radix(&field("CapBnd:"), 16).unwrap();
     assert_eq!(
         bounding, expected,
-        "CapabilityBoundingSet= is the unit's seven capabilities"
+        "CapabilityBoundingSet= is the unit's capabilities"
     );
     let own_ns = fs::read_link("/proc/self/ns/mnt").unwrap();
     let agent_ns = fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
@@ -492,7 +512,7 @@ impl Drop for WatchdogDropIn {
 fn the_watchdog_restarts_an_agent_that_stopped_answering() {
     let s = service();
     let _dropin = WatchdogDropIn::install();
-    ok(&format!("systemctl restart {UNIT}"));
+    systemctl("restart");
     let pid = main_pid();
     let environ = fs::read(format!("/proc/{pid}/environ")).unwrap();
     let wanted = format!("WATCHDOG_USEC={}", TEST_WATCHDOG_SECS * 1_000_000);
@@ -531,7 +551,7 @@ fn stop_and_a_crash_keep_enforcement() {
     ok(&format!("systemctl stop {UNIT}"));
     assert_eq!(show("ActiveState"), "inactive");
     enforcing(&s);
-    ok(&format!("systemctl start {UNIT}"));
+    systemctl("start");
     enforcing(&s);
 
     let (pid, restarted) = (main_pid(), restarts());
