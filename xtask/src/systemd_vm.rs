@@ -74,7 +74,7 @@ pub fn base_image() -> Result<PathBuf> {
     if image.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(image);
     }
-    eprintln!("setup: systemd VM image: building a minimal Debian {suite} with systemd (mmdebstrap from the mirror; about 4 minutes, once)");
+    eprintln!("setup: systemd VM image: building a minimal Debian {suite} with systemd (mmdebstrap from the mirror; 1 to 4 minutes, once)");
     crate::setup::deb_tools()?;
     fs::create_dir_all(&dir)?;
     let root = dir.join("root");
