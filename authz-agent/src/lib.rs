@@ -12,6 +12,7 @@ pub mod defaults;
 pub mod elf;
 pub mod enforcer;
 pub mod lockdown;
+pub mod logging;
 pub mod revocation_list;
 pub mod store;
 pub mod trust;

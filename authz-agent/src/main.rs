@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         // SAFETY: restoring the default disposition of a signal before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    init_tracing(&cli.log_filter());
+    authz_agent::logging::init(&cli.log_filter(), cli.log_filter_overridden());
     let json = cli.command.wants_json();
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
@@ -52,15 +52,4 @@ fn main() -> ExitCode {
             exit::Exit::of_error(&e).exit_code()
         }
     }
-}
-
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(authz_agent::defaults::LOG_LEVEL));
-    use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -6,18 +6,22 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let unit = std::fs::read_to_string(root.join("packaging/authz-agent.service")).unwrap();
     assert!(unit.contains("Type=notify"), "the agent notifies readiness");
+    // Where the Debian package (cargo xtask deb) installs the agent.
+    assert!(unit.contains("ExecStart=/usr/sbin/authz-agent run --config /etc/authz/agent.toml"));
     assert!(
-        unit.contains("ExecStart=/usr/local/bin/authz-agent run --config /etc/authz/agent.toml")
+        unit.contains("ExecReload=/bin/kill -HUP $MAINPID"),
+        "reload is SIGHUP"
+    );
+    assert!(
+        unit.contains("\nWatchdogSec="),
+        "the agent pings a watchdog"
     );
     let dir = std::env::temp_dir().join(format!("authz-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("authz-agent.service");
     std::fs::write(
         &path,
-        unit.replace(
-            "/usr/local/bin/authz-agent",
-            env!("CARGO_BIN_EXE_authz-agent"),
-        ),
+        unit.replace("/usr/sbin/authz-agent", env!("CARGO_BIN_EXE_authz-agent")),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")

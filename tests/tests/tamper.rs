@@ -462,3 +462,105 @@ fn only_a_signed_unlock_for_this_host_from_a_root_ends_lockdown() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn under_lockdown_a_changed_config_does_not_apply_on_reload() {
+    let l = Locked::start("lock-reload");
+    let scratch = Scratch::new("lock-reload-jobs");
+    let intruder = job(&scratch, "intruder");
+    // Root rewrites the config to enforce nothing, and asks for a reload.
+    let original = fs::read_to_string(&l.d.config).unwrap();
+    let widened = original.replace(
+        &format!("enforce_cgroups = [\"{}\"]", l.d.cgroup),
+        "enforce_cgroups = [\"/nowhere-at-all\"]",
+    );
+    assert_ne!(original, widened);
+    fs::write(&l.d.config, &widened).unwrap();
+    let pid = l.d.child.as_ref().unwrap().id() as libc::pid_t;
+    // SAFETY: kill(2) on the agent's pid, our child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    assert!(
+        eventually(Duration::from_secs(20), || l
+            .d
+            .audit_records()
+            .iter()
+            .any(|r| r["event"] == "reload" && r["detail"]["ok"] == false)),
+        "no refused reload in the decision log"
+    );
+    assert_eperm(&intruder.run_in_cgroup(&l.d.cgroup_dir, &["true"]));
+    fs::write(&l.d.config, original).unwrap();
+}
+
+#[test]
+fn under_lockdown_an_upgraded_agent_binary_adopts_only_after_a_signed_adopt_statement() {
+    let mut l = Locked::start("lock-adopt");
+    let scratch = Scratch::new("lock-adopt-files");
+    let intruder = job(&scratch, "intruder");
+    // The "new version": the agent binary with one byte more.
+    let upgraded = scratch.dir.join("authz-agent-new");
+    fs::copy(daemon::agent_bin(), &upgraded).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&upgraded)
+        .unwrap()
+        .write_all(b"\0")
+        .unwrap();
+    let start_upgraded = |d: &Daemon| {
+        Command::new(&upgraded)
+            .args(["run", "--config"])
+            .arg(&d.config)
+            .env("AUTHZ_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the upgraded agent")
+    };
+    // A statement for another binary authorizes nothing for this one.
+    let other = l.statement(
+        &l.d.root.key,
+        "adopt-agent",
+        &["--binary", daemon::agent_bin().to_str().unwrap()],
+    );
+    l.d.ok(&["lockdown", "adopt", "--statement", other.to_str().unwrap()]);
+    l.d.kill9();
+    let out = start_upgraded(&l.d).wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "an unauthorized agent binary started"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an authorized agent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eperm(&intruder.run_in_cgroup(&l.d.cgroup_dir, &["true"]));
+    // With a signed adopt-agent statement naming it (sent to the running
+    // genuine agent), the upgrade takes over.
+    l.d.spawn();
+    let adopt = l.statement(
+        &l.d.root.key,
+        "adopt-agent",
+        &["--binary", upgraded.to_str().unwrap()],
+    );
+    let v =
+        l.d.json(&["lockdown", "adopt", "--statement", adopt.to_str().unwrap()]);
+    assert_eq!(v["files"], 1, "{v}");
+    l.d.kill9();
+    let mut child = start_upgraded(&l.d);
+    let ready = eventually(Duration::from_secs(240), || {
+        authz_agent::control::client::call(
+            &l.d.socket,
+            &authz_agent::control::protocol::Request::Status {},
+        )
+        .is_ok()
+    });
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        ready,
+        "the adopted upgrade did not start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eperm(&intruder.run_in_cgroup(&l.d.cgroup_dir, &["true"]));
+}

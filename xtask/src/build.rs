@@ -59,7 +59,7 @@ pub fn build(release: bool) -> Result<Built> {
 
 /// Sets up the toolchain and builds the `authz-agent` binary (which embeds
 /// the BPF object); returns its path.
-fn build_agent(release: bool) -> Result<PathBuf> {
+pub fn build_agent(release: bool) -> Result<PathBuf> {
     setup::toolchain()?;
     let mut cmd = cargo();
     cmd.args(["build", "-p", "authz-agent", "--bins"]);

@@ -2,8 +2,10 @@
 //! VM that runs a real kernel with BPF LSM, the test suite, the demo.
 mod bench;
 mod build;
+mod deb;
 mod fuzz;
 mod setup;
+mod systemd_vm;
 mod test;
 mod util;
 mod vm;
@@ -25,8 +27,9 @@ enum Command {
     ///
     /// nightly's rust-src (for `-Z build-std=core`), bpf-linker built against the
     /// nightly toolchain's own LLVM (under target/bpf-toolchain), QEMU, busybox and
-    /// cpio from Debian packages, and Debian's kernel image (resolved through apt,
-    /// cached under target/vm). build, test, vm and demo run it first.
+    /// cpio from Debian packages, dpkg-dev, lintian and mmdebstrap (the Debian
+    /// package and the systemd VM image), and Debian's kernel image (resolved
+    /// through apt, cached under target/vm). build, test, vm and demo run it first.
     Setup,
     /// Build the agent (with the BPF object embedded) and the integration tests.
     Build(build::BuildArgs),
@@ -43,6 +46,13 @@ enum Command {
     /// an interactive shell on the VM's console (leave with `exit` or Ctrl-D).
     /// Inside: authz-agent in PATH; cgroup2, bpffs and securityfs mounted.
     Vm(vm::VmArgs),
+    /// Build the Debian package (agent in /usr/sbin, the systemd unit, the
+    /// example config as a conffile, man pages, completions) and check it.
+    ///
+    /// Writes target/deb/authz-agent_<version>_<arch>.deb and prints its
+    /// path; checks its contents (dpkg-deb -c) and runs lintian. The
+    /// systemd VM boot of `cargo xtask test` installs it.
+    Deb(deb::DebArgs),
     /// Show authz working: boot the VM and run the scripted demo.
     Demo(vm::DemoArgs),
     /// Fuzz the artifact, delegation, key and trust-policy parsers for a
@@ -75,6 +85,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Vm(args) => vm::run(&args),
         Command::Demo(args) => vm::demo(&args),
+        Command::Deb(args) => deb::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Bench(args) => bench::run(&args),
     };

@@ -25,6 +25,14 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // modinfo, to resolve the dependencies of the kernel modules the VM loads.
     ("kmod", "/usr/sbin/modinfo"),
 ];
+/// Debian packages `cargo xtask deb` and the systemd VM image need.
+const DEB_PACKAGES: &[(&str, &str)] = &[
+    // dpkg-shlibdeps, for the package's library dependencies.
+    ("dpkg-dev", "/usr/bin/dpkg-shlibdeps"),
+    ("lintian", "/usr/bin/lintian"),
+    // The systemd VM's root filesystem, from Debian's packages.
+    ("mmdebstrap", "/usr/bin/mmdebstrap"),
+];
 /// Kernel modules the VM loads (with their dependencies): the filesystems
 /// the digest cache is proven on, loop devices to mount them, FUSE (refused
 /// by default: tests prove it), and the crc32c implementation their
@@ -60,8 +68,14 @@ pub fn toolchain() -> Result<()> {
 
 /// QEMU and friends, plus the kernel.
 pub fn vm_assets() -> Result<Setup> {
-    debian_packages()?;
+    debian_packages(DEBIAN_PACKAGES)?;
+    deb_tools()?;
     kernel()
+}
+
+/// What `cargo xtask deb` and the systemd VM image need.
+pub fn deb_tools() -> Result<()> {
+    debian_packages(DEB_PACKAGES)
 }
 
 fn step(name: &str, state: &str) {
@@ -215,8 +229,8 @@ fn find_libllvm(lib: &Path) -> Result<PathBuf> {
         })
 }
 
-fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+fn debian_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, file)| !Path::new(file).exists())
         .map(|(pkg, _)| *pkg)

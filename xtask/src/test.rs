@@ -96,7 +96,14 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             if let Err(reason) = other {
                 eprintln!("test: this host cannot run the BPF LSM program ({reason}); integration tests run in the VM");
             }
-            vm_integration_tests(&setup, &built, &filter, args.timeout, &mut tally)
+            vm_integration_tests(
+                &setup,
+                &built,
+                &filter,
+                args.timeout,
+                args.release,
+                &mut tally,
+            )
         }
     };
 
@@ -197,8 +204,13 @@ fn host_can_enforce(agent: &Path) -> Result<()> {
 
 fn host_integration_tests(built: &build::Built, filter: &str, tally: &mut Tally) -> Result<()> {
     let mut ran = 0;
-    // The `ima` tests need a kernel booted with an IMA policy: the VM's job.
-    for (name, bin) in built.tests.iter().filter(|(name, _)| name != "ima") {
+    // The `ima` tests need a kernel booted with an IMA policy, the `systemd`
+    // ones systemd as PID 1 and the package installed: the VM's job.
+    for (name, bin) in built
+        .tests
+        .iter()
+        .filter(|(name, _)| name != "ima" && name != "systemd")
+    {
         for test in list_tests(bin)? {
             if !format!("{name}::{test}").contains(filter) {
                 continue;
@@ -245,38 +257,63 @@ done
 echo AUTHZ-TESTS-DONE
 "#;
 
-/// One VM boot of the integration tests: which test binaries run in it and
-/// with which kernel command line. Tests that need no particular kernel setup
-/// share the first boot.
+/// One VM boot of the integration tests: which test binaries run in it,
+/// on which image and with which kernel command line. Tests that need no
+/// particular setup share the first boot.
 struct VmBoot {
     /// Prefix of the test names this boot reports (empty for the first).
     label: &'static str,
     cmdline: &'static str,
+    image: Image,
     /// Test binaries (`tests/tests/<name>.rs`) that run in this boot.
     runs: fn(&str) -> bool,
 }
 
+/// What a boot runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Image {
+    /// busybox as /init, the agent in /usr/local/bin (xtask/src/vm.rs).
+    Busybox,
+    /// Debian with systemd as PID 1 and the agent's Debian package to
+    /// install (xtask/src/systemd_vm.rs).
+    Systemd,
+}
+
 /// The boots, in order. The second proves the content checks and the digest
 /// cache under an IMA policy that measures (and caches hashes of) executed
-/// files; the `ima` binary's tests need that policy and run only there.
+/// files; the `ima` binary's tests need that policy and run only there. The
+/// third runs the real service under systemd, from the Debian package.
 const BOOTS: &[VmBoot] = &[
     VmBoot {
         label: "",
         cmdline: "",
-        runs: |bin| bin != "ima",
+        image: Image::Busybox,
+        runs: |bin| bin != "ima" && bin != "systemd",
     },
     VmBoot {
         label: "ima_policy=tcb/",
         cmdline: "ima_policy=tcb",
+        image: Image::Busybox,
         runs: |bin| matches!(bin, "ima" | "digest_cache" | "content"),
     },
+    VmBoot {
+        label: "systemd/",
+        cmdline: crate::systemd_vm::CMDLINE,
+        image: Image::Systemd,
+        runs: |bin| bin == "systemd",
+    },
 ];
+
+/// The longest a systemd boot may take: its tests take minutes, and a boot
+/// that hangs should fail well before the suite's own limit.
+const SYSTEMD_BOOT_TIMEOUT_SECS: u64 = 900;
 
 fn vm_integration_tests(
     setup: &setup::Setup,
     built: &build::Built,
     filter: &str,
     timeout: u64,
+    release: bool,
     tally: &mut Tally,
 ) -> Result<()> {
     let mut any = false;
@@ -298,16 +335,35 @@ fn vm_integration_tests(
             continue;
         }
         any = true;
-        vm_boot_tests(
-            setup,
-            &built.agent,
-            boot,
-            &tests,
-            filter,
-            expected,
-            timeout,
-            tally,
-        )?;
+        let (initrd, timeout) = match boot.image {
+            Image::Busybox => (
+                busybox_image(setup, &built.agent, &tests, filter, boot)?,
+                timeout,
+            ),
+            Image::Systemd => {
+                // The package the VM installs, checked first (a result of its own).
+                let deb = crate::deb::package(&built.agent, release)
+                    .and_then(|deb| crate::deb::check(&deb, true).map(|()| deb));
+                tally.record("deb::package_contents_and_lintian", deb.is_ok());
+                let deb = deb?;
+                (
+                    systemd_image(&deb, &tests, filter, boot)?,
+                    timeout.min(SYSTEMD_BOOT_TIMEOUT_SECS),
+                )
+            }
+        };
+        let started = std::time::Instant::now();
+        let ran = vm_boot_tests(setup, initrd, boot, expected, timeout, tally);
+        eprintln!(
+            "test: {} boot took {:.0} s",
+            if boot.label.is_empty() {
+                "first"
+            } else {
+                boot.label.trim_end_matches('/')
+            },
+            started.elapsed().as_secs_f64()
+        );
+        ran?;
     }
     if !any {
         bail!("no integration test matched the filter {filter:?}");
@@ -315,23 +371,44 @@ fn vm_integration_tests(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn vm_boot_tests(
-    setup: &setup::Setup,
-    agent: &Path,
-    boot: &VmBoot,
+/// The test binaries and C programs (without filtering) with /authz/cmd.
+fn add_tests(
+    image: &mut Initramfs,
     tests: &[(String, std::path::PathBuf, usize)],
     filter: &str,
-    expected: usize,
-    timeout: u64,
-    tally: &mut Tally,
+    boot: &VmBoot,
+    with_libraries: bool,
 ) -> Result<()> {
-    let mut initramfs = Initramfs::new("test", agent, setup)?;
     for (name, bin, n) in tests {
         if *n > 0 {
-            initramfs.add_binary(bin, &format!("/authz/tests/{name}"))?;
+            let dest = format!("/authz/tests/{name}");
+            if with_libraries {
+                image.add_binary(bin, &dest)?;
+            } else {
+                image.add_executable(bin, &dest)?;
+            }
         }
     }
+    image.add_file("/authz/run-tests.sh", RUNNER.as_bytes(), 0o755)?;
+    // The runner matches `binary::test`: this boot's label is not part of it.
+    let inner = filter.strip_prefix(boot.label).unwrap_or(filter);
+    let cmd = format!(
+        "sh /authz/run-tests.sh {}\n",
+        crate::util::shell_quote(inner)
+    );
+    image.add_file("/authz/cmd", cmd.as_bytes(), 0o644)
+}
+
+/// The busybox initramfs for a boot: the agent, the tests, the C programs.
+fn busybox_image(
+    setup: &setup::Setup,
+    agent: &Path,
+    tests: &[(String, std::path::PathBuf, usize)],
+    filter: &str,
+    boot: &VmBoot,
+) -> Result<std::path::PathBuf> {
+    let mut initramfs = Initramfs::new("test", agent, setup)?;
+    add_tests(&mut initramfs, tests, filter, boot, true)?;
     let c_tests = build::c_tests()?;
     for entry in std::fs::read_dir(&c_tests)? {
         let path = entry?.path();
@@ -345,17 +422,40 @@ fn vm_boot_tests(
             0o755,
         )?;
     }
-    initramfs.add_file("/authz/run-tests.sh", RUNNER.as_bytes(), 0o755)?;
-    // The runner matches `binary::test`: this boot's label is not part of it.
-    let inner = filter.strip_prefix(boot.label).unwrap_or(filter);
-    let cmd = format!(
-        "sh /authz/run-tests.sh {}\n",
-        crate::util::shell_quote(inner)
-    );
-    initramfs.add_file("/authz/cmd", cmd.as_bytes(), 0o644)?;
+    initramfs.pack()
+}
+
+/// The systemd image for a boot: Debian's root filesystem (cached), the
+/// package to install at /authz/authz-agent.deb, the tests.
+fn systemd_image(
+    deb: &Path,
+    tests: &[(String, std::path::PathBuf, usize)],
+    filter: &str,
+    boot: &VmBoot,
+) -> Result<std::path::PathBuf> {
+    let base = crate::systemd_vm::base_image()?;
+    let mut overlay = crate::systemd_vm::overlay("systemd-test")?;
+    overlay.add_file(
+        "/authz/authz-agent.deb",
+        &std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?,
+        0o644,
+    )?;
+    // The image's own libraries serve the test binary (same Debian release).
+    add_tests(&mut overlay, tests, filter, boot, false)?;
+    crate::systemd_vm::initrd(&base, &overlay.pack()?)
+}
+
+fn vm_boot_tests(
+    setup: &setup::Setup,
+    initrd: std::path::PathBuf,
+    boot: &VmBoot,
+    expected: usize,
+    timeout: u64,
+    tally: &mut Tally,
+) -> Result<()> {
     let boot_cfg = Boot {
         kernel: setup.kernel.clone(),
-        initrd: initramfs.pack()?,
+        initrd,
         memory: 2048,
         cpus: 2,
         timeout: Some(Duration::from_secs(timeout)),

@@ -175,6 +175,31 @@ impl Initramfs {
         Ok(initramfs)
     }
 
+    /// An empty staging tree (for an archive added on top of another image:
+    /// it creates no directory the image already has with other modes).
+    pub fn empty(name: &str) -> Result<Self> {
+        let root = target_dir().join("vm").join(name).join("root");
+        if root.exists() {
+            fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;
+        }
+        fs::create_dir_all(&root)?;
+        Ok(Self {
+            root,
+            libs: BTreeSet::new(),
+        })
+    }
+
+    /// A symbolic link at `dest` pointing to `target`.
+    pub fn add_symlink(&mut self, dest: &str, target: &str) -> Result<()> {
+        let path = self.path(dest);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let _ = fs::remove_file(&path);
+        std::os::unix::fs::symlink(target, &path)
+            .with_context(|| format!("linking {dest} in the initramfs"))
+    }
+
     fn path(&self, dest: &str) -> PathBuf {
         self.root.join(dest.trim_start_matches('/'))
     }
@@ -204,6 +229,19 @@ impl Initramfs {
     /// Copies an executable (debug info stripped, to keep the VM's RAM free)
     /// and the shared libraries it needs.
     pub fn add_binary(&mut self, src: &Path, dest: &str) -> Result<()> {
+        self.add_executable(src, dest)?;
+        for lib in shared_libraries(src)? {
+            if self.libs.insert(lib.clone()) {
+                let dest = lib.to_string_lossy().into_owned();
+                self.copy_file(&lib, &dest, 0o755)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies an executable (debug info stripped) without its libraries:
+    /// for an image whose own libraries it uses.
+    pub fn add_executable(&mut self, src: &Path, dest: &str) -> Result<()> {
         let path = self.path(dest);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
@@ -217,12 +255,6 @@ impl Initramfs {
             &format!("stripping {} into the initramfs", src.display()),
         )?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
-        for lib in shared_libraries(src)? {
-            if self.libs.insert(lib.clone()) {
-                let dest = lib.to_string_lossy().into_owned();
-                self.copy_file(&lib, &dest, 0o755)?;
-            }
-        }
         Ok(())
     }
 

@@ -110,6 +110,13 @@ pub fn load_or_create_key(state_dir: &Path) -> Result<SigningKey, AuditError> {
 }
 
 impl AuditLog {
+    /// Changes when the log rotates and how often it signs a checkpoint
+    /// (a reload); the file, host and key stay.
+    pub fn set_rotation(&mut self, rotate_bytes: u64, checkpoint_every: Duration) {
+        self.cfg.rotate_bytes = rotate_bytes;
+        self.cfg.checkpoint_every = checkpoint_every;
+    }
+
     /// Opens (creating) the log and finds the chain head to continue from:
     /// the last record of the active file, else of the newest rotated file.
     pub fn open(cfg: AuditConfig, key: SigningKey) -> Result<Self, AuditError> {

@@ -236,6 +236,17 @@ impl Cli {
             .map(|config| config.log.level);
         log_filter(self.log.as_deref(), env.as_deref(), config.as_deref()).to_owned()
     }
+
+    /// Whether `--log` or `AUTHZ_LOG` chose the filter (so a config's
+    /// `[log] level`, also one applied by a reload, does not).
+    pub fn log_filter_overridden(&self) -> bool {
+        let env = std::env::var("AUTHZ_LOG").ok();
+        let given = [self.log.as_deref(), env.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|s| !s.trim().is_empty());
+        given
+    }
 }
 
 /// The log filter, by precedence: `--log`, then `AUTHZ_LOG`, then the

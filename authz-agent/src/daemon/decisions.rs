@@ -74,6 +74,15 @@ impl Decisions {
         &self.policy
     }
 
+    /// The trust policy later records name (a reload changed it).
+    pub fn set_policy(&mut self, policy: PolicyRef) {
+        self.policy = policy;
+    }
+
+    pub fn audit_mut(&mut self) -> &mut AuditLog {
+        &mut self.audit
+    }
+
     pub fn events_received(&self) -> u64 {
         self.events
     }

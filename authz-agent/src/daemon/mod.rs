@@ -9,6 +9,9 @@
 //! 4. attach the programs and swap the pinned links (no gap), self-test;
 //! 5. open the control socket, tell systemd we are ready.
 //!
+//! SIGHUP reloads the config ([`reload`]); under `WatchdogSec=` the main loop
+//! pings systemd's watchdog ([`systemd`]).
+//!
 //! Stopping (SIGTERM) leaves the pinned programs enforcing: the daemon's death
 //! never opens a window. `authz-agent unload` removes them on purpose.
 mod agent;
@@ -20,10 +23,12 @@ pub mod metrics;
 mod ops;
 pub mod permits;
 mod queries;
+pub mod reload;
 mod report;
 mod revocation_lists;
 mod revocations;
 pub mod sequence;
+pub mod systemd;
 pub mod textfile;
 pub mod why;
 
@@ -67,10 +72,10 @@ pub fn run(config_path: &Path, unlock: Option<&Path>) -> anyhow::Result<()> {
 
 #[tracing::instrument(name = "daemon", skip_all, fields(config = %config.path.display()))]
 async fn serve(
-    config: Config,
+    mut config: Config,
     unlock: Option<crate::vocab::statement::Statement>,
 ) -> anyhow::Result<()> {
-    let a = &config.agent;
+    let a = &config.agent.clone();
     let store = Store::open(&a.state_dir)?;
     let mut revoked = store
         .revocations()
@@ -221,13 +226,20 @@ async fn serve(
     // buffer, so the fd stays open for as long as it is registered.
     let mut ring = unsafe { tokio::io::unix::AsyncFd::register(ring) }
         .map_err(|e| anyhow::anyhow!("cannot watch the event ring: {e}"))?;
-    let mut poll = tokio::time::interval(a.cgroup_poll);
-    let mut sweep = tokio::time::interval(a.sweep_interval);
-    let mut integrity = tokio::time::interval(a.tamper_check);
+    let mut timers = Timers::new(&config);
     let mut audit_tick = tokio::time::interval(std::time::Duration::from_millis(500));
     // Allowed execs are queued by the kernel without a wakeup: drain on a timer.
     let mut drain = tokio::time::interval(std::time::Duration::from_millis(100));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let watchdog = systemd::Watchdog::from_env();
+    // Without a watchdog the tick still runs, rarely, and pings nothing.
+    let mut watchdog_tick = tokio::time::interval(
+        watchdog.map_or(std::time::Duration::from_secs(3600), |w| w.interval()),
+    );
+    if let Some(w) = watchdog {
+        tracing::info!(timeout = ?w.timeout, every = ?w.interval(), "systemd watchdog: pinging from the main loop");
+    }
 
     tracing::info!(
         mode = %agent.enforcer.mode(),
@@ -235,7 +247,7 @@ async fn serve(
         adopted = agent.enforcer.adopted(),
         "authz-agent enforcing"
     );
-    notify("READY=1\nSTATUS=enforcing");
+    systemd::ready(&status_line(&agent));
 
     loop {
         // Wake when the next scheduled artifact's window opens.
@@ -274,14 +286,28 @@ async fn serve(
                 guard.clear_ready();
                 agent.events_written();
             }
-            _ = poll.tick() => agent.poll_cgroups(SystemTime::now()),
-            _ = sweep.tick() => agent.sweep(SystemTime::now()),
-            _ = integrity.tick() => {
+            _ = timers.poll.tick() => agent.poll_cgroups(SystemTime::now()),
+            _ = timers.sweep.tick() => agent.sweep(SystemTime::now()),
+            _ = timers.integrity.tick() => {
                 agent.check_integrity();
+            }
+            _ = watchdog_tick.tick() => {
+                if let Some(w) = &watchdog {
+                    w.ping_if_healthy(&agent);
+                }
+            }
+            _ = sighup.recv() => {
+                systemd::reloading();
+                let before = (config.agent.cgroup_poll, config.agent.sweep_interval, config.agent.tamper_check);
+                let outcome = reload_config(&mut agent, &mut config);
+                if before != (config.agent.cgroup_poll, config.agent.sweep_interval, config.agent.tamper_check) {
+                    timers = Timers::new(&config);
+                }
+                systemd::reloaded(&format!("{}; {outcome}", status_line(&agent)));
             }
         }
     }
-    notify("STOPPING=1");
+    systemd::stopping();
     tracing::info!("stopping; the pinned programs keep enforcing");
     for ev in agent.enforcer.drain_events() {
         agent.on_event(ev);
@@ -431,25 +457,81 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// sd_notify(3): tells systemd about readiness (Type=notify); a no-op outside
-/// systemd.
-pub fn notify(state: &str) {
-    use std::os::unix::net::UnixDatagram;
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(socket) = UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt as _;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
-    } else {
-        socket.send_to(state.as_bytes(), &path)
-    };
-    if let Err(e) = sent {
-        tracing::warn!(error = %e, "cannot notify systemd");
+/// The loop's periodic work, at the config's intervals (rebuilt when a
+/// reload changes them).
+struct Timers {
+    poll: tokio::time::Interval,
+    sweep: tokio::time::Interval,
+    integrity: tokio::time::Interval,
+}
+
+impl Timers {
+    fn new(config: &Config) -> Self {
+        let a = &config.agent;
+        Self {
+            poll: tokio::time::interval(a.cgroup_poll),
+            sweep: tokio::time::interval(a.sweep_interval),
+            integrity: tokio::time::interval(a.tamper_check),
+        }
+    }
+}
+
+/// systemd's status line for the unit (`systemctl status`).
+fn status_line(agent: &Agent) -> String {
+    format!(
+        "enforcing programs attached; mode {}",
+        agent.enforcer.mode()
+    )
+}
+
+/// SIGHUP: reloads the config, logs and records the outcome; returns it in
+/// a few words for systemd's status line. A refused reload changes nothing.
+fn reload_config(agent: &mut Agent, config: &mut Config) -> String {
+    let policy_before = agent.log.policy().clone();
+    match reload::reload(agent, config, SystemTime::now()) {
+        Ok(applied) => {
+            tracing::info!(
+                config = %config.path.display(),
+                applied = ?applied.applied,
+                needs_restart = ?applied.needs_restart,
+                live_permits_before = applied.live_permits.0,
+                live_permits_after = applied.live_permits.1,
+                "config reloaded: {}", applied.summary()
+            );
+            for key in &applied.needs_restart {
+                tracing::warn!(key, "this setting changed in the config but only applies after a restart (systemctl restart authz-agent); the old value keeps running");
+            }
+            let policy = agent.log.policy().clone();
+            agent.admin(
+                "reload",
+                serde_json::json!({
+                    "ok": true,
+                    "config": config.path,
+                    "applied": applied.applied,
+                    "needs_restart": applied.needs_restart,
+                    "overridden": applied.overridden.iter().map(|(k, why)| serde_json::json!({"key": k, "why": why})).collect::<Vec<_>>(),
+                    "live_permits": {"before": applied.live_permits.0, "after": applied.live_permits.1},
+                    "policy": {
+                        "before": {"version": policy_before.version, "digest": policy_before.digest},
+                        "after": {"version": policy.version, "digest": policy.digest},
+                    },
+                }),
+            );
+            format!("config reloaded ({})", applied.summary())
+        }
+        Err(e) => {
+            let why = crate::error_chain(&e);
+            tracing::error!(config = %config.path.display(), error = %why, "reload refused; the running configuration is unchanged");
+            agent.admin(
+                "reload",
+                serde_json::json!({
+                    "ok": false,
+                    "config": config.path,
+                    "error": why,
+                    "running": "unchanged",
+                }),
+            );
+            "reload refused (see the log)".to_owned()
+        }
     }
 }

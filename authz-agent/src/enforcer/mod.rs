@@ -873,6 +873,14 @@ impl Enforcer {
         self.write_config()
     }
 
+    /// Changes which allowed execs send an event (`authz_common::sample`);
+    /// refusals always do. Takes effect for the next exec.
+    #[tracing::instrument(skip(self))]
+    pub fn set_allowed_sample(&mut self, sample: u32) -> Result<(), EnforcerError> {
+        self.config.allowed_sample = sample;
+        self.write_config()
+    }
+
     pub(crate) fn set_selftest_cgroup(&mut self, cgroup_id: u64) -> Result<(), EnforcerError> {
         self.config.selftest_cgroup_id = cgroup_id;
         self.write_config()
