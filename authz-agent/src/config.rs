@@ -125,9 +125,6 @@ pub struct AgentSection {
     /// Labels of this host: artifacts bound to one of them (`[hosts]`) are
     /// live here.
     pub host_labels: Vec<HostLabel>,
-    /// A directory the agent watches and takes artifacts, delegations and
-    /// revocation lists from (None: no inbox).
-    pub inbox_dir: Option<PathBuf>,
 }
 
 /// `[log]`.
@@ -188,7 +185,6 @@ struct RawAgent {
     tamper_check: Option<String>,
     lockdown: Option<bool>,
     host_labels: Option<Vec<String>>,
-    inbox_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -300,10 +296,6 @@ impl Config {
             .map(|l| l.parse::<HostLabel>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid("agent.host_labels", e.to_string()))?;
-        let inbox_dir = a
-            .inbox_dir
-            .map(|d| absolute("agent.inbox_dir", d))
-            .transpose()?;
         let metrics = MetricsSection {
             textfile: match raw.metrics.textfile {
                 None => None,
@@ -369,7 +361,6 @@ impl Config {
                 tamper_check,
                 lockdown: a.lockdown.unwrap_or(false),
                 host_labels,
-                inbox_dir,
             },
             log: LogSection {
                 level: raw.log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into()),
