@@ -59,7 +59,16 @@ use crate::{
 pub fn run(config_path: &Path, unlock: Option<&Path>) -> anyhow::Result<()> {
     // The kernel first: on a host that cannot enforce, that is the one thing
     // to say, whatever the config.
-    Enforcer::probe().context("authz cannot enforce on this host")?;
+    if let Err(e) = Enforcer::probe() {
+        // Under lockdown the kernel refuses program loads to anything but
+        // recorded agent code: that, not the kernel, is then the reason.
+        if let Ok(config) = Config::load(config_path) {
+            if enforcer::locked_out(&config.agent.pin_dir) {
+                return Err(enforcer::not_an_agent().into());
+            }
+        }
+        return Err(anyhow::Error::new(e).context("authz cannot enforce on this host"));
+    }
     let config = Config::load(config_path)?;
     let unlock = unlock.map(lockdown::read_statement).transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -36,7 +36,25 @@ pub(super) fn refused_by_lockdown(e: &aya::EbpfError) -> bool {
     false
 }
 
-pub(super) fn not_an_agent() -> EnforcerError {
+/// Whether the kernel refuses this process the pinned objects under
+/// `pin_dir` (lockdown, and this process is not agent code): their paths
+/// answer EPERM. The kernel then also refuses it every LSM program load, so
+/// this is the reason to give for a failed probe.
+pub fn locked_out(pin_dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        e.file_name().to_string_lossy().starts_with("maps-")
+            && matches!(
+                std::fs::symlink_metadata(e.path().join(maps::CONFIG)),
+                Err(err) if err.raw_os_error() == Some(libc::EPERM)
+            )
+    })
+}
+
+/// The refusal of a start by code lockdown does not know.
+pub fn not_an_agent() -> EnforcerError {
     let digest = lockdown::own_code()
         .ok()
         .and_then(|code| code.into_iter().find(|c| c.kind == agent_code::BINARY))

@@ -31,7 +31,7 @@ use aya::{
 
 pub use clock::{boot_time_ns, wall_to_boot_ns};
 pub use event::{Decision, DecisionEvent, Reason};
-pub use lock::{pinned_lockdown, Unlocked};
+pub use lock::{locked_out, not_an_agent, pinned_lockdown, Unlocked};
 pub use preflight::{KernelSupport, PreflightError};
 
 /// The BPF object built from `authz-ebpf` by build.rs.
