@@ -41,8 +41,9 @@ pub(super) fn refused_by_lockdown(e: &aya::EbpfError) -> bool {
 /// answer EPERM. The kernel then also refuses it every LSM program load, so
 /// this is the reason to give for a failed probe.
 pub fn locked_out(pin_dir: &std::path::Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(pin_dir) else {
-        return false;
+    let entries = match std::fs::read_dir(pin_dir) {
+        Ok(entries) => entries,
+        Err(err) => return err.raw_os_error() == Some(libc::EPERM),
     };
     entries.flatten().any(|e| {
         e.file_name().to_string_lossy().starts_with("maps-")
