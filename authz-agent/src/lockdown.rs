@@ -22,7 +22,6 @@
 use std::{
     collections::BTreeSet,
     fs,
-    io::Read as _,
     path::{Path, PathBuf},
 };
 
@@ -259,17 +258,8 @@ pub fn hash_file(path: &Path) -> Result<Digest, LockError> {
         path: path.to_owned(),
         source,
     };
-    let mut file = fs::File::open(path).map_err(err)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf).map_err(err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().into())
+    let file = fs::File::open(path).map_err(err)?;
+    crate::artifact::issue::hash_reader(file).map_err(err)
 }
 
 #[cfg(test)]

@@ -39,6 +39,17 @@ fn open_config(pin_dir: &Path) -> Result<Array<MapData, Config>, String> {
     Array::try_from(map).map_err(|e| error_chain(&e))
 }
 
+/// Copies `from` to `to` with `byte` appended: other content, same code.
+fn copy_with_one_byte_more(from: &Path, to: &Path, byte: &[u8; 1]) {
+    fs::copy(from, to).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(to)
+        .unwrap()
+        .write_all(byte)
+        .unwrap();
+}
+
 /// The `tamper` records of the decision log.
 fn tamper_records(d: &Daemon) -> Vec<serde_json::Value> {
     d.audit_records()
@@ -359,13 +370,7 @@ fn under_lockdown_preloaded_or_changed_agent_code_gets_no_standing() {
     .find(|p| Path::new(p).exists())
     .expect("libc");
     let evil = scratch.dir.join("evil.so");
-    fs::copy(libc_path, &evil).unwrap();
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&evil)
-        .unwrap()
-        .write_all(b"x")
-        .unwrap();
+    copy_with_one_byte_more(Path::new(libc_path), &evil, b"x");
     let out = Command::new(daemon::agent_bin())
         .args(["status", "--socket"])
         .arg(&l.d.socket)
@@ -382,13 +387,7 @@ fn under_lockdown_preloaded_or_changed_agent_code_gets_no_standing() {
     // An agent binary one byte different is not an agent.
     l.d.kill9();
     let other = scratch.dir.join("authz-agent");
-    fs::copy(daemon::agent_bin(), &other).unwrap();
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&other)
-        .unwrap()
-        .write_all(b"\0")
-        .unwrap();
+    copy_with_one_byte_more(&daemon::agent_bin(), &other, b"\0");
     let out = Command::new(&other)
         .args(["run", "--config"])
         .arg(&l.d.config)
@@ -505,13 +504,7 @@ fn under_lockdown_an_upgraded_agent_binary_adopts_only_after_a_signed_adopt_stat
     let intruder = job(&scratch, "intruder");
     // The "new version": the agent binary with one byte more.
     let upgraded = scratch.dir.join("authz-agent-new");
-    fs::copy(daemon::agent_bin(), &upgraded).unwrap();
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&upgraded)
-        .unwrap()
-        .write_all(b"\0")
-        .unwrap();
+    copy_with_one_byte_more(&daemon::agent_bin(), &upgraded, b"\0");
     let start_upgraded = |d: &Daemon| {
         Command::new(&upgraded)
             .args(["run", "--config"])
