@@ -125,6 +125,10 @@ pub struct AgentSection {
     /// Labels of this host: artifacts bound to one of them (`[hosts]`) are
     /// live here.
     pub host_labels: Vec<HostLabel>,
+    /// A directory the agent watches and takes in every artifact and
+    /// revocation list dropped there, as `submit` would (`daemon::inbox`);
+    /// none: no inbox.
+    pub inbox_dir: Option<PathBuf>,
 }
 
 /// `[log]`.
@@ -185,6 +189,7 @@ struct RawAgent {
     tamper_check: Option<String>,
     lockdown: Option<bool>,
     host_labels: Option<Vec<String>>,
+    inbox_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -361,6 +366,10 @@ impl Config {
                 tamper_check,
                 lockdown: a.lockdown.unwrap_or(false),
                 host_labels,
+                inbox_dir: a
+                    .inbox_dir
+                    .map(|p| absolute("agent.inbox_dir", p))
+                    .transpose()?,
             },
             log: LogSection {
                 level: raw.log.level.unwrap_or_else(|| defaults::LOG_LEVEL.into()),
@@ -565,5 +574,22 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.toml");
         let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.agent.mode, Mode::Audit);
+        // The commented-out inbox line is valid when uncommented.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("# inbox_dir = ", "inbox_dir = ");
+        let c = Config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.agent.inbox_dir.as_deref(),
+            Some(Path::new("/etc/authz/inbox"))
+        );
+    }
+
+    #[test]
+    fn the_inbox_must_be_an_absolute_path() {
+        let err = parse(&format!("[agent]\ninbox_dir = \"inbox\"\n{TRUST}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agent.inbox_dir"), "{err}");
     }
 }

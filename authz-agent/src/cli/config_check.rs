@@ -152,6 +152,28 @@ pub fn report(config: &Config) -> ConfigReport {
             ));
         }
     }
+    if let Some(inbox) = &a.inbox_dir {
+        match std::fs::metadata(inbox) {
+            Ok(m) if m.is_dir() => {
+                use std::os::unix::fs::PermissionsExt as _;
+                if m.permissions().mode() & 0o022 != 0 {
+                    warnings.push(format!(
+                        "agent.inbox_dir {} is writable by others than its owner: they cannot make \
+                         anything unsigned run, but they can fill it",
+                        inbox.display()
+                    ));
+                }
+            }
+            Ok(_) => problems.push(format!(
+                "agent.inbox_dir {} is not a directory",
+                inbox.display()
+            )),
+            Err(_) => warnings.push(format!(
+                "agent.inbox_dir {} does not exist (the agent takes it in as soon as it does)",
+                inbox.display()
+            )),
+        }
+    }
     let mut dirs = vec![("audit.log", config.audit.log.parent())];
     if let Some(textfile) = &config.metrics.textfile {
         dirs.push(("metrics.textfile", textfile.parent()));

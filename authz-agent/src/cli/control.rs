@@ -342,7 +342,44 @@ fn render_list(v: &ListResult) -> String {
         v.permits.len(),
         v.revoked
     );
+    if let Some(inbox) = &v.inbox {
+        render_inbox(&mut out, inbox);
+    }
     out
+}
+
+/// The inbox part of `list`: a count per outcome, then every file that is
+/// not held or applied, with why.
+fn render_inbox(out: &mut String, inbox: &crate::control::protocol::InboxStatus) {
+    use crate::control::protocol::InboxOutcome as O;
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for f in &inbox.files {
+        *counts.entry(f.outcome.as_str()).or_default() += 1;
+    }
+    let summary: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {o}")).collect();
+    let _ = writeln!(
+        out,
+        "\ninbox {}: {} files{}{}",
+        inbox.dir,
+        inbox.files.len(),
+        if summary.is_empty() { "" } else { ": " },
+        summary.join(", ")
+    );
+    for f in inbox.files.iter().filter(|f| {
+        !matches!(
+            f.outcome,
+            O::Accepted | O::AlreadyHeld | O::Applied | O::AlreadyApplied
+        )
+    }) {
+        let _ = writeln!(
+            out,
+            "  {:<32}  {:<8}  {}{}",
+            f.name,
+            f.outcome.as_str(),
+            f.error.map(|k| format!("[{k}] ")).unwrap_or_default(),
+            f.message.as_deref().unwrap_or("")
+        );
+    }
 }
 
 /// Runs `authz-agent revoke`.

@@ -151,6 +151,10 @@ pub enum RefusalKind {
     NotLocked,
     /// The artifact, or a delegation it depends on, is bound to other hosts.
     WrongHost,
+    // The inbox.
+    /// A file in the inbox that cannot be read as an authz file: not a
+    /// regular file, a link out of the inbox, not text, an I/O error.
+    Unreadable,
     /// A kind this client does not know (a newer agent).
     #[serde(other)]
     Unknown,
@@ -225,6 +229,7 @@ impl RefusalKind {
             Self::PolicyVersionMismatch => "policy-version-mismatch",
             Self::Revoked => "revoked",
             Self::WrongHost => "wrong-host",
+            Self::Unreadable => "unreadable",
             Self::Unknown => "unknown",
         }
     }
@@ -345,6 +350,74 @@ pub struct ListResult {
     pub permits: Vec<PermitEntry>,
     /// Entries in the revocation list.
     pub revoked: usize,
+    /// What became of each file in the inbox directory, when the agent
+    /// watches one. Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<InboxStatus>,
+}
+
+/// The inbox directory (`[agent] inbox_dir`) and what became of each file
+/// in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxStatus {
+    pub dir: String,
+    /// By file name.
+    pub files: Vec<InboxFile>,
+}
+
+/// What the agent made of one file in the inbox, the last time it read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxFile {
+    pub name: String,
+    /// SHA-256 (hex) of the bytes read; absent when they could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub outcome: InboxOutcome,
+    /// The artifact's id, or the revocation list's signer and serial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Why it was refused or ignored (with `error`, the refusal's kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RefusalKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When this outcome was reached (RFC 3339).
+    pub at: String,
+}
+
+/// [`InboxFile::outcome`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InboxOutcome {
+    /// An artifact, verified and held (live or scheduled).
+    Accepted,
+    /// An artifact the agent already held with these exact bytes.
+    AlreadyHeld,
+    /// A revocation list, applied.
+    Applied,
+    /// A revocation list applied before.
+    AlreadyApplied,
+    /// Refused, for `message`; nothing changed.
+    Refused,
+    /// Not something the agent takes in (a key, a directory, a delegation
+    /// on its own): nothing to do.
+    Ignored,
+    /// Still open for writing by someone: read once it is closed.
+    Waiting,
+}
+
+impl InboxOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::AlreadyHeld => "already-held",
+            Self::Applied => "applied",
+            Self::AlreadyApplied => "already-applied",
+            Self::Refused => "refused",
+            Self::Ignored => "ignored",
+            Self::Waiting => "waiting",
+        }
+    }
 }
 
 /// Result of `revoke`.

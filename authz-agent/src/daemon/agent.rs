@@ -59,6 +59,8 @@ pub struct Agent {
     pub(super) metrics: super::metrics::Metrics,
     /// Permits revoked or expired in this run, for `why`.
     pub(super) gone: super::why::GoneIndex,
+    /// What became of each file in the inbox directory, when there is one.
+    pub(super) inbox: Option<super::inbox::Ledger>,
     /// The clocks kernel expiries were last computed with.
     clock: BootClock,
 }
@@ -91,6 +93,7 @@ impl Agent {
             started: Instant::now(),
             metrics: super::metrics::Metrics::new(),
             gone: super::why::GoneIndex::default(),
+            inbox: None,
             clock: BootClock::now(),
         }
     }

@@ -17,6 +17,7 @@
 mod agent;
 mod decisions;
 mod dropped;
+pub mod inbox;
 pub mod loader;
 pub mod lockdown;
 pub mod metrics;
@@ -211,6 +212,11 @@ async fn serve(
     agent.start_sequence();
     report_delegated_cgroups(&mut agent, &a.cgroup_root, &a.enforce_cgroups);
 
+    let mut inbox = match &a.inbox_dir {
+        Some(dir) => Some(inbox::Inbox::open(dir, &a.state_dir, &mut agent)?),
+        None => None,
+    };
+
     let listener = server::bind(&a.socket, &access).await?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(1024);
     tokio::spawn(server::serve(listener, access.clone(), calls_tx));
@@ -270,9 +276,23 @@ async fn serve(
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
             Some(call) = calls.recv() => {
+                let revoking = matches!(
+                    call.request,
+                    Request::Revoke { .. } | Request::RevokeAll { .. } | Request::RevocationList { .. }
+                );
                 if let Some(call) = ops::offload(&mut agent, &access, call) {
                     let response = handle(&mut agent, &access, call.request, &call.peer, SystemTime::now());
                     let _ = call.reply.send(response);
+                }
+                if revoking {
+                    if let Some(inbox) = inbox.as_mut() {
+                        inbox.refresh(&mut agent);
+                    }
+                }
+            }
+            _ = inbox_wait(&mut inbox) => {
+                if let Some(inbox) = inbox.as_mut() {
+                    inbox.turn(&mut agent, SystemTime::now());
                 }
             }
             _ = textfile.tick(), if textfile.enabled() => textfile.write(&agent),
@@ -296,7 +316,12 @@ async fn serve(
                 agent.events_written();
             }
             _ = timers.poll.tick() => agent.poll_cgroups(SystemTime::now()),
-            _ = timers.sweep.tick() => agent.sweep(SystemTime::now()),
+            _ = timers.sweep.tick() => {
+                agent.sweep(SystemTime::now());
+                if let Some(inbox) = inbox.as_mut() {
+                    inbox.refresh(&mut agent);
+                }
+            }
             _ = timers.integrity.tick() => {
                 agent.check_integrity();
             }
@@ -309,6 +334,9 @@ async fn serve(
                 systemd::reloading();
                 let before = (config.agent.cgroup_poll, config.agent.sweep_interval, config.agent.tamper_check);
                 let outcome = reload_config(&mut agent, &mut config);
+                if let Some(inbox) = inbox.as_mut() {
+                    inbox.retry_refused(&agent);
+                }
                 if before != (config.agent.cgroup_poll, config.agent.sweep_interval, config.agent.tamper_check) {
                     timers = Timers::new(&config);
                 }
@@ -327,10 +355,21 @@ async fn serve(
         "stop",
         serde_json::json!({ "mode": agent.enforcer.mode(), "enforcement": "continues (pinned)" }),
     );
+    if let Some(inbox) = inbox.as_mut() {
+        inbox.save(&agent);
+    }
     agent.save_observed_time(SystemTime::now());
     agent.audit_checkpoint("stop");
     let _ = std::fs::remove_file(&a.socket);
     Ok(())
+}
+
+/// Waits for the inbox, if there is one, to have files to take in.
+async fn inbox_wait(inbox: &mut Option<inbox::Inbox>) {
+    match inbox {
+        Some(inbox) => inbox.wait().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs one control request against the agent if `access` gives the peer the

@@ -46,6 +46,7 @@ impl Agent {
         ListResult {
             permits,
             revoked: self.revocations.len(),
+            inbox: self.inbox.as_ref().map(|l| l.status()),
         }
     }
 

@@ -96,6 +96,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ("agent.pin_dir", a.pin_dir != b.pin_dir),
         ("agent.cgroup_root", a.cgroup_root != b.cgroup_root),
         ("agent.max_permits", a.max_permits != b.max_permits),
+        ("agent.inbox_dir", a.inbox_dir != b.inbox_dir),
         ("audit.log", old.audit.log != new.audit.log),
         ("audit.host", old.audit.host != new.audit.host),
     ]
@@ -115,6 +116,7 @@ fn effective(old: &Config, new: Config) -> Config {
     e.agent.pin_dir = old.agent.pin_dir.clone();
     e.agent.cgroup_root = old.agent.cgroup_root.clone();
     e.agent.max_permits = old.agent.max_permits;
+    e.agent.inbox_dir = old.agent.inbox_dir.clone();
     e.audit.log = old.audit.log.clone();
     e.audit.host = old.audit.host.clone();
     e
