@@ -345,25 +345,38 @@ max_ttl = "30d"
         };
         let key = authz_agent::trust::keys::read_secret_key(&self.root.key).expect("read key");
         let subject = issue::subject_for_binary(binary).expect("hash binary");
-        (0..n)
-            .map(|_| {
-                let request = issue::Request {
-                    subject: subject.clone(),
-                    scope: Scope {
-                        cgroup: cgroup.parse().expect("cgroup path"),
-                        descendants: false,
-                    },
-                    not_before: Timestamp::now(),
-                    ttl_seconds,
-                    policy_version: 1,
-                    provenance: Provenance::default(),
-                    libraries: Vec::new(),
-                };
-                issue::issue(request, &key, None, Timestamp::now())
-                    .expect("issue")
-                    .to_toml()
-            })
-            .collect()
+        // Signed on every core: thousands take a while under emulation.
+        let threads = std::thread::available_parallelism().map_or(2, |t| t.get());
+        let one = |_: usize| {
+            let request = issue::Request {
+                subject: subject.clone(),
+                scope: Scope {
+                    cgroup: cgroup.parse().expect("cgroup path"),
+                    descendants: false,
+                },
+                not_before: Timestamp::now(),
+                ttl_seconds,
+                policy_version: 1,
+                provenance: Provenance::default(),
+                libraries: Vec::new(),
+            };
+            issue::issue(request, &key, None, Timestamp::now())
+                .expect("issue")
+                .to_toml()
+        };
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let count = n / threads + usize::from(t < n % threads);
+                    let one = &one;
+                    s.spawn(move || (0..count).map(one).collect::<Vec<String>>())
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("signer"))
+                .collect()
+        })
     }
 
     /// The decision log.
