@@ -437,6 +437,18 @@ impl Report<'_> {
                 names.push(format!("verify.{place}.{m}"));
             }
         }
+        for m in [
+            "drop_p50_ms",
+            "drop_p99_ms",
+            "submit_p50_ms",
+            "submit_p99_ms",
+            "burst_files",
+            "burst_s",
+            "burst_per_artifact_ms",
+            "submits_per_artifact_ms",
+        ] {
+            names.push(format!("inbox.{m}"));
+        }
         for n in scale_counts(self.quick) {
             names.push(format!("scale.start_{n}_s"));
             names.push(format!("exec.permits_{n}_us"));
@@ -477,6 +489,17 @@ impl Report<'_> {
                 what: "submit-to-enforced p99, ms",
                 value: self.get("submit.p99_ms"),
                 target: 10.0,
+                at_most: true,
+                place: "vm",
+            },
+            Goal {
+                id: "inbox-burst",
+                what: "inbox burst per artifact over submit per artifact",
+                value: self.ratio(
+                    "inbox.burst_per_artifact_ms",
+                    "inbox.submits_per_artifact_ms",
+                ),
+                target: 1.0,
                 at_most: true,
                 place: "vm",
             },
@@ -745,6 +768,47 @@ impl Report<'_> {
             "",
             None,
             "",
+        );
+
+        t.section("6. fleet intake: the inbox directory");
+        let ms = |v: Option<f64>| v.map_or("missing".into(), |v| format!("{} ms", num(v)));
+        t.row(
+            &format!(
+                "inbox drop -> enforced p50, VM ({} drops)",
+                self.n("inbox.drop_p50_ms")
+            ),
+            ms(self.get("inbox.drop_p50_ms")),
+            "submit p50",
+            self.ratio("inbox.drop_p50_ms", "inbox.submit_p50_ms"),
+            "",
+        );
+        t.row(
+            "inbox drop -> enforced p99, VM",
+            ms(self.get("inbox.drop_p99_ms")),
+            "submit p99",
+            self.ratio("inbox.drop_p99_ms", "inbox.submit_p99_ms"),
+            "",
+        );
+        t.row(
+            &format!(
+                "{} files dropped at once -> all live",
+                self.get("inbox.burst_files").map_or("?".into(), num)
+            ),
+            self.get("inbox.burst_s")
+                .map_or("missing".into(), |v| format!("{} s", num(v))),
+            "",
+            None,
+            "",
+        );
+        t.row(
+            "  per artifact",
+            ms(self.get("inbox.burst_per_artifact_ms")),
+            "submit",
+            self.ratio(
+                "inbox.burst_per_artifact_ms",
+                "inbox.submits_per_artifact_ms",
+            ),
+            "<= 1.0",
         );
 
         let mut out = String::new();

@@ -13,6 +13,7 @@
 mod attach;
 mod daemon;
 mod exec;
+mod inbox;
 mod scale;
 mod verify;
 
@@ -40,6 +41,8 @@ pub struct Plan {
     pub event_secs: f64,
     /// Stored-artifact counts the daemon is started with.
     pub scale: Vec<usize>,
+    /// Files dropped into the inbox at once.
+    pub inbox_burst: usize,
 }
 
 impl Plan {
@@ -56,6 +59,7 @@ impl Plan {
                 event_burst: 2500,
                 event_secs: 5.0,
                 scale: vec![10_000],
+                inbox_burst: 2_000,
             }
         } else {
             Self {
@@ -69,6 +73,7 @@ impl Plan {
                 event_burst: 2500,
                 event_secs: 15.0,
                 scale: vec![10_000, 100_000],
+                inbox_burst: 10_000,
             }
         }
     }
@@ -165,6 +170,7 @@ fn main() {
     if args.iter().any(|a| a == "vm") {
         authz_tests::require_environment();
         daemon::run(&plan);
+        inbox::run(&plan);
         scale::run(&plan);
         verify::run(&plan, "vm");
         scale::map_memory();
