@@ -35,7 +35,7 @@ use std::{
     io::Read as _,
     os::{
         fd::{AsFd as _, AsRawFd, RawFd},
-        unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
+        unix::fs::PermissionsExt as _,
     },
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
@@ -177,8 +177,6 @@ impl AsRawFd for Watch {
 /// the [`Ledger`]).
 pub struct Inbox {
     dir: PathBuf,
-    /// `dir` with every link resolved: links must stay under it.
-    real: Option<PathBuf>,
     watch: Option<AsyncFd<Watch>>,
     ledger_path: PathBuf,
     queue: BTreeSet<String>,
@@ -218,7 +216,6 @@ impl Inbox {
         });
         let mut inbox = Self {
             dir: dir.to_owned(),
-            real: None,
             watch: None,
             ledger_path,
             queue: BTreeSet::new(),
@@ -268,7 +265,6 @@ impl Inbox {
                  unsigned run, but they can fill it (tighten it to 0755 or stricter)"
             );
         }
-        self.real = fs::canonicalize(&self.dir).ok();
         self.watch = Some(watch);
         tracing::info!("watching the inbox");
         self.rescan("start");
@@ -420,9 +416,19 @@ impl Inbox {
                 None => break,
             }
         }
+        let dir = match fs::File::open(&self.dir) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the inbox directory; reading it again shortly");
+                for name in names {
+                    self.retry.insert(name, Instant::now() + ABSENT_POLL);
+                }
+                return;
+            }
+        };
         let mut texts = Vec::new();
         for name in names {
-            match self.read(&name) {
+            match self.read(&dir, &name) {
                 Read::Gone => self.gone(agent, &name),
                 Read::Busy => {
                     self.retry.insert(name.clone(), Instant::now() + RETRY);
@@ -601,31 +607,29 @@ impl Inbox {
     /// Reads `name`, never following a link out of the inbox, never
     /// blocking on a FIFO, never reading a file still being written or more
     /// than an artifact's worth.
-    fn read(&self, name: &str) -> Read {
+    fn read(&self, dir: &fs::File, name: &str) -> Read {
         let unreadable = |m: String| Read::Done(Outcome::refused(None, RefusalKind::Unreadable, m));
-        let path = self.dir.join(name);
-        let lmeta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Read::Gone,
-            Err(e) => return unreadable(format!("cannot look at it: {e}")),
-        };
-        let target = if lmeta.file_type().is_symlink() {
-            match fs::canonicalize(&path) {
-                Err(_) => return unreadable("a link to nothing".into()),
-                Ok(t) if self.real.as_ref().is_some_and(|r| t.starts_with(r)) => t,
-                Ok(t) => {
-                    return unreadable(format!(
-                        "a link out of the inbox (to {}): the inbox reads only files inside it",
-                        t.display()
-                    ))
-                }
+        let file = match open_beneath(dir, name) {
+            Ok(f) => f,
+            Err(e) => {
+                return match e.raw_os_error() {
+                    Some(libc::ENOENT) => Read::Gone,
+                    Some(libc::EXDEV | libc::ELOOP) => unreadable(
+                        "a link out of the inbox: the inbox reads only files inside it".into(),
+                    ),
+                    Some(libc::ENXIO) => {
+                        unreadable("not a regular file (a FIFO, socket or device)".into())
+                    }
+                    Some(libc::EISDIR) => Read::Done(Outcome::ignored(
+                        None,
+                        "a directory: the inbox is not read recursively",
+                    )),
+                    _ => unreadable(format!("cannot open it: {e}")),
+                };
             }
-        } else {
-            path
         };
-        let meta = match fs::metadata(&target) {
+        let meta = match file.metadata() {
             Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Read::Gone,
             Err(e) => return unreadable(format!("cannot look at it: {e}")),
         };
         if meta.is_dir() {
@@ -646,22 +650,6 @@ impl Inbox {
                     meta.len()
                 ),
             ));
-        }
-        let file = match fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
-            .open(&target)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Read::Gone,
-            // Replaced by a link between the look and the open: look again.
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Read::Busy,
-            Err(e) => return unreadable(format!("cannot open it: {e}")),
-        };
-        match file.metadata() {
-            Ok(m) if m.is_file() && m.nlink() > 0 => {}
-            Ok(_) => return unreadable("not a regular file (a FIFO, socket or device)".into()),
-            Err(e) => return unreadable(format!("cannot look at it: {e}")),
         }
         if being_written(&file) {
             return Read::Busy;
@@ -696,6 +684,19 @@ impl Inbox {
             )),
         }
     }
+}
+
+/// Opens `name` in `dir` for reading, resolving every link within `dir`
+/// (`openat2` with `RESOLVE_BENEATH`: a link, or a directory swapped for a
+/// link, that leads out fails with `EXDEV`), without blocking on a FIFO and
+/// without following /proc's magic links.
+fn open_beneath(dir: &fs::File, name: &str) -> std::io::Result<fs::File> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = nix::fcntl::openat2(dir, name, how).map_err(std::io::Error::from)?;
+    Ok(fs::File::from(fd))
 }
 
 /// Does some process hold `file` open for writing? A read lease is refused
@@ -829,6 +830,31 @@ mod tests {
         assert!(being_written(&reader));
         drop(writer);
         assert!(!being_written(&reader));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn links_are_followed_only_inside_the_inbox() {
+        let dir = std::env::temp_dir().join(format!("authz-inbox-o-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("..2026_11_26")).unwrap();
+        fs::write(dir.join("..2026_11_26/a.permit"), b"x").unwrap();
+        std::os::unix::fs::symlink("..2026_11_26", dir.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/a.permit", dir.join("a.permit")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("out.permit")).unwrap();
+        std::os::unix::fs::symlink("../../../../../etc/passwd", dir.join("up.permit")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("..evil")).unwrap();
+        std::os::unix::fs::symlink("..evil/passwd", dir.join("via-dir.permit")).unwrap();
+        nix::unistd::mkfifo(&dir.join("fifo.permit"), nix::sys::stat::Mode::S_IRUSR).unwrap();
+        let d = fs::File::open(&dir).unwrap();
+        assert!(open_beneath(&d, "a.permit").is_ok());
+        for name in ["out.permit", "up.permit", "via-dir.permit"] {
+            let e = open_beneath(&d, name).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{name}: {e}");
+        }
+        // Opened without blocking, then refused by its type.
+        let fifo = open_beneath(&d, "fifo.permit").unwrap();
+        assert!(!fifo.metadata().unwrap().is_file());
         fs::remove_dir_all(&dir).unwrap();
     }
 
