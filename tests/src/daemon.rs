@@ -330,8 +330,8 @@ max_ttl = "30d"
         }
     }
 
-    /// Signs `n` distinct permits for `binary` in `cgroup` in-process (the
-    /// library the CLI uses), returning their TOML texts.
+    /// `n` permits for `binary` in `cgroup`, signed in process with the root
+    /// key (each with its own id), as TOML.
     pub fn issue_many(
         &self,
         binary: &Path,
@@ -339,37 +339,72 @@ max_ttl = "30d"
         ttl_seconds: u64,
         n: usize,
     ) -> Vec<String> {
+        let subject =
+            authz_agent::artifact::issue::subject_for_binary(binary).expect("hash binary");
+        self.issue_subjects(vec![subject; n], cgroup, ttl_seconds)
+    }
+
+    /// One permit per SHA-256 in `digests` (no file needs to have it) in
+    /// `cgroup`, signed in process with the root key, as TOML.
+    pub fn issue_for_digests(
+        &self,
+        digests: &[[u8; 32]],
+        cgroup: &str,
+        ttl_seconds: u64,
+    ) -> Vec<String> {
+        let subjects = digests
+            .iter()
+            .map(|d| authz_agent::artifact::Subject {
+                sha256: *d,
+                path: None,
+                name: None,
+                exec_memory: false,
+            })
+            .collect();
+        self.issue_subjects(subjects, cgroup, ttl_seconds)
+    }
+
+    /// One permit per subject, signed on every core (thousands take a while
+    /// under emulation), in order.
+    fn issue_subjects(
+        &self,
+        subjects: Vec<authz_agent::artifact::Subject>,
+        cgroup: &str,
+        ttl_seconds: u64,
+    ) -> Vec<String> {
         use authz_agent::{
             artifact::{issue, Provenance, Scope},
             vocab::time::Timestamp,
         };
         let key = authz_agent::trust::keys::read_secret_key(&self.root.key).expect("read key");
-        let subject = issue::subject_for_binary(binary).expect("hash binary");
-        // Signed on every core: thousands take a while under emulation.
         let threads = std::thread::available_parallelism().map_or(2, |t| t.get());
-        let one = |_: usize| {
-            let request = issue::Request {
-                subject: subject.clone(),
-                scope: Scope {
-                    cgroup: cgroup.parse().expect("cgroup path"),
-                    descendants: false,
-                },
-                not_before: Timestamp::now(),
-                ttl_seconds,
-                policy_version: 1,
-                provenance: Provenance::default(),
-                libraries: Vec::new(),
-            };
-            issue::issue(request, &key, None, Timestamp::now())
-                .expect("issue")
-                .to_toml()
-        };
+        let chunk = subjects.len().div_ceil(threads).max(1);
         std::thread::scope(|s| {
-            let workers: Vec<_> = (0..threads)
-                .map(|t| {
-                    let count = n / threads + usize::from(t < n % threads);
-                    let one = &one;
-                    s.spawn(move || (0..count).map(one).collect::<Vec<String>>())
+            let workers: Vec<_> = subjects
+                .chunks(chunk)
+                .map(|part| {
+                    let key = &key;
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|subject| {
+                                let request = issue::Request {
+                                    subject: subject.clone(),
+                                    scope: Scope {
+                                        cgroup: cgroup.parse().expect("cgroup path"),
+                                        descendants: false,
+                                    },
+                                    not_before: Timestamp::now(),
+                                    ttl_seconds,
+                                    policy_version: 1,
+                                    provenance: Provenance::default(),
+                                    libraries: Vec::new(),
+                                };
+                                issue::issue(request, key, None, Timestamp::now())
+                                    .expect("issue")
+                                    .to_toml()
+                            })
+                            .collect::<Vec<String>>()
+                    })
                 })
                 .collect();
             workers

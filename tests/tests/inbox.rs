@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use sha2::Digest as _;
+
 use authz_tests::{
     daemon::{agent_bin, Daemon},
     *,
@@ -287,7 +289,13 @@ fn ten_thousand_artifacts_dropped_at_once_all_become_live() {
     let staging = inbox.with_extension("staging");
     fs::create_dir_all(&staging).unwrap();
     let t0 = Instant::now();
-    let texts = d.issue_many(&j.path, &d.cgroup, 3600, N);
+    // Each for another binary (so each its own kernel row), the last for a
+    // real one that must then run.
+    let digests: Vec<[u8; 32]> = (0..N as u64 - 1)
+        .map(|i| sha2::Sha256::digest(i.to_le_bytes()).into())
+        .chain([j.digest])
+        .collect();
+    let texts = d.issue_for_digests(&digests, &d.cgroup, 3600);
     for (i, t) in texts.iter().enumerate() {
         fs::write(staging.join(format!("p{i:05}.permit")), t).unwrap();
     }

@@ -407,6 +407,16 @@ pub enum InboxOutcome {
 }
 
 impl InboxOutcome {
+    pub const ALL: [Self; 7] = [
+        Self::Accepted,
+        Self::AlreadyHeld,
+        Self::Applied,
+        Self::AlreadyApplied,
+        Self::Refused,
+        Self::Ignored,
+        Self::Waiting,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Accepted => "accepted",

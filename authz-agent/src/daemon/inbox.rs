@@ -145,6 +145,15 @@ impl Ledger {
         }
     }
 
+    /// Files by outcome (`authz_inbox_files`).
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for f in self.files.values() {
+            *counts.entry(f.outcome.as_str()).or_default() += 1;
+        }
+        counts
+    }
+
     fn load(path: &Path, dir: &Path) -> Self {
         let stored = fs::read(path)
             .ok()

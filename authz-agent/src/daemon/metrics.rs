@@ -69,6 +69,11 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InboxLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabel {
     mode: &'static str,
 }
@@ -170,6 +175,8 @@ pub struct Snapshot {
     pub events_received: u64,
     pub uptime: Duration,
     pub policy_version: u32,
+    /// Files in the inbox by their outcome; none without an inbox.
+    pub inbox: Option<BTreeMap<&'static str, usize>>,
 }
 
 /// The metrics the agent keeps itself (the kernel's are read when rendered).
@@ -324,6 +331,20 @@ impl Metrics {
                 .set(gauge_value(n as u64));
         }
         registry.register("permits", "Accepted artifacts, by state.", permits);
+        if let Some(inbox) = &s.inbox {
+            let files = Family::<InboxLabel, Gauge>::default();
+            for outcome in crate::control::protocol::InboxOutcome::ALL {
+                let o = outcome.as_str();
+                files
+                    .get_or_create(&InboxLabel { outcome: o })
+                    .set(gauge_value(inbox.get(o).copied().unwrap_or(0) as u64));
+            }
+            registry.register(
+                "inbox_files",
+                "Files in the inbox directory, by what became of them (alert on refused).",
+                files,
+            );
+        }
         let entries = Gauge::<i64>::default();
         entries.set(gauge_value(s.kernel_permit_entries as u64));
         registry.register(
@@ -510,6 +531,7 @@ mod tests {
             events_received: 9,
             uptime: Duration::from_secs(5),
             policy_version: 3,
+            inbox: Some([("accepted", 5), ("refused", 1)].into_iter().collect()),
         }
     }
 

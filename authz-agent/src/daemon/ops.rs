@@ -47,6 +47,7 @@ impl Agent {
             events_received: self.log.events_received(),
             uptime: self.started.elapsed(),
             policy_version: self.log.policy().version,
+            inbox: self.inbox.as_ref().map(|l| l.counts()),
         }
     }
 
