@@ -197,6 +197,9 @@ pub struct Inbox {
     before: BTreeMap<String, InboxFile>,
     dirty: bool,
     saved: Instant,
+    /// The agent's removals and revocations when [`Self::refresh`] last
+    /// looked: nothing can have left since if they are unchanged.
+    refreshed: Option<(u64, usize)>,
 }
 
 impl Inbox {
@@ -233,6 +236,7 @@ impl Inbox {
             before,
             dirty: true,
             saved: Instant::now(),
+            refreshed: None,
         };
         inbox.try_watch()?;
         if inbox.watch.is_none() {
@@ -488,6 +492,11 @@ impl Inbox {
     /// them again finds the outcome it already has (nothing is recorded: the
     /// revocation or the expiry was).
     pub fn refresh(&mut self, agent: &mut Agent) {
+        let mark = (agent.permits.removals(), agent.revocations.len());
+        if self.refreshed == Some(mark) {
+            return;
+        }
+        self.refreshed = Some(mark);
         let Some(ledger) = agent.inbox.as_ref() else {
             return;
         };

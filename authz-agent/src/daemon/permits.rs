@@ -51,6 +51,9 @@ pub struct PermitTable {
     cgroups: HashMap<String, Option<u64>>,
     /// Artifacts placed under each row.
     placed: HashMap<RowKey, BTreeSet<ArtifactId>>,
+    /// Artifacts removed so far (revoked, expired, cleared): lets a caller
+    /// tell cheaply whether anything left since it last looked.
+    removals: u64,
 }
 
 impl PermitTable {
@@ -187,12 +190,20 @@ impl PermitTable {
     /// Removes an artifact; returns it and the keys whose rows may have changed.
     pub fn remove(&mut self, id: &ArtifactId) -> (Option<Held>, Vec<RowKey>) {
         let touched = self.unplace(id);
-        (self.held.remove(id), touched)
+        let held = self.held.remove(id);
+        self.removals += u64::from(held.is_some());
+        (held, touched)
+    }
+
+    /// How many artifacts have left the table so far.
+    pub fn removals(&self) -> u64 {
+        self.removals
     }
 
     /// Removes everything; returns what was held.
     pub fn clear(&mut self) -> Vec<ArtifactId> {
         let ids = self.ids();
+        self.removals += ids.len() as u64;
         self.held.clear();
         self.placed.clear();
         ids
