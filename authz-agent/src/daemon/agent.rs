@@ -61,6 +61,8 @@ pub struct Agent {
     pub(super) gone: super::why::GoneIndex,
     /// The clocks kernel expiries were last computed with.
     clock: BootClock,
+    /// The verified index kept in the state directory (cold start).
+    pub(super) index: Option<super::index::IndexState>,
 }
 
 fn internal(e: impl std::fmt::Display) -> Refusal {
@@ -92,6 +94,7 @@ impl Agent {
             metrics: super::metrics::Metrics::new(),
             gone: super::why::GoneIndex::default(),
             clock: BootClock::now(),
+            index: None,
         }
     }
 
@@ -104,8 +107,10 @@ impl Agent {
         |id| self.revocations.contains(id)
     }
 
-    /// Loads every stored artifact on start: re-verified, invalid ones
-    /// reported and skipped (never fatal), expired ones removed.
+    /// Loads every stored artifact on start: those the verified index lists
+    /// with the same bytes checked for time and revocations only, the others
+    /// re-verified; invalid ones reported and skipped (never fatal), expired
+    /// ones removed. The index is rewritten if it was behind.
     #[tracing::instrument(skip_all)]
     pub fn load_store(&mut self, now: SystemTime) -> Result<(), crate::store::StoreError> {
         let stored: Vec<_> = self
@@ -120,9 +125,27 @@ impl Agent {
                 }
             })
             .collect();
-        let results = loader::verify_store(&self.verifier, &self.is_revoked(), &stored, now);
+        let index = self.read_index();
+        let mut indexed = match &index {
+            Some(index) => loader::check_indexed(index, &self.is_revoked(), &stored, now),
+            None => Vec::new(),
+        };
+        indexed.resize_with(stored.len(), || None);
+        let full: Vec<_> = stored
+            .iter()
+            .zip(&indexed)
+            .filter(|(_, r)| r.is_none())
+            .map(|(s, _)| s.clone())
+            .collect();
+        let mut verified =
+            loader::verify_store(&self.verifier, &self.is_revoked(), &full, now).into_iter();
+        let from_index = stored.len() - full.len();
+        let unchanged = full.is_empty() && index.is_some_and(|i| i.len() == stored.len());
         let mut accepted = 0;
-        for (stored, result) in stored.into_iter().zip(results) {
+        for (stored, result) in stored.into_iter().zip(indexed) {
+            let result = result
+                .or_else(|| verified.next())
+                .unwrap_or_else(|| Err(NotLoaded::Invalid("it was not verified".into())));
             match result {
                 Ok(verified) => {
                     self.log.remember(&verified);
@@ -139,7 +162,15 @@ impl Agent {
                 }
             }
         }
-        tracing::info!(accepted, revoked = self.revocations.len(), "store loaded");
+        tracing::info!(
+            accepted,
+            from_index,
+            verified_in_full = full.len(),
+            revoked = self.revocations.len(),
+            "store loaded"
+        );
+        self.index_changed(!unchanged || accepted != from_index);
+        self.save_index(true);
         Ok(())
     }
 
@@ -260,6 +291,7 @@ impl Agent {
                 )),
             });
         }
+        self.index_changed(true);
         let h = self.permits.get(&id).expect("just inserted");
         let v = &h.verified;
         let state = self.permits.state(h, now);
@@ -333,6 +365,7 @@ impl Agent {
     /// Removes an artifact from the kernel, memory and store.
     pub(super) fn forget(&mut self, id: &ArtifactId) -> Result<(), EnforcerError> {
         let (held, touched) = self.permits.remove(id);
+        self.index_changed(held.is_some());
         if let Some(h) = held {
             let why = if self.revocations.contains(id) {
                 super::why::GoneWhy::Revoked
@@ -377,6 +410,7 @@ impl Agent {
                 .record(&h.verified, super::why::GoneWhy::Revoked, now);
         }
         let ids = self.permits.clear();
+        self.index_changed(true);
         for id in &ids {
             let _ = self.store.remove_artifact(id);
         }
@@ -560,5 +594,6 @@ impl Agent {
         }
         self.revocations.sweep(&self.store, now);
         self.mirror_revocations();
+        self.save_index(false);
     }
 }

@@ -17,6 +17,7 @@
 mod agent;
 mod decisions;
 mod dropped;
+pub mod index;
 pub mod loader;
 pub mod lockdown;
 pub mod metrics;
@@ -178,6 +179,12 @@ async fn serve(
             serde_json::json!({ "object": "revocations", "found": "the state directory's list lacked revocations the kernel keeps", "restored": restored }),
         );
     }
+    match index::IndexKey::load_or_create(&a.state_dir) {
+        Ok(key) => agent.use_index(key),
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "no verified index: every start verifies every stored artifact in full");
+        }
+    }
     let now = SystemTime::now();
     agent.load_store(now)?;
     agent.reconcile(now)?;
@@ -328,6 +335,7 @@ async fn serve(
         serde_json::json!({ "mode": agent.enforcer.mode(), "enforcement": "continues (pinned)" }),
     );
     agent.save_observed_time(SystemTime::now());
+    agent.save_index(true);
     agent.audit_checkpoint("stop");
     let _ = std::fs::remove_file(&a.socket);
     Ok(())
