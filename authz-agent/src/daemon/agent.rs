@@ -191,12 +191,13 @@ impl Agent {
             .map(|(use_, key, p)| (RowKey { use_, key }, p))
             .collect();
         let changes = plan(&current, &self.permits.rows(&self.clock));
-        let (mut installed, mut removed) = (0, 0);
+        let mut puts = Vec::new();
+        let mut removed = 0;
         for change in changes {
             match change {
                 RowChange::Put(row, permit) => {
-                    self.enforcer.grant(row.use_, row.key, permit)?;
-                    installed += 1;
+                    let new = !current.contains_key(&row);
+                    puts.push((row.use_, row.key, permit, new));
                 }
                 RowChange::Delete(row) => {
                     self.enforcer.revoke(row.use_, &row.key)?;
@@ -204,6 +205,10 @@ impl Agent {
                 }
             }
         }
+        // Every row in a few calls: a start with many permits would
+        // otherwise spend most of its time in bpf(2).
+        self.enforcer.grant_many(&puts)?;
+        let installed = puts.len();
         tracing::info!(
             installed,
             removed_stale = removed,
