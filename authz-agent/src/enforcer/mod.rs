@@ -1016,7 +1016,7 @@ impl Enforcer {
         let before: BTreeMap<Digest, u32> = if added.is_empty() {
             BTreeMap::new()
         } else {
-            self.digests.iter().filter_map(Result::ok).collect()
+            batch::entries(&self.digests).into_iter().collect()
         };
         let (digests, counts): (Vec<Digest>, Vec<u32>) = added
             .iter()
@@ -1089,8 +1089,8 @@ impl Enforcer {
     /// Every permit row in the kernel's maps.
     pub fn permits(&self) -> Vec<(PermitUse, PermitKey, Permit)> {
         let rows = |use_: PermitUse, map: &HashMap<MapData, PermitKey, Permit>| {
-            map.iter()
-                .filter_map(Result::ok)
+            batch::entries(map)
+                .into_iter()
                 .map(move |(k, p)| (use_, k, p))
                 .collect::<Vec<_>>()
         };
