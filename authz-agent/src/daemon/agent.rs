@@ -65,6 +65,33 @@ pub struct Agent {
     pub(super) index: Option<super::index::IndexState>,
 }
 
+/// Microseconds spent in each phase of a submit, in order.
+struct Phases {
+    last: Instant,
+    micros: [u64; 4],
+    next: usize,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Self {
+            last: Instant::now(),
+            micros: [0; 4],
+            next: 0,
+        }
+    }
+
+    /// Ends the current phase.
+    fn mark(&mut self) {
+        let now = Instant::now();
+        if let Some(slot) = self.micros.get_mut(self.next) {
+            *slot = u64::try_from(now.duration_since(self.last).as_micros()).unwrap_or(u64::MAX);
+        }
+        self.last = now;
+        self.next += 1;
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Refusal {
     Refusal::new(RefusalKind::Internal, e.to_string())
 }
@@ -241,8 +268,12 @@ impl Agent {
     /// `submit`.
     #[tracing::instrument(skip_all, fields(id))]
     pub fn submit(&mut self, text: &str, now: SystemTime) -> Result<SubmitResult, Refusal> {
+        // Where a submit's time goes, logged with each acceptance (the
+        // benchmark reads it back): parse, verify, store, kernel.
+        let mut phases = Phases::start();
         let artifact = Artifact::parse(text)
             .map_err(|e| Refusal::new(RefusalKind::Malformed, e.to_string()))?;
+        phases.mark();
         let id = artifact.id;
         tracing::Span::current().record("id", tracing::field::display(id));
         if let Some(r) = self.revocations.get(&id) {
@@ -266,6 +297,7 @@ impl Agent {
         }
         let verified = loader::verify_ahead(&self.verifier, &self.is_revoked(), &artifact, now)
             .map_err(|e| Refusal::new(RefusalKind::of_verify(&e), e.to_string()))?;
+        phases.mark();
         if self.permits.contains(&id) {
             // Validly signed, same id, different content: ids must be unique.
             return Err(Refusal::new(
@@ -276,6 +308,7 @@ impl Agent {
         self.store
             .save_artifact(&id, text)
             .map_err(|e| internal(format!("cannot store the artifact: {e}")))?;
+        phases.mark();
         self.learn_cgroup(&verified.cgroup);
         self.log.remember(&verified);
         let touched = self
@@ -296,11 +329,13 @@ impl Agent {
                 )),
             });
         }
+        phases.mark();
         self.index_changed(true);
         let h = self.permits.get(&id).expect("just inserted");
         let v = &h.verified;
         let state = self.permits.state(h, now);
-        tracing::info!(%id, state = ?state, cgroup = %v.cgroup, "artifact accepted");
+        let [parse_us, verify_us, store_us, kernel_us] = phases.micros;
+        tracing::info!(%id, state = ?state, cgroup = %v.cgroup, parse_us, verify_us, store_us, kernel_us, "artifact accepted");
         Ok(SubmitResult {
             id: id.to_string(),
             state,
