@@ -26,8 +26,12 @@
 //! with one of their own, can seal an index that lists anything: that is
 //! write access to a root-only (0700) directory the agent owns, i.e. root on
 //! the host. Lockdown does not guard the state directory (it guards the
-//! kernel's objects): under lockdown the key file is protected like the audit
-//! key, by file permissions only.
+//! kernel's objects; the key file, like the audit key, is protected by file
+//! permissions only), so while the kernel is locked down the index is not
+//! trusted: root could kill the agent, replace the key, seal an index listing
+//! a forged artifact and have the restarted agent enforce it. A restart
+//! within a locked boot verifies everything; the index is still written, for
+//! the next boot (before lockdown begins root owns the host anyway).
 use std::{
     collections::{BTreeMap, HashMap},
     fs, io,
@@ -476,8 +480,14 @@ impl Agent {
 
     /// The index on disk, if it is usable for what verification depends on now.
     pub(super) fn read_index(&mut self) -> Option<Index> {
+        let locked = self.enforcer.lockdown();
         let bound = self.index_bound()?;
         let state = self.index.as_mut()?;
+        if locked {
+            tracing::info!("the kernel is locked down and the state directory is not: verifying every stored artifact in full");
+            state.written = None;
+            return None;
+        }
         match read(self.store.dir(), &state.key, &bound) {
             Ok(index) => {
                 tracing::info!(
