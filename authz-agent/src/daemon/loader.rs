@@ -23,10 +23,36 @@ pub enum NotLoaded {
 /// Most threads start-up verifies or hashes on.
 const MAX_THREADS: usize = 16;
 
-fn threads() -> usize {
-    std::thread::available_parallelism()
+/// `f` over `items` cut in one chunk per core (at most [`MAX_THREADS`]),
+/// each on its own thread; one result per item, in order. A chunk whose
+/// thread panicked, or that gave a result count other than its item count,
+/// gets `failed()` for each item, so that results never shift onto other
+/// items.
+fn on_every_core<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&[T]) -> Vec<R> + Sync,
+    failed: impl Fn() -> R,
+) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, MAX_THREADS)
+        .clamp(1, MAX_THREADS);
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| (part.len(), scope.spawn(move || f(part))))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(n, h)| {
+                h.join()
+                    .ok()
+                    .filter(|r| r.len() == n)
+                    .unwrap_or_else(|| (0..n).map(|_| failed()).collect())
+            })
+            .collect()
+    })
 }
 
 /// With a verified index whose seal and bound inputs were found good: the
@@ -41,27 +67,19 @@ pub fn check_indexed(
     stored: &[StoredArtifact],
     now: SystemTime,
 ) -> Vec<Option<Result<Verified, NotLoaded>>> {
-    let chunk = stored.len().div_ceil(threads()).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = stored
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|s| {
-                            index
-                                .lookup(s, &digest_of(&s.text))
-                                .map(|v| still_valid(v.clone(), revoked, now))
-                        })
-                        .collect::<Vec<_>>()
+    on_every_core(
+        stored,
+        |part| {
+            part.iter()
+                .map(|s| {
+                    index
+                        .lookup(s, &digest_of(&s.text))
+                        .map(|v| still_valid(v.clone(), revoked, now))
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
+                .collect()
+        },
+        || None,
+    )
 }
 
 /// What verification checks of an indexed permit that can change without
@@ -95,17 +113,11 @@ pub fn verify_store(
 ) -> Vec<Result<Verified, NotLoaded>> {
     // Parsing and signature checks dominate start-up with many artifacts:
     // spread them over every core (the verifier is shared and thread-safe).
-    let chunk = stored.len().div_ceil(threads()).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = stored
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || verify_chunk(verifier, revoked, part, now)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
+    on_every_core(
+        stored,
+        |part| verify_chunk(verifier, revoked, part, now),
+        || Err(NotLoaded::Invalid("its verification failed".into())),
+    )
 }
 
 /// Parses and verifies stored artifacts with batch signature verification
@@ -305,5 +317,26 @@ mod tests {
         let other = kit.root_permit(|_| {});
         let r = check_indexed(&index, &|_| false, &[stored(&other)], kit.system_now());
         assert_eq!(r, vec![None]);
+    }
+
+    #[test]
+    fn a_chunk_that_panics_fails_its_own_items_and_shifts_no_other_result() {
+        let items: Vec<usize> = (0..100).collect();
+        let r = on_every_core(
+            &items,
+            |part| {
+                assert!(!part.contains(&0), "a chunk fails");
+                part.iter().map(|&i| Some(i)).collect()
+            },
+            || None,
+        );
+        assert_eq!(r.len(), items.len());
+        assert_eq!(r[0], None);
+        for (i, got) in r.iter().enumerate() {
+            assert!(got.is_none() || *got == Some(i), "item {i} got {got:?}");
+        }
+        // A chunk that answers for fewer items than it was given fails too.
+        let short = on_every_core(&items, |part| vec![Some(part[0]); part.len() - 1], || None);
+        assert!(short.iter().all(Option::is_none));
     }
 }

@@ -112,6 +112,19 @@ fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs, busybox: &Path) {
     let (mut none, mut enforce, mut audit) =
         (Samples::default(), Samples::default(), Samples::default());
     let (mut none_medians, mut b_ratios, mut c_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    // The agent keeps a descriptor of each link it pins (so that removing
+    // the pins does not stop enforcement): closing the bench's would detach
+    // nothing, and there would be no baseline. Say so and go on with the
+    // rest of the run rather than abort it (or leave the agent unpinned).
+    if let Some(pid) = d.child.as_ref().map(std::process::Child::id) {
+        if crate::attach::holds_bpf_links(pid) {
+            note(
+                "exec overhead NOT measured: the running agent holds its own BPF link \
+                 descriptors, so the bench cannot detach its programs; rows (a)-(c) are missing",
+            );
+            return;
+        }
+    }
     let mut switch = Switch::take(&d.pin_dir);
     let _in = InCgroup::enter(&d.cgroup_dir);
     // The first execs hash and cache both digests.
@@ -130,22 +143,6 @@ fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs, busybox: &Path) {
     // after a switch is not counted: attaching or detaching patches kernel
     // code, which the emulator translates again.
     let settle = || std::thread::sleep(Duration::from_millis(150));
-    // The agent keeps a descriptor of each link it pins (so that removing
-    // the pins does not stop enforcement): closing ours then detaches
-    // nothing, and there is no baseline to measure against. Say so and go
-    // on with the rest of the run rather than abort it.
-    switch.detach();
-    settle();
-    if !other.once().1 {
-        switch.restore();
-        note(
-            "exec overhead NOT measured: with the bench's link descriptors closed the programs stay \
-             attached (the running agent holds its own link descriptors); rows (a)-(c) are missing",
-        );
-        return;
-    }
-    switch.attach();
-    settle();
     for _ in 0..plan.rounds {
         switch.detach();
         settle();
