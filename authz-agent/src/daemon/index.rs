@@ -714,6 +714,46 @@ mod tests {
         assert!(read(dir.path(), &key, &bound).is_ok());
     }
 
+    /// The index is bound to the policy through
+    /// [`crate::audit::policy_digest`]: a field verification reads that the
+    /// digest leaves out would let an index outlive a policy change. Adding a
+    /// field to the policy or a root breaks this destructuring; put the new
+    /// field in the digest (or say why verification ignores it) and here.
+    #[test]
+    fn the_policy_digest_covers_every_field_of_the_policy() {
+        let kit = Kit::new();
+        let TrustPolicy {
+            version: _,
+            min_version: _,
+            max_chain_length: _,
+            retired: _,
+            roots,
+        } = &kit.policy;
+        for root in roots {
+            let crate::trust::RootKey {
+                name: _, // not read by verification
+                key: _,  // its id is in the digest
+                key_id: _,
+                cgroup_prefixes: _,
+                max_ttl_seconds: _,
+            } = root;
+        }
+        let digest = |p: &TrustPolicy| crate::audit::policy_digest(p);
+        let base = digest(&kit.policy);
+        let mut p = kit.policy.clone();
+        p.min_version += 1;
+        assert_ne!(digest(&p), base);
+        let mut p = kit.policy.clone();
+        p.retired.insert(KeyId([3; 32]));
+        assert_ne!(digest(&p), base);
+        let mut p = kit.policy.clone();
+        p.roots[0].max_ttl_seconds += 1;
+        assert_ne!(digest(&p), base);
+        let mut p = kit.policy.clone();
+        p.roots[0].cgroup_prefixes.clear();
+        assert_ne!(digest(&p), base);
+    }
+
     #[test]
     fn a_key_others_may_read_is_refused() {
         let dir = tempdir::Dir::new();
