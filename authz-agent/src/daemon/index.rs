@@ -200,14 +200,44 @@ impl From<Time> for SystemTime {
     }
 }
 
+/// `N` bytes, written as hex; read straight from the text (no allocation:
+/// the index holds about ten of these per artifact).
+#[derive(Clone, Copy, Debug)]
+struct Hex<const N: usize>([u8; N]);
+
+impl<const N: usize> Serialize for Hex<N> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for Hex<N> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<const N: usize>;
+        impl<const N: usize> serde::de::Visitor<'_> for Visitor<N> {
+            type Value = Hex<N>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{N} bytes in hex")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Hex<N>, E> {
+                let mut out = [0u8; N];
+                hex::decode_to_slice(v, &mut out)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &self))?;
+                Ok(Hex(out))
+            }
+        }
+        d.deserialize_str(Visitor::<N>)
+    }
+}
+
 /// One indexed artifact: [`Verified`], with bytes as hex.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
-    id: String,
-    sha256: String,
-    digest: String,
-    libraries: Vec<String>,
+    id: Hex<16>,
+    sha256: Hex<32>,
+    digest: Hex<32>,
+    libraries: Vec<Hex<32>>,
     exec_memory: bool,
     cgroup: String,
     descendants: bool,
@@ -215,9 +245,9 @@ struct Entry {
     expires: Time,
     permit_not_before: Time,
     permit_expires: Time,
-    issuer: String,
-    chain: Vec<String>,
-    delegation_ids: Vec<String>,
+    issuer: Hex<32>,
+    chain: Vec<Hex<32>>,
+    delegation_ids: Vec<Hex<16>>,
     delegation_expires: Vec<Time>,
     policy_version: u32,
     requested_by: Option<String>,
@@ -227,20 +257,13 @@ struct Entry {
     subject_name: Option<String>,
 }
 
-fn bytes<const N: usize>(text: &str) -> Result<[u8; N], String> {
-    let mut out = [0u8; N];
-    hex::decode_to_slice(text, &mut out)
-        .map_err(|_| format!("{text:?} is not {N} bytes in hex"))?;
-    Ok(out)
-}
-
 impl Entry {
     fn of(v: &Verified, sha256: &[u8; 32]) -> Self {
         Self {
-            id: hex::encode(v.id.0),
-            sha256: hex::encode(sha256),
-            digest: hex::encode(v.digest),
-            libraries: v.libraries.iter().map(hex::encode).collect(),
+            id: Hex(v.id.0),
+            sha256: Hex(*sha256),
+            digest: Hex(v.digest),
+            libraries: v.libraries.iter().map(|l| Hex(*l)).collect(),
             exec_memory: v.exec_memory,
             cgroup: v.cgroup.clone(),
             descendants: v.descendants,
@@ -248,9 +271,9 @@ impl Entry {
             expires: v.expires.into(),
             permit_not_before: v.permit_not_before.into(),
             permit_expires: v.permit_expires.into(),
-            issuer: hex::encode(v.issuer.0),
-            chain: v.chain.iter().map(|k| hex::encode(k.0)).collect(),
-            delegation_ids: v.delegation_ids.iter().map(|i| hex::encode(i.0)).collect(),
+            issuer: Hex(v.issuer.0),
+            chain: v.chain.iter().map(|k| Hex(k.0)).collect(),
+            delegation_ids: v.delegation_ids.iter().map(|i| Hex(i.0)).collect(),
             delegation_expires: v.delegation_expires.iter().map(|&t| t.into()).collect(),
             policy_version: v.policy_version,
             requested_by: v.requested_by.clone(),
@@ -261,24 +284,13 @@ impl Entry {
         }
     }
 
-    fn into_verified(self) -> Result<([u8; 32], Verified), String> {
-        let ids = |v: &[String]| -> Result<Vec<ArtifactId>, String> {
-            v.iter().map(|t| bytes(t).map(ArtifactId)).collect()
-        };
-        let keys = |v: &[String]| -> Result<Vec<KeyId>, String> {
-            v.iter().map(|t| bytes(t).map(KeyId)).collect()
-        };
-        let sha = bytes(&self.sha256)?;
-        Ok((
-            sha,
+    fn into_verified(self) -> ([u8; 32], Verified) {
+        (
+            self.sha256.0,
             Verified {
-                id: ArtifactId(bytes(&self.id)?),
-                digest: bytes(&self.digest)?,
-                libraries: self
-                    .libraries
-                    .iter()
-                    .map(|l| bytes(l))
-                    .collect::<Result<_, _>>()?,
+                id: ArtifactId(self.id.0),
+                digest: self.digest.0,
+                libraries: self.libraries.into_iter().map(|l| l.0).collect(),
                 exec_memory: self.exec_memory,
                 cgroup: self.cgroup,
                 descendants: self.descendants,
@@ -286,9 +298,13 @@ impl Entry {
                 expires: self.expires.into(),
                 permit_not_before: self.permit_not_before.into(),
                 permit_expires: self.permit_expires.into(),
-                issuer: KeyId(bytes(&self.issuer)?),
-                chain: keys(&self.chain)?,
-                delegation_ids: ids(&self.delegation_ids)?,
+                issuer: KeyId(self.issuer.0),
+                chain: self.chain.into_iter().map(|k| KeyId(k.0)).collect(),
+                delegation_ids: self
+                    .delegation_ids
+                    .into_iter()
+                    .map(|i| ArtifactId(i.0))
+                    .collect(),
                 delegation_expires: self
                     .delegation_expires
                     .into_iter()
@@ -301,7 +317,7 @@ impl Entry {
                 subject_path: self.subject_path,
                 subject_name: self.subject_name,
             },
-        ))
+        )
     }
 }
 
@@ -392,7 +408,7 @@ pub fn read(state_dir: &Path, key: &IndexKey, bound: &Bound) -> Result<Index, Un
     }
     let mut entries = HashMap::with_capacity(file.entries.len());
     for e in file.entries {
-        let (sha, v) = e.into_verified().map_err(Unusable::Malformed)?;
+        let (sha, v) = e.into_verified();
         entries.insert(v.id, (sha, v));
     }
     Ok(Index { entries })
