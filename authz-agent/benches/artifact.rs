@@ -83,33 +83,43 @@ fn body(key: &SigningKey, now: Timestamp, chain: &Delegation) -> Body {
     }
 }
 
+/// A policy trusting `root` for `/jobs.slice`.
+fn policy_of(root: &SigningKey) -> TrustPolicy {
+    TrustPolicy::new(
+        1,
+        vec![RootKey::new(
+            Some("root".into()),
+            root.verifying_key(),
+            vec![cg("/jobs.slice")],
+            7 * 86_400,
+        )],
+    )
+}
+
+/// `root` delegating `/jobs.slice/team-a` to `team` for 30 days.
+fn team_delegation(root: &SigningKey, team: &SigningKey, now: Timestamp) -> Delegation {
+    let grant = Grant {
+        id: ArtifactId::random(),
+        issued_at: now,
+        policy_version: 1,
+        issuer: KeyId::of(&root.verifying_key()),
+        delegate_key: team.verifying_key(),
+        cgroup_prefixes: vec![cg("/jobs.slice/team-a")],
+        max_ttl_seconds: 86_400,
+        not_before: now,
+        expires: now.checked_add(30 * 86_400).expect("in range"),
+        exec_memory: false,
+        hosts: None,
+    };
+    Delegation::extend(None, grant, root).expect("valid delegation")
+}
+
 impl Fixture {
     fn new() -> Self {
         let (root, team) = (generate(), generate());
         let now = Timestamp::now();
-        let policy = TrustPolicy::new(
-            1,
-            vec![RootKey::new(
-                Some("root".into()),
-                root.verifying_key(),
-                vec![cg("/jobs.slice")],
-                7 * 86_400,
-            )],
-        );
-        let grant = Grant {
-            id: ArtifactId::random(),
-            issued_at: now,
-            policy_version: 1,
-            issuer: KeyId::of(&root.verifying_key()),
-            delegate_key: team.verifying_key(),
-            cgroup_prefixes: vec![cg("/jobs.slice/team-a")],
-            max_ttl_seconds: 86_400,
-            not_before: now,
-            expires: now.checked_add(30 * 86_400).expect("in range"),
-            exec_memory: false,
-            hosts: None,
-        };
-        let delegation = Delegation::extend(None, grant, &root).expect("valid delegation");
+        let policy = policy_of(&root);
+        let delegation = team_delegation(&root, &team, now);
         let root_signed: Vec<Artifact> = (0..PERMITS)
             .map(|_| {
                 let mut b = body(&root, now, &delegation);
@@ -269,29 +279,8 @@ fn bench_coldstart(c: &mut Criterion) {
     };
     let root = generate();
     let now = Timestamp::now();
-    let policy = TrustPolicy::new(
-        1,
-        vec![RootKey::new(
-            Some("root".into()),
-            root.verifying_key(),
-            vec![cg("/jobs.slice")],
-            7 * 86_400,
-        )],
-    );
-    let grant = Grant {
-        id: ArtifactId::random(),
-        issued_at: now,
-        policy_version: 1,
-        issuer: KeyId::of(&root.verifying_key()),
-        delegate_key: generate().verifying_key(),
-        cgroup_prefixes: vec![cg("/jobs.slice/team-a")],
-        max_ttl_seconds: 86_400,
-        not_before: now,
-        expires: now.checked_add(86_400).expect("in range"),
-        exec_memory: false,
-        hosts: None,
-    };
-    let unused = Delegation::extend(None, grant, &root).expect("valid delegation");
+    let policy = policy_of(&root);
+    let unused = team_delegation(&root, &generate(), now);
     let stored: Vec<StoredArtifact> = (0..STORED)
         .map(|i| {
             let mut b = body(&root, now, &unused);
