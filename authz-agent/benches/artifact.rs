@@ -5,7 +5,12 @@
 //!   with and without the [`Verifier`]'s cache of checked links, and with
 //!   ed25519 batch verification ([`Verifier::verify_batch`]);
 //! - streaming SHA-256 of a 256 MiB file against `sha256sum` on the same file
-//!   in the same run (goal: at least as fast).
+//!   in the same run (goal: at least as fast);
+//! - issue 18's cold start, natively and without the kernel: loading 10,000
+//!   stored permits with every signature verified (`verify_store`, every
+//!   core) against loading them from the sealed verified index (`index::read`
+//!   and `check_indexed`: one HMAC, a SHA-256 of each stored text, expiry and
+//!   revocation checks).
 //!
 //! `cargo bench -p authz-agent --bench artifact` runs criterion's measurements
 //! and then prints a summary with the headline numbers and the ratio.
@@ -78,33 +83,43 @@ fn body(key: &SigningKey, now: Timestamp, chain: &Delegation) -> Body {
     }
 }
 
+/// A policy trusting `root` for `/jobs.slice`.
+fn policy_of(root: &SigningKey) -> TrustPolicy {
+    TrustPolicy::new(
+        1,
+        vec![RootKey::new(
+            Some("root".into()),
+            root.verifying_key(),
+            vec![cg("/jobs.slice")],
+            7 * 86_400,
+        )],
+    )
+}
+
+/// `root` delegating `/jobs.slice/team-a` to `team` for 30 days.
+fn team_delegation(root: &SigningKey, team: &SigningKey, now: Timestamp) -> Delegation {
+    let grant = Grant {
+        id: ArtifactId::random(),
+        issued_at: now,
+        policy_version: 1,
+        issuer: KeyId::of(&root.verifying_key()),
+        delegate_key: team.verifying_key(),
+        cgroup_prefixes: vec![cg("/jobs.slice/team-a")],
+        max_ttl_seconds: 86_400,
+        not_before: now,
+        expires: now.checked_add(30 * 86_400).expect("in range"),
+        exec_memory: false,
+        hosts: None,
+    };
+    Delegation::extend(None, grant, root).expect("valid delegation")
+}
+
 impl Fixture {
     fn new() -> Self {
         let (root, team) = (generate(), generate());
         let now = Timestamp::now();
-        let policy = TrustPolicy::new(
-            1,
-            vec![RootKey::new(
-                Some("root".into()),
-                root.verifying_key(),
-                vec![cg("/jobs.slice")],
-                7 * 86_400,
-            )],
-        );
-        let grant = Grant {
-            id: ArtifactId::random(),
-            issued_at: now,
-            policy_version: 1,
-            issuer: KeyId::of(&root.verifying_key()),
-            delegate_key: team.verifying_key(),
-            cgroup_prefixes: vec![cg("/jobs.slice/team-a")],
-            max_ttl_seconds: 86_400,
-            not_before: now,
-            expires: now.checked_add(30 * 86_400).expect("in range"),
-            exec_memory: false,
-            hosts: None,
-        };
-        let delegation = Delegation::extend(None, grant, &root).expect("valid delegation");
+        let policy = policy_of(&root);
+        let delegation = team_delegation(&root, &team, now);
         let root_signed: Vec<Artifact> = (0..PERMITS)
             .map(|_| {
                 let mut b = body(&root, now, &delegation);
@@ -253,7 +268,68 @@ fn bench_hash(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_verify, bench_hash);
+/// Stored permits in the cold-start comparison.
+const STORED: usize = 10_000;
+
+fn bench_coldstart(c: &mut Criterion) {
+    use authz_agent::{
+        daemon::{index, loader},
+        store::StoredArtifact,
+        trust::HostIdentity,
+    };
+    let root = generate();
+    let now = Timestamp::now();
+    let policy = policy_of(&root);
+    let unused = team_delegation(&root, &generate(), now);
+    let stored: Vec<StoredArtifact> = (0..STORED)
+        .map(|i| {
+            let mut b = body(&root, now, &unused);
+            b.chain.clear();
+            b.subject.sha256[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let a = b.sign(&root).expect("signs");
+            StoredArtifact {
+                id: a.id,
+                path: PathBuf::from("x"),
+                text: a.to_toml(),
+            }
+        })
+        .collect();
+    let verifier = Verifier::new(policy.clone());
+    let at = SystemTime::now();
+    let verified: Vec<_> = loader::verify_store(&verifier, &no_revocations, &stored, at)
+        .into_iter()
+        .map(|r| r.expect("valid"))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("authz-bench-index-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let key = index::IndexKey::load_or_create(&dir).expect("index key");
+    let bound = index::Bound::new(&policy, &HostIdentity::unknown(), [], &Default::default());
+    index::write(
+        &dir,
+        &key,
+        &bound,
+        stored.iter().map(|s| s.text.as_str()).zip(&verified),
+    )
+    .expect("write the index");
+    let mut g = c.benchmark_group("coldstart");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(STORED as u64));
+    g.bench_function("every signature verified (verify_store)", |b| {
+        b.iter(|| loader::verify_store(&verifier, &no_revocations, black_box(&stored), at))
+    });
+    g.bench_function("sealed index (read + check_indexed)", |b| {
+        b.iter(|| {
+            let index = index::read(&dir, &key, &bound).expect("usable index");
+            let r = loader::check_indexed(&index, &no_revocations, black_box(&stored), at);
+            assert!(r.iter().all(|r| matches!(r, Some(Ok(_)))));
+            r
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, bench_verify, bench_hash, bench_coldstart);
 
 /// Per second for `f`, measured over at least `for_at_least`.
 fn rate(for_at_least: Duration, mut f: impl FnMut()) -> f64 {

@@ -6,6 +6,8 @@
 //! state.toml            the mode set with `authz-agent mode`
 //! revocation-lists.toml the serial (and digest) of the last signed revocation
 //!                       list applied from each signer
+//! verified-index.json   what verification produced for each stored artifact,
+//!                       sealed (crate::daemon::index); index.key seals it
 //! ```
 //!
 //! Every file is written atomically: a temporary file in the same directory,

@@ -142,7 +142,6 @@ pub fn check(ctx: &LsmContext) -> i32 {
         decision::DENY
     };
 
-    let parent_permit = crate::lineage::current_permit();
     // SAFETY: `bprm` is the hook's argument.
     if unsafe { kernel::is_first_pass(bprm) } {
         let label = if verdict.allowed {
@@ -155,6 +154,10 @@ pub fn check(ctx: &LsmContext) -> i32 {
     if outcome == decision::ALLOW && !sampled(config.allowed_sample) {
         return if previous != 0 { previous } else { 0 };
     }
+    // Only for the event: an allowed exec the log does not record skips the
+    // task-storage lookup (set_pending above changes the pending permit, not
+    // the current one this reads).
+    let parent_permit = crate::lineage::current_permit();
     emit(
         &Decided {
             hook: hook::EXEC,

@@ -4,6 +4,7 @@
 //! opens, so it can be accepted ahead of time and scheduled.
 use std::time::SystemTime;
 
+use super::index::{digest_of, Index};
 use crate::{
     artifact::{Artifact, ArtifactId},
     store::StoredArtifact,
@@ -19,6 +20,90 @@ pub enum NotLoaded {
     Invalid(String),
 }
 
+/// Most threads start-up verifies or hashes on.
+const MAX_THREADS: usize = 16;
+
+/// `f` over `items` cut in one chunk per core (at most [`MAX_THREADS`]),
+/// each on its own thread; one result per item, in order. A chunk whose
+/// thread panicked, or that gave a result count other than its item count,
+/// gets `failed()` for each item, so that results never shift onto other
+/// items.
+fn on_every_core<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&[T]) -> Vec<R> + Sync,
+    failed: impl Fn() -> R,
+) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS);
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| (part.len(), scope.spawn(move || f(part))))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(n, h)| {
+                h.join()
+                    .ok()
+                    .filter(|r| r.len() == n)
+                    .unwrap_or_else(|| (0..n).map(|_| failed()).collect())
+            })
+            .collect()
+    })
+}
+
+/// With a verified index whose seal and bound inputs were found good: the
+/// result for each stored artifact the index lists with exactly these bytes,
+/// without checking its signatures again, but with its expiry checked at
+/// `now` and its id and each delegation link's id checked against
+/// `revoked`. `None` for the others: they are verified in full. One entry
+/// per input, in order; hashing is spread over every core.
+pub fn check_indexed(
+    index: &Index,
+    revoked: &(dyn Fn(&ArtifactId) -> bool + Sync),
+    stored: &[StoredArtifact],
+    now: SystemTime,
+) -> Vec<Option<Result<Verified, NotLoaded>>> {
+    on_every_core(
+        stored,
+        |part| {
+            part.iter()
+                .map(|s| {
+                    index
+                        .lookup(s, &digest_of(&s.text))
+                        .map(|v| still_valid(v.clone(), revoked, now))
+                })
+                .collect()
+        },
+        || None,
+    )
+}
+
+/// What verification checks of an indexed permit that can change without
+/// its bytes changing: time and revocations.
+fn still_valid(
+    v: Verified,
+    revoked: &(dyn Fn(&ArtifactId) -> bool + Sync),
+    now: SystemTime,
+) -> Result<Verified, NotLoaded> {
+    if now >= v.expires {
+        return Err(NotLoaded::Expired(format!(
+            "it expired at {}",
+            crate::artifact::time::Timestamp::from_system_time(v.expires)
+        )));
+    }
+    if let Some(id) = std::iter::once(&v.id)
+        .chain(&v.delegation_ids)
+        .find(|id| revoked(id))
+    {
+        return Err(NotLoaded::Invalid(format!("{id} is revoked")));
+    }
+    Ok(v)
+}
+
 /// Verifies `stored` on up to 16 threads; one result per input, in order.
 pub fn verify_store(
     verifier: &Verifier,
@@ -28,20 +113,11 @@ pub fn verify_store(
 ) -> Vec<Result<Verified, NotLoaded>> {
     // Parsing and signature checks dominate start-up with many artifacts:
     // spread them over every core (the verifier is shared and thread-safe).
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 16);
-    let chunk = stored.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = stored
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || verify_chunk(verifier, revoked, part, now)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
+    on_every_core(
+        stored,
+        |part| verify_chunk(verifier, revoked, part, now),
+        || Err(NotLoaded::Invalid("its verification failed".into())),
+    )
 }
 
 /// Parses and verifies stored artifacts with batch signature verification
@@ -160,5 +236,107 @@ mod tests {
         assert!(results[0].is_ok());
         assert!(matches!(results[1], Err(NotLoaded::Expired(_))));
         assert!(matches!(&results[2], Err(NotLoaded::Invalid(w)) if w.contains("file name")));
+    }
+
+    fn stored(a: &Artifact) -> StoredArtifact {
+        StoredArtifact {
+            id: a.id,
+            path: std::path::PathBuf::from("x"),
+            text: a.to_toml(),
+        }
+    }
+
+    #[test]
+    fn an_indexed_artifact_loads_without_verification_but_expiry_still_applies() {
+        let kit = Kit::new();
+        let a = kit.root_permit(|_| {});
+        let v = verifier(&kit)
+            .verify(&a, &|_| false, kit.system_now())
+            .unwrap();
+        let s = stored(&a);
+        let index = Index::of([(s.text.as_str(), &v)]);
+        let now = kit.system_now();
+        let r = check_indexed(&index, &|_| false, std::slice::from_ref(&s), now);
+        assert_eq!(r, vec![Some(Ok(v.clone()))]);
+        let later = kit.at(2 * HOUR as i64).to_system_time();
+        let r = check_indexed(&index, &|_| false, std::slice::from_ref(&s), later);
+        assert!(matches!(r[..], [Some(Err(NotLoaded::Expired(_)))]), "{r:?}");
+    }
+
+    #[test]
+    fn an_indexed_artifact_revoked_after_the_index_was_written_is_not_loaded() {
+        let kit = Kit::new();
+        let d = kit.delegation(|_| {});
+        let a = kit.team_permit(&d, |_| {});
+        let v = verifier(&kit)
+            .verify(&a, &|_| false, kit.system_now())
+            .unwrap();
+        let s = stored(&a);
+        let index = Index::of([(s.text.as_str(), &v)]);
+        let link = d.links()[0].grant().id;
+        for gone in [a.id, link] {
+            let r = check_indexed(
+                &index,
+                &|id| *id == gone,
+                std::slice::from_ref(&s),
+                kit.system_now(),
+            );
+            assert!(
+                matches!(&r[..], [Some(Err(NotLoaded::Invalid(w)))] if w.contains("revoked")),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_artifact_whose_bytes_differ_from_the_index_is_verified_in_full_and_refused() {
+        let kit = Kit::new();
+        let a = kit.root_permit(|_| {});
+        let v = verifier(&kit)
+            .verify(&a, &|_| false, kit.system_now())
+            .unwrap();
+        let good = stored(&a);
+        let index = Index::of([(good.text.as_str(), &v)]);
+        // The attacker widens the scope in the file; the index is left as it was.
+        let mut forged = good.clone();
+        forged.text = good.text.replace("/jobs/a", "/jobs");
+        assert_ne!(forged.text, good.text);
+        let r = check_indexed(
+            &index,
+            &|_| false,
+            std::slice::from_ref(&forged),
+            kit.system_now(),
+        );
+        assert_eq!(r, vec![None]);
+        let full = verify_store(&verifier(&kit), &|_| false, &[forged], kit.system_now());
+        assert!(
+            matches!(&full[..], [Err(NotLoaded::Invalid(w))] if w.contains("signature")),
+            "{full:?}"
+        );
+        // An artifact the index does not list at all is verified in full too.
+        let other = kit.root_permit(|_| {});
+        let r = check_indexed(&index, &|_| false, &[stored(&other)], kit.system_now());
+        assert_eq!(r, vec![None]);
+    }
+
+    #[test]
+    fn a_chunk_that_panics_fails_its_own_items_and_shifts_no_other_result() {
+        let items: Vec<usize> = (0..100).collect();
+        let r = on_every_core(
+            &items,
+            |part| {
+                assert!(!part.contains(&0), "a chunk fails");
+                part.iter().map(|&i| Some(i)).collect()
+            },
+            || None,
+        );
+        assert_eq!(r.len(), items.len());
+        assert_eq!(r[0], None);
+        for (i, got) in r.iter().enumerate() {
+            assert!(got.is_none() || *got == Some(i), "item {i} got {got:?}");
+        }
+        // A chunk that answers for fewer items than it was given fails too.
+        let short = on_every_core(&items, |part| vec![Some(part[0]); part.len() - 1], || None);
+        assert!(short.iter().all(Option::is_none));
     }
 }

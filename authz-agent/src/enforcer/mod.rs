@@ -3,6 +3,7 @@
 //!
 //! [`Enforcer`] is the one owner of the loaded [`aya::Ebpf`] object. The daemon
 //! wraps it in an actor task; tests and the `check` command use it directly.
+pub mod batch;
 pub mod btf;
 pub mod clock;
 pub mod event;
@@ -994,6 +995,60 @@ impl Enforcer {
         }
     }
 
+    /// Installs (or replaces) many permit rows with a few bpf(2) calls
+    /// ([`batch::insert_all`]) rather than four per row: what a start does
+    /// with every stored permit. `new` says, for each row, whether the
+    /// kernel lacks it now (the caller read the maps): each new row counts
+    /// once more for its digest. On failure the digest counts are put back;
+    /// rows already written stay (the next reconcile or integrity check
+    /// removes what no permit backs).
+    #[tracing::instrument(skip_all, fields(rows = rows.len()))]
+    pub fn grant_many(
+        &mut self,
+        rows: &[(PermitUse, PermitKey, Permit, bool)],
+    ) -> Result<(), EnforcerError> {
+        let mut added: BTreeMap<Digest, u32> = BTreeMap::new();
+        for (_, key, _, new) in rows {
+            if *new {
+                *added.entry(key.digest).or_default() += 1;
+            }
+        }
+        let before: BTreeMap<Digest, u32> = if added.is_empty() {
+            BTreeMap::new()
+        } else {
+            batch::entries(&self.digests).into_iter().collect()
+        };
+        let (digests, counts): (Vec<Digest>, Vec<u32>) = added
+            .iter()
+            .map(|(d, n)| (*d, before.get(d).copied().unwrap_or(0).saturating_add(*n)))
+            .unzip();
+        batch::insert_all(&mut self.digests, &digests, &counts).map_err(map_err(maps::DIGESTS))?;
+        for use_ in [PermitUse::Exec, PermitUse::Map, PermitUse::ExecMemory] {
+            let (keys, permits): (Vec<PermitKey>, Vec<Permit>) = rows
+                .iter()
+                .filter(|(u, ..)| *u == use_)
+                .map(|(_, k, p, _)| (*k, *p))
+                .unzip();
+            if keys.is_empty() {
+                continue;
+            }
+            if let Err(e) = batch::insert_all(self.permit_map(use_), &keys, &permits) {
+                for d in &digests {
+                    let _ = match before.get(d) {
+                        Some(n) => self.digests.insert(d, n, 0),
+                        None => self.digests.remove(d),
+                    };
+                }
+                return Err(if is_full(&e) {
+                    EnforcerError::PermitsFull(self.max_permits)
+                } else {
+                    map_err(use_.map_name())(e)
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Removes a permit row; returns whether it was there.
     #[tracing::instrument(skip_all, fields(?use_, digest = %hex::encode(key.digest), cgroup_id = key.cgroup_id))]
     pub fn revoke(&mut self, use_: PermitUse, key: &PermitKey) -> Result<bool, EnforcerError> {
@@ -1034,8 +1089,8 @@ impl Enforcer {
     /// Every permit row in the kernel's maps.
     pub fn permits(&self) -> Vec<(PermitUse, PermitKey, Permit)> {
         let rows = |use_: PermitUse, map: &HashMap<MapData, PermitKey, Permit>| {
-            map.iter()
-                .filter_map(Result::ok)
+            batch::entries(map)
+                .into_iter()
                 .map(move |(k, p)| (use_, k, p))
                 .collect::<Vec<_>>()
         };

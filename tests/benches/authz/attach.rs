@@ -67,6 +67,16 @@ struct Program {
     link: Option<OwnedFd>,
 }
 
+/// Whether process `pid` holds a BPF link descriptor (its fdinfo names a
+/// `link_type`): then closing the bench's descriptors detaches nothing.
+pub fn holds_bpf_links(pid: u32) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .any(|e| fs::read_to_string(e.path()).is_ok_and(|info| info.contains("link_type:")))
+}
+
 /// The daemon's programs, attached or not at the bench's command.
 pub struct Switch {
     programs: Vec<Program>,

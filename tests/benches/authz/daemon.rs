@@ -112,6 +112,19 @@ fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs, busybox: &Path) {
     let (mut none, mut enforce, mut audit) =
         (Samples::default(), Samples::default(), Samples::default());
     let (mut none_medians, mut b_ratios, mut c_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    // The agent keeps a descriptor of each link it pins (so that removing
+    // the pins does not stop enforcement): closing the bench's would detach
+    // nothing, and there would be no baseline. Say so and go on with the
+    // rest of the run rather than abort it (or leave the agent unpinned).
+    if let Some(pid) = d.child.as_ref().map(std::process::Child::id) {
+        if crate::attach::holds_bpf_links(pid) {
+            note(
+                "exec overhead NOT measured: the running agent holds its own BPF link \
+                 descriptors, so the bench cannot detach its programs; rows (a)-(c) are missing",
+            );
+            return;
+        }
+    }
     let mut switch = Switch::take(&d.pin_dir);
     let _in = InCgroup::enter(&d.cgroup_dir);
     // The first execs hash and cache both digests.
@@ -350,6 +363,7 @@ fn submit_latency(plan: &Plan, d: &Daemon, signer: &Signer, scratch: &Scratch) {
     metric("submit.p50_ms", lat.median(), "ms", lat.len());
     metric("submit.p99_ms", lat.percentile(99.0), "ms", lat.len());
     metric("submit.max_ms", lat.percentile(100.0), "ms", lat.len());
+    note(submit_breakdown(&d.log_text(), texts.len()));
 
     let mut fresh = tiny_elf();
     fresh.extend_from_slice(b"fresh");
@@ -367,6 +381,35 @@ fn submit_latency(plan: &Plan, d: &Daemon, signer: &Signer, scratch: &Scratch) {
         "exec refused right after its permit was submitted"
     );
     metric("submit.exec_allowed_after_answer", 1.0, "bool", 1);
+}
+
+/// The medians of the phases the daemon logs with each of the last `n`
+/// acceptances (`artifact accepted ... parse_us=.. verify_us=..`), as a note.
+fn submit_breakdown(log: &str, n: usize) -> String {
+    const PHASES: [&str; 4] = ["parse_us", "verify_us", "store_us", "kernel_us"];
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("artifact accepted"))
+        .collect();
+    let lines = &lines[lines.len().saturating_sub(n)..];
+    let mut out = format!("submit, daemon side (median of {}):", lines.len());
+    for phase in PHASES {
+        let key = format!("{phase}=");
+        let mut values = Samples::default();
+        for l in lines {
+            if let Some(v) = l
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key.as_str()))
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                values.0.push(v);
+            }
+        }
+        if !values.0.is_empty() {
+            out.push_str(&format!(" {phase} {:.0}", values.median()));
+        }
+    }
+    out
 }
 
 /// Item 5: the audit pipeline (kernel ring buffer -> daemon -> report).

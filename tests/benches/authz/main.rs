@@ -54,7 +54,7 @@ impl Plan {
                 rounds: 16,
                 big_copies: 2,
                 big_hits: 4,
-                submits: 60,
+                submits: 300,
                 verify_secs: 1.0,
                 event_burst: 2500,
                 event_secs: 5.0,

@@ -165,16 +165,38 @@ pub fn run(plan: &Plan) {
             });
             stored = n;
         }
-        let secs = {
-            let _s = Step::new(format!("scale: cold start with {n} stored artifacts"));
+        // The same store started twice, cold (no pinned state): first with
+        // the verified index removed, so every signature is checked (and the
+        // index written, as any start after a change does), then from the
+        // sealed index that start wrote.
+        let full = {
+            let _s = Step::new(format!(
+                "scale: cold start with {n} stored artifacts, every signature verified"
+            ));
+            match fs::remove_file(d.dir.join(INDEX)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("remove the verified index: {e}"),
+            }
             start_timed(&mut d)
         };
-        let st = status(&d);
+        expect_permits(&d, n);
+        metric(&format!("scale.start_{n}_full_s"), full, "s", n);
+        d.kill9();
+        pin::unload(&d.pin_dir).expect("unload");
+        let used = d.log_text().matches(INDEX_USED).count();
+        let secs = {
+            let _s = Step::new(format!(
+                "scale: cold start with {n} stored artifacts, from the sealed index"
+            ));
+            start_timed(&mut d)
+        };
         assert_eq!(
-            st["kernel_permit_entries"].as_u64(),
-            Some(n as u64),
-            "not every stored artifact became a kernel permit: {st}"
+            d.log_text().matches(INDEX_USED).count(),
+            used + 1,
+            "the start did not use the verified index"
         );
+        expect_permits(&d, n);
         metric(&format!("scale.start_{n}_s"), secs, "s", n);
 
         let _s = Step::new(format!(
@@ -231,6 +253,21 @@ pub fn run(plan: &Plan) {
         pin::unload(&d.pin_dir).expect("unload");
     }
     metric("exec.permits_1_us", one.median(), "us", one.len());
+}
+
+/// The verified index in the daemon's directory.
+const INDEX: &str = "state/verified-index.json";
+/// What the daemon logs when it starts from the verified index.
+const INDEX_USED: &str = "signatures are not checked again";
+
+/// Every one of the `n` stored artifacts is a kernel permit.
+fn expect_permits(d: &Daemon, n: usize) {
+    let st = status(d);
+    assert_eq!(
+        st["kernel_permit_entries"].as_u64(),
+        Some(n as u64),
+        "not every stored artifact became a kernel permit: {st}"
+    );
 }
 
 /// Starts the daemon and returns the seconds until it is enforcing (it answers
