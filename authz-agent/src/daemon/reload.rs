@@ -226,9 +226,17 @@ pub fn reload(
     }
 
     // The trust policy: verify the store again, make the kernel match.
+    // Host labels decide which host-bound permits are live: a change
+    // re-verifies the store like a trust change. The verifier keeps knowing
+    // this host (a verifier without one would refuse every bound permit).
     let trust_changed = new.trust != running.trust;
-    if trust_changed {
-        let old_verifier = std::mem::replace(&mut agent.verifier, Verifier::new(new.trust.clone()));
+    let labels_changed = new.agent.host_labels != running.agent.host_labels;
+    if trust_changed || labels_changed {
+        let host = crate::trust::HostIdentity::local(&new.agent.host_labels);
+        let old_verifier = std::mem::replace(
+            &mut agent.verifier,
+            Verifier::for_host(new.trust.clone(), host),
+        );
         let old_table = std::mem::replace(&mut agent.permits, PermitTable::new());
         let rebuilt = agent
             .load_store(now)
@@ -294,6 +302,7 @@ pub fn reload(
             "audit.checkpoint_interval",
             running.audit.checkpoint_interval != new.audit.checkpoint_interval,
         ),
+        ("agent.host_labels", labels_changed),
         ("trust", trust_changed),
     ] {
         if changed {
