@@ -540,7 +540,7 @@ impl Report<'_> {
         let rounds = self.n("exec.enforce_ratio");
 
         t.section(&format!(
-            "1. exec overhead: fork+exec+wait of a 129-byte static program, median of {execs}; ratio: median of {rounds} rounds' ratios"
+            "1. exec overhead: fork+exec+wait of a 129-byte static program, median of {execs} in {rounds} rounds; ratio: of the medians, (a) measured before the agent starts and after it stops"
         ));
         t.row("(a) no agent", us(none), "", Some(1.0), "");
         t.row(

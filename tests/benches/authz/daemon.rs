@@ -17,7 +17,6 @@ use authz_tests::{daemon::Daemon, Scratch};
 use serde_json::Value;
 
 use crate::{
-    attach::Switch,
     exec::{tiny_elf, write_program, Exec, InCgroup},
     metric, note,
     scale::{digest_of, sign, Signer},
@@ -76,56 +75,94 @@ impl Programs {
 pub fn run(plan: &Plan) {
     let scratch = Scratch::new("bench");
     let programs = Programs::new(&scratch);
+    let busybox = scratch.program("busybox").path;
+    let per_round = plan.execs / plan.rounds;
+    let mut none = Baseline::default();
+    {
+        let _s = Step::new("exec (a): no agent loaded, before it starts");
+        none.measure(per_round, plan.rounds / 2, &programs, &busybox);
+    }
     let d = {
         let _s = Step::new("starting the daemon (enforce)");
         Daemon::start("bench", "enforce")
     };
     let signer = Signer::new(&d);
     submit(&d, &signer.permit_for(&programs.tiny));
-    let busybox = scratch.program("busybox").path;
     submit(&d, &signer.permit_for(&busybox));
-    exec_overhead(plan, &d, &programs, &busybox);
+    let with = with_agent(plan, &d, &programs, &busybox);
     big_binary(plan, &d, &signer, &scratch);
     submit_latency(plan, &d, &signer, &scratch);
     event_throughput(plan, &d, &programs);
+    // Stopped, its pins removed: no authz program is attached any more.
+    drop(d);
+    {
+        let _s = Step::new("exec (a): no agent loaded, after it stopped");
+        none.measure(
+            per_round,
+            plan.rounds - plan.rounds / 2,
+            &programs,
+            &busybox,
+        );
+    }
+    report_exec(plan, &none, &with);
 }
 
-/// Item 1, in `plan.rounds` rounds so that drift (the host is shared, the
-/// VM ages) hits every configuration alike. Each round, from the same cgroup:
-/// (a) the daemon's programs detached from their hooks, no agent in the exec
-/// path at all; (b) attached, enforce mode, a permit, digest cached; (c)
-/// audit mode, a binary without a permit (every exec a would-deny event the
-/// daemon reads and records). Ratios are per round, then the median. (a)
-/// and (b) are also measured for `busybox true` (2 MB, static), a small real
-/// program whose own start-up is part of what an exec costs.
-fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs, busybox: &Path) {
+/// (a), no agent: the programs exec'd with no authz program loaded at all,
+/// in rounds.
+#[derive(Default)]
+struct Baseline {
+    tiny: Samples,
+    real: Samples,
+    /// Each round's median of `tiny`.
+    medians: Vec<f64>,
+}
+
+impl Baseline {
+    fn measure(&mut self, per_round: usize, rounds: usize, programs: &Programs, busybox: &Path) {
+        let tiny = Exec::new(&programs.tiny, &["tiny"]);
+        let other = Exec::new(&programs.unpermitted, &["tiny"]);
+        let real = Exec::new(busybox, &["busybox", "true"]);
+        assert!(
+            other.once().1,
+            "an exec without a permit was refused with no agent loaded"
+        );
+        tiny.once();
+        real.once();
+        for _ in 0..rounds {
+            let a = tiny.samples(per_round);
+            self.medians.push(a.median());
+            self.tiny.extend(a);
+            self.real.extend(real.samples(per_round));
+        }
+    }
+}
+
+/// (b) and (c), measured with the agent running.
+struct WithAgent {
+    enforce: Samples,
+    audit: Samples,
+    real: Samples,
+    cache_misses: u64,
+}
+
+/// Item 1. The agent keeps a descriptor of every link it pins (removing the
+/// pins must not stop enforcement), so nothing outside it can detach its
+/// programs for a moment: (a), no agent, is measured in rounds before the
+/// agent starts and again after it stopped and its pins are gone,
+/// bracketing the rounds of (b) attached, enforce mode, a permit, digest
+/// cached, and (c) audit mode, a binary without a permit (every exec a
+/// would-deny event the daemon reads and records), all from the same
+/// cgroup. (a) and (b) are also measured for `busybox true` (2 MB, static),
+/// a small real program whose own start-up is part of what an exec costs.
+fn with_agent(plan: &Plan, d: &Daemon, programs: &Programs, busybox: &Path) -> WithAgent {
     let _s = Step::new(format!(
-        "exec: no agent / enforce / audit, {} each in {} rounds",
+        "exec: enforce / audit, {} each in {} rounds",
         plan.execs, plan.rounds
     ));
     let tiny = Exec::new(&programs.tiny, &["tiny"]);
     let other = Exec::new(&programs.unpermitted, &["tiny"]);
     let real = Exec::new(busybox, &["busybox", "true"]);
-    let (mut real_none, mut real_enforce, mut real_ratios) =
-        (Samples::default(), Samples::default(), Vec::new());
     let per_round = plan.execs / plan.rounds;
-    let (mut none, mut enforce, mut audit) =
-        (Samples::default(), Samples::default(), Samples::default());
-    let (mut none_medians, mut b_ratios, mut c_ratios) = (Vec::new(), Vec::new(), Vec::new());
-    // The agent keeps a descriptor of each link it pins (so that removing
-    // the pins does not stop enforcement): closing the bench's would detach
-    // nothing, and there would be no baseline. Say so and go on with the
-    // rest of the run rather than abort it (or leave the agent unpinned).
-    if let Some(pid) = d.child.as_ref().map(std::process::Child::id) {
-        if crate::attach::holds_bpf_links(pid) {
-            note(
-                "exec overhead NOT measured: the running agent holds its own BPF link \
-                 descriptors, so the bench cannot detach its programs; rows (a)-(c) are missing",
-            );
-            return;
-        }
-    }
-    let mut switch = Switch::take(&d.pin_dir);
     let _in = InCgroup::enter(&d.cgroup_dir);
     // The first execs hash and cache both digests.
     set_mode(d, Mode::Audit);
@@ -138,113 +175,93 @@ fn exec_overhead(plan: &Plan, d: &Daemon, programs: &Programs, busybox: &Path) {
         "an exec without a permit was allowed in enforce mode"
     );
     let before = status(d);
-    // After a switch the kernel frees the old trampoline in the background
-    // (after RCU grace periods): let that finish first. And the first exec
-    // after a switch is not counted: attaching or detaching patches kernel
-    // code, which the emulator translates again.
-    let settle = || std::thread::sleep(Duration::from_millis(150));
+    let (mut enforce, mut audit, mut real_enforce) =
+        (Samples::default(), Samples::default(), Samples::default());
     for _ in 0..plan.rounds {
-        switch.detach();
-        settle();
-        assert!(
-            other.once().1,
-            "an exec was refused with the programs detached"
-        );
-        let a = tiny.samples(per_round);
-        let real_a = real.samples(per_round);
-        switch.attach();
-        settle();
         tiny.once();
-        let b = tiny.samples(per_round);
-        let real_b = real.samples(per_round);
-        real_ratios.push(real_b.median() / real_a.median());
-        real_none.extend(real_a);
-        real_enforce.extend(real_b);
+        enforce.extend(tiny.samples(per_round));
+        real_enforce.extend(real.samples(per_round));
         set_mode(d, Mode::Audit);
         other.once();
-        let c = other.samples(per_round);
+        audit.extend(other.samples(per_round));
         set_mode(d, Mode::Enforce);
-        b_ratios.push(b.median() / a.median());
-        c_ratios.push(c.median() / a.median());
-        none_medians.push(a.median());
-        none.extend(a);
-        enforce.extend(b);
-        audit.extend(c);
     }
     let after = status(d);
-    switch.restore();
-    let misses = counter(&after, "cache_misses") - counter(&before, "cache_misses");
-    let max = none_medians.iter().copied().fold(f64::MIN, f64::max);
-    let min = none_medians.iter().copied().fold(f64::MAX, f64::min);
-    note(format!("per-round (b)/(a): {}", fmt_list(&b_ratios)));
-    note(format!("per-round (c)/(a): {}", fmt_list(&c_ratios)));
+    WithAgent {
+        enforce,
+        audit,
+        real: real_enforce,
+        cache_misses: counter(&after, "cache_misses") - counter(&before, "cache_misses"),
+    }
+}
+
+/// The exec figures, from (a) before and after the agent and (b), (c) with
+/// it.
+fn report_exec(plan: &Plan, none: &Baseline, with: &WithAgent) {
+    let max = none.medians.iter().copied().fold(f64::MIN, f64::max);
+    let min = none.medians.iter().copied().fold(f64::MAX, f64::min);
+    let (a, b, c) = (&none.tiny, &with.enforce, &with.audit);
+    note(format!(
+        "(a) no agent, per round before and after: {}",
+        fmt_list(&none.medians)
+    ));
     metric(
         "exec.cache_misses",
-        misses as f64,
+        with.cache_misses as f64,
         "count",
-        enforce.len() + audit.len(),
+        b.len() + c.len(),
     );
-    metric("exec.none_us", none.median(), "us", none.len());
-    metric("exec.none_p90_us", none.percentile(90.0), "us", none.len());
-    metric("exec.none_spread", max / min, "ratio", none_medians.len());
-    metric("exec.enforce_us", enforce.median(), "us", enforce.len());
-    metric(
-        "exec.enforce_p90_us",
-        enforce.percentile(90.0),
-        "us",
-        enforce.len(),
-    );
+    metric("exec.none_us", a.median(), "us", a.len());
+    metric("exec.none_p90_us", a.percentile(90.0), "us", a.len());
+    metric("exec.none_spread", max / min, "ratio", none.medians.len());
+    metric("exec.enforce_us", b.median(), "us", b.len());
+    metric("exec.enforce_p90_us", b.percentile(90.0), "us", b.len());
     metric(
         "exec.enforce_ratio",
-        Samples(b_ratios).median(),
+        b.median() / a.median(),
         "ratio",
         plan.rounds,
     );
-    metric("exec.audit_us", audit.median(), "us", audit.len());
-    metric(
-        "exec.audit_p90_us",
-        audit.percentile(90.0),
-        "us",
-        audit.len(),
-    );
+    metric("exec.audit_us", c.median(), "us", c.len());
+    metric("exec.audit_p90_us", c.percentile(90.0), "us", c.len());
     metric(
         "exec.audit_ratio",
-        Samples(c_ratios).median(),
+        c.median() / a.median(),
         "ratio",
         plan.rounds,
     );
     metric(
         "exec.busybox_none_us",
-        real_none.median(),
+        none.real.median(),
         "us",
-        real_none.len(),
+        none.real.len(),
     );
     metric(
         "exec.busybox_enforce_us",
-        real_enforce.median(),
+        with.real.median(),
         "us",
-        real_enforce.len(),
+        with.real.len(),
     );
     metric(
         "exec.busybox_ratio",
-        Samples(real_ratios).median(),
+        with.real.median() / none.real.median(),
         "ratio",
         plan.rounds,
     );
-    // Load on the host only ever adds time: the fast tails of finely
-    // interleaved samples are the least disturbed comparison.
-    let p10 = none.percentile(10.0);
+    // Load on the host only ever adds time: the fast tails are the least
+    // disturbed comparison.
+    let p10 = a.percentile(10.0);
     metric(
         "exec.enforce_ratio_p10",
-        enforce.percentile(10.0) / p10,
+        b.percentile(10.0) / p10,
         "ratio",
-        enforce.len(),
+        b.len(),
     );
     metric(
         "exec.audit_ratio_p10",
-        audit.percentile(10.0) / p10,
+        c.percentile(10.0) / p10,
         "ratio",
-        audit.len(),
+        c.len(),
     );
 }
 

@@ -10,7 +10,6 @@
 //!
 //! Run without `vm` (as `cargo bench -p authz-tests` does) it measures the
 //! host part only. `--quick` shortens every loop.
-mod attach;
 mod daemon;
 mod exec;
 mod inbox;
