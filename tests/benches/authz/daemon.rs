@@ -77,24 +77,24 @@ pub fn run(plan: &Plan) {
     let programs = Programs::new(&scratch);
     let busybox = scratch.program("busybox").path;
     let per_round = plan.execs / plan.rounds;
+    // (a) right before the agent starts and right after it stops, so that
+    // the three are measured close together in time.
     let mut none = Baseline::default();
     {
         let _s = Step::new("exec (a): no agent loaded, before it starts");
         none.measure(per_round, plan.rounds / 2, &programs, &busybox);
     }
-    let d = {
-        let _s = Step::new("starting the daemon (enforce)");
-        Daemon::start("bench", "enforce")
+    let with = {
+        let d = {
+            let _s = Step::new("starting the daemon (enforce)");
+            Daemon::start("bench", "enforce")
+        };
+        let signer = Signer::new(&d);
+        submit(&d, &signer.permit_for(&programs.tiny));
+        submit(&d, &signer.permit_for(&busybox));
+        with_agent(plan, &d, &programs, &busybox)
+        // Dropped: stopped, its pins removed, no authz program attached.
     };
-    let signer = Signer::new(&d);
-    submit(&d, &signer.permit_for(&programs.tiny));
-    submit(&d, &signer.permit_for(&busybox));
-    let with = with_agent(plan, &d, &programs, &busybox);
-    big_binary(plan, &d, &signer, &scratch);
-    submit_latency(plan, &d, &signer, &scratch);
-    event_throughput(plan, &d, &programs);
-    // Stopped, its pins removed: no authz program is attached any more.
-    drop(d);
     {
         let _s = Step::new("exec (a): no agent loaded, after it stopped");
         none.measure(
@@ -105,6 +105,15 @@ pub fn run(plan: &Plan) {
         );
     }
     report_exec(plan, &none, &with);
+
+    let d = {
+        let _s = Step::new("starting the daemon again (enforce)");
+        Daemon::start("bench-rest", "enforce")
+    };
+    let signer = Signer::new(&d);
+    big_binary(plan, &d, &signer, &scratch);
+    submit_latency(plan, &d, &signer, &scratch);
+    event_throughput(plan, &d, &programs);
 }
 
 /// (a), no agent: the programs exec'd with no authz program loaded at all,
