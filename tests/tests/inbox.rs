@@ -280,6 +280,32 @@ fn real_channels_deliveries_go_live_and_garbage_changes_nothing() {
         "a restart recorded inbox outcomes again: {:?}",
         &after[before.len().min(after.len())..]
     );
+
+    // The directory replaced under the agent (an operator's `rm -rf; mkdir`):
+    // it is watched again, what is gone leaves `list`, nothing is revoked.
+    let old = inbox.with_extension("old");
+    fs::rename(&inbox, &old).unwrap();
+    fs::create_dir(&inbox).unwrap();
+    fs::copy(old.join("b.permit"), inbox.join("b.permit")).unwrap();
+    let start = Instant::now();
+    loop {
+        let files = d.json(&["list"])["inbox"]["files"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if files.len() == 1 && files[0]["name"] == "b.permit" {
+            break;
+        }
+        assert!(
+            start.elapsed() < LIVE_WITHIN,
+            "the replaced inbox was not read again: {files:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for j in [b, c, e, f] {
+        assert_ran(&j.run_in_cgroup(&d.cgroup_dir, &["true"]));
+    }
+    let _ = fs::remove_dir_all(&old);
     let _ = fs::remove_dir_all(&inbox);
 }
 

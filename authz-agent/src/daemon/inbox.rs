@@ -197,6 +197,12 @@ pub struct Inbox {
     before: BTreeMap<String, InboxFile>,
     dirty: bool,
     saved: Instant,
+    /// When a missing inbox directory is looked for next.
+    look_again: Instant,
+    /// The names the last full read of the directory found: what
+    /// [`Self::turn`] keeps in the ledger (a file gone while the directory
+    /// was away leaves no event).
+    present: Option<BTreeSet<String>>,
     /// The agent's removals and revocations when [`Self::refresh`] last
     /// looked: nothing can have left since if they are unchanged.
     refreshed: Option<(u64, usize)>,
@@ -236,6 +242,8 @@ impl Inbox {
             before,
             dirty: true,
             saved: Instant::now(),
+            look_again: Instant::now() + ABSENT_POLL,
+            present: None,
             refreshed: None,
         };
         inbox.try_watch()?;
@@ -301,7 +309,8 @@ impl Inbox {
         tracing::debug!(why, files = names.len(), "reading the whole inbox");
         self.seen.retain(|n, _| names.contains(n));
         self.retry.retain(|n, _| names.contains(n));
-        self.queue.extend(names);
+        self.queue.extend(names.iter().cloned());
+        self.present = Some(names);
     }
 
     /// Waits until there is something to take in; call [`Self::turn`] then.
@@ -333,6 +342,7 @@ impl Inbox {
                                 Err(e) => {
                                     tracing::warn!(error = %e, "cannot read the inbox's events; reading the whole directory");
                                     self.watch = None;
+                                    self.look_again = Instant::now();
                                     None
                                 }
                             },
@@ -342,12 +352,16 @@ impl Inbox {
                     }
                 }
                 None => {
-                    let sleep = due.map_or(ABSENT_POLL, |d| {
-                        d.saturating_duration_since(now).min(ABSENT_POLL)
-                    });
-                    tokio::time::sleep(sleep).await;
-                    if let Err(e) = self.try_watch() {
-                        tracing::warn!(error = %crate::error_chain(&e), "cannot watch the inbox");
+                    // An absolute time: this future is dropped whenever the
+                    // daemon's loop serves something else (every 100 ms), so
+                    // a relative sleep would never end.
+                    let at = due.map_or(self.look_again, |d| d.min(self.look_again));
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                    if Instant::now() >= self.look_again {
+                        self.look_again = Instant::now() + ABSENT_POLL;
+                        if let Err(e) = self.try_watch() {
+                            tracing::warn!(error = %crate::error_chain(&e), "cannot watch the inbox");
+                        }
                     }
                     None
                 }
@@ -387,6 +401,7 @@ impl Inbox {
                     "the inbox directory was removed or moved; waiting for it to exist again"
                 );
                 self.watch = None;
+                self.look_again = Instant::now();
                 continue;
             }
             let Some(name) = ev.name.and_then(|n| n.into_string().ok()) else {
@@ -422,6 +437,19 @@ impl Inbox {
     /// the rest; records each new outcome.
     #[tracing::instrument(name = "inbox", skip_all, fields(dir = %self.dir.display()))]
     pub fn turn(&mut self, agent: &mut Agent, now: SystemTime) {
+        if let (Some(present), Some(ledger)) = (self.present.take(), agent.inbox.as_mut()) {
+            let before = ledger.files.len();
+            ledger
+                .files
+                .retain(|n, _| present.contains(n) || self.queue.contains(n));
+            if ledger.files.len() != before {
+                tracing::info!(
+                    files = before - ledger.files.len(),
+                    "files left the inbox while it was away; nothing is revoked by that"
+                );
+                self.dirty = true;
+            }
+        }
         let mut names = Vec::new();
         while names.len() < BATCH {
             match self.queue.pop_first() {
