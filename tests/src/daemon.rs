@@ -13,6 +13,20 @@ use std::{
 
 use crate::{Scratch, TestCgroups};
 
+/// The directory of the maps a daemon pinned under `pin_dir`
+/// (`maps-<layout>`).
+pub fn maps_dir(pin_dir: &Path) -> PathBuf {
+    fs::read_dir(pin_dir)
+        .expect("pin dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("maps-"))
+        })
+        .expect("a maps-* directory")
+}
+
 /// The agent binary under test (set by the runner; the build's by default).
 pub fn agent_bin() -> PathBuf {
     std::env::var_os("AUTHZ_AGENT_BIN")
@@ -412,6 +426,32 @@ max_ttl = "30d"
                 .flat_map(|w| w.join().expect("signer"))
                 .collect()
         })
+    }
+
+    /// Signs a revocation list of `ids` with `key` through the CLI
+    /// (`extra`: e.g. `--delegation FILE`); returns its file.
+    pub fn revocation_list(
+        &self,
+        key: &Path,
+        serial: u32,
+        ids: &[&str],
+        extra: &[&str],
+    ) -> PathBuf {
+        let out = self.dir.join(format!("list-{serial}-{}.toml", ids.len()));
+        let serial = serial.to_string();
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(["revocations", "issue", "--key"])
+            .arg(key)
+            .args(["--serial", &serial, "--reason", "incident 17", "--config"])
+            .arg(&self.config)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .args(ids)
+            .env("AUTHZ_LOG", "warn");
+        // Not `ok`: signing is offline and takes no --socket.
+        succeed(&mut cmd, "revocations issue");
+        out
     }
 
     /// The decision log.

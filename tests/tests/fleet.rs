@@ -1,48 +1,8 @@
 //! Issue 17 on a real kernel: signed revocation lists, applied through the
 //! real CLI (`revocations issue`, `submit`).
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::path::Path;
 
-use authz_tests::{
-    daemon::{agent_bin, Daemon},
-    *,
-};
-
-/// Signs a revocation list with `key` (`extra`: e.g. `--delegation FILE`).
-fn revocation_list(d: &Daemon, key: &Path, serial: u32, ids: &[&str], extra: &[&str]) -> PathBuf {
-    let out = d.dir.join(format!("list-{serial}-{}.toml", ids.len()));
-    let serial = serial.to_string();
-    let mut args = vec![
-        "revocations",
-        "issue",
-        "--key",
-        key.to_str().unwrap(),
-        "--serial",
-        &serial,
-        "--reason",
-        "incident 17",
-        "--config",
-        d.config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(ids);
-    // Not `d.ok`: signing is offline and takes no --socket.
-    let run = Command::new(agent_bin())
-        .args(&args)
-        .env("AUTHZ_LOG", "warn")
-        .output()
-        .expect("run authz-agent");
-    assert!(
-        run.status.success(),
-        "authz-agent {args:?} failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    out
-}
+use authz_tests::{daemon::Daemon, *};
 
 fn refused(d: &Daemon, file: &Path) -> String {
     let out = d.cli(&["submit", file.to_str().unwrap()]);
@@ -79,7 +39,7 @@ fn a_revocation_list_revokes_everything_it_names_and_an_older_serial_is_refused(
 
     // Root-signed list 5: permit a, and the team's delegation (so permit b).
     let a_id = Daemon::artifact_id(&pa);
-    let five = revocation_list(&d, &d.root.key, 5, &[&a_id, &team.link_id], &[]);
+    let five = d.revocation_list(&d.root.key, 5, &[&a_id, &team.link_id], &[]);
     let out = d.ok(&["submit", five.to_str().unwrap()]);
     assert!(
         out.contains("2 revoked") && out.contains("2 artifacts removed"),
@@ -101,7 +61,7 @@ fn a_revocation_list_revokes_everything_it_names_and_an_older_serial_is_refused(
     let out = d.ok(&["submit", five.to_str().unwrap()]);
     assert!(out.contains("applied before"), "{out}");
     let c_id = Daemon::artifact_id(&pc);
-    let four = revocation_list(&d, &d.root.key, 4, &[&c_id], &[]);
+    let four = d.revocation_list(&d.root.key, 4, &[&c_id], &[]);
     let err = refused(&d, &four);
     assert!(err.contains("[stale-serial]"), "{err}");
     assert_ran(&c.run_in_cgroup(&d.cgroup_dir, &["true"]));
@@ -109,7 +69,7 @@ fn a_revocation_list_revokes_everything_it_names_and_an_older_serial_is_refused(
     // A revoked delegate can no longer sign lists.
     let team_key = team.keys.key.clone();
     let delegation = team.delegation.to_str().unwrap().to_owned();
-    let by_team = revocation_list(&d, &team_key, 1, &[&c_id], &["--delegation", &delegation]);
+    let by_team = d.revocation_list(&team_key, 1, &[&c_id], &["--delegation", &delegation]);
     let err = refused(&d, &by_team);
     assert!(err.contains("[revoked]"), "{err}");
     assert_ran(&c.run_in_cgroup(&d.cgroup_dir, &["true"]));

@@ -7,16 +7,12 @@ use std::{
     io::Write as _,
     os::unix::fs::symlink,
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant},
 };
 
 use sha2::Digest as _;
 
-use authz_tests::{
-    daemon::{agent_bin, Daemon},
-    *,
-};
+use authz_tests::{daemon::Daemon, *};
 
 /// How long a dropped file may take to go live here (a loaded CI VM under
 /// emulation; it takes well under a second on an idle one).
@@ -226,13 +222,13 @@ fn real_channels_deliveries_go_live_and_garbage_changes_nothing() {
     // A signed revocation list dropped in revokes what it names; an older
     // serial is refused.
     let a_id = Daemon::artifact_id(&pa);
-    let list = revocation_list(&d, 7, &a_id);
+    let list = d.revocation_list(&d.root.key, 7, &[&a_id], &[]);
     rename_into_place(&list, &inbox, "revocations-7.toml");
     let o = outcome(&d, "revocations-7.toml");
     assert_eq!(o["outcome"], "applied", "{o}");
     assert_eperm(&a.run_in_cgroup(&d.cgroup_dir, &["true"]));
     let b_id = Daemon::artifact_id(&inbox.join("b.permit"));
-    let old = revocation_list(&d, 6, &b_id);
+    let old = d.revocation_list(&d.root.key, 6, &[&b_id], &[]);
     rename_into_place(&old, &inbox, "revocations-6.toml");
     let o = outcome(&d, "revocations-6.toml");
     assert_eq!(o["error"], "stale-serial", "{o}");
@@ -370,27 +366,4 @@ fn ten_thousand_artifacts_dropped_at_once_all_become_live() {
     assert_ran(&j.run_in_cgroup(&d.cgroup_dir, &["true"]));
     let _ = fs::remove_dir_all(&inbox);
     let _ = fs::remove_dir_all(&staging);
-}
-
-/// A revocation list of `id`, signed by the root key.
-fn revocation_list(d: &Daemon, serial: u32, id: &str) -> PathBuf {
-    let out = d.dir.join(format!("list-{serial}.toml"));
-    let serial = serial.to_string();
-    let run = Command::new(agent_bin())
-        .args(["revocations", "issue", "--key"])
-        .arg(&d.root.key)
-        .args(["--serial", &serial, "--reason", "incident", "--config"])
-        .arg(&d.config)
-        .arg("--out")
-        .arg(&out)
-        .arg(id)
-        .env("AUTHZ_LOG", "warn")
-        .output()
-        .expect("run authz-agent");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    out
 }

@@ -14,23 +14,10 @@ use std::{
 use authz_agent::enforcer::maps;
 use authz_common::Config;
 use authz_tests::{
-    daemon::{self, Daemon},
+    daemon::{self, maps_dir, Daemon},
     *,
 };
 use aya::maps::{Array, Map, MapData};
-
-/// The directory of the maps pinned under `pin_dir`.
-fn maps_dir(pin_dir: &Path) -> PathBuf {
-    fs::read_dir(pin_dir)
-        .expect("pin dir")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("maps-"))
-        })
-        .expect("a maps-* directory")
-}
 
 fn open_config(pin_dir: &Path) -> Result<Array<MapData, Config>, String> {
     let data =

@@ -48,16 +48,8 @@ pub fn run(plan: &Plan) {
 
 /// The daemon's pinned permit map, read-only use.
 fn permit_map(pin_dir: &Path) -> HashMap<MapData, PermitKey, Permit> {
-    let maps_dir = fs::read_dir(pin_dir)
-        .expect("pin dir")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("maps-"))
-        })
-        .expect("pinned maps");
-    let data = MapData::from_pin(maps_dir.join(maps::PERMITS)).expect("open the permit map");
+    let data = MapData::from_pin(authz_tests::daemon::maps_dir(pin_dir).join(maps::PERMITS))
+        .expect("open the permit map");
     HashMap::try_from(Map::from_map_data(data).expect("map")).expect("permit map")
 }
 
@@ -72,6 +64,22 @@ fn wait_enforced(permits: &HashMap<MapData, PermitKey, Permit>, digest: [u8; 32]
         );
         std::thread::sleep(Duration::from_micros(100));
     }
+}
+
+/// `n` permits in `cgroup` for the digests numbered from `base` (no file
+/// has them: each its own kernel row), with those digests.
+fn permits_for_new_digests(
+    signer: &Signer,
+    cgroup: &str,
+    base: u64,
+    n: usize,
+) -> (
+    Vec<[u8; 32]>,
+    Vec<(authz_agent::artifact::ArtifactId, String)>,
+) {
+    let digests: Vec<[u8; 32]> = (0..n as u64).map(|i| digest_of(base + i)).collect();
+    let texts = sign(&signer.key, cgroup, digests.iter().copied());
+    (digests, texts)
 }
 
 /// Drops `text` as `name` the way config management does: a hidden
@@ -95,9 +103,7 @@ fn drop_latency(
     let _s = Step::new(format!(
         "inbox drop to enforced, {n} drops alternating with {n} submits"
     ));
-    let base = 3u64 << 40;
-    let digests: Vec<[u8; 32]> = (0..2 * n as u64).map(|i| digest_of(base + i)).collect();
-    let texts = sign(&signer.key, &d.cgroup, digests.iter().copied());
+    let (digests, texts) = permits_for_new_digests(signer, &d.cgroup, 3 << 40, 2 * n);
     let (mut dropped, mut submitted) = (Samples::default(), Samples::default());
     for (i, pair) in texts.chunks(2).enumerate() {
         let t = Instant::now();
@@ -145,9 +151,7 @@ fn burst(
 ) {
     let n = plan.inbox_burst;
     let _s = Step::new(format!("{n} files dropped at once, then {n} submits"));
-    let base = 4u64 << 40;
-    let digests: Vec<[u8; 32]> = (0..2 * n as u64).map(|i| digest_of(base + i)).collect();
-    let texts = sign(&signer.key, &d.cgroup, digests.iter().copied());
+    let (digests, texts) = permits_for_new_digests(signer, &d.cgroup, 4 << 40, 2 * n);
     let staging = scratch.join("staging");
     fs::create_dir_all(&staging).expect("staging");
     for (i, (_, text)) in texts[..n].iter().enumerate() {
