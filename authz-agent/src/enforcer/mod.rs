@@ -16,7 +16,6 @@ pub mod selftest;
 use std::{
     collections::{BTreeMap, VecDeque},
     io,
-    path::Path,
     time::{Duration, Instant},
 };
 
@@ -66,6 +65,21 @@ pub(crate) const INODE_PERMISSION: &str = "inode_permission";
 /// The program `probe` loads: the smallest.
 const PROBE_PROGRAM: &str = "bprm_committed_creds";
 const SETATTR_IDMAP: &str = "inode_setattr_idmap";
+/// Most threads loading programs at once.
+const MAX_LOAD_THREADS: usize = 4;
+
+/// The programs the verifier takes longest over, costliest first (measured:
+/// together nine tenths of the loading time); loading starts with them so
+/// that no thread is left with one of them at the end.
+const VERIFIER_HEAVY: [&str; 3] = [HOOK, "mmap_file", "file_mprotect"];
+
+/// Higher for a program that is costlier to verify.
+fn verifier_cost_rank(name: &str) -> usize {
+    VERIFIER_HEAVY
+        .iter()
+        .position(|h| *h == name)
+        .map_or(0, |i| VERIFIER_HEAVY.len() - i)
+}
 
 /// Every program the object has (both `inode_setattr` variants), for
 /// finding and removing pins.
@@ -393,7 +407,7 @@ impl Enforcer {
     #[tracing::instrument(name = "enforcer_open", skip_all, fields(mode = %opts.mode))]
     pub fn open(opts: &LoadOptions) -> Result<Self, EnforcerError> {
         let support = preflight::check()?;
-        let layout_facts = btf::kernel_layout(Path::new(btf::VMLINUX_BTF))?;
+        let layout_facts = btf::running_kernel_layout()?;
         let offsets = layout_facts.offsets;
         let mut programs = PROGRAMS.to_vec();
         if layout_facts.setattr_idmap {
@@ -580,8 +594,8 @@ impl Enforcer {
         })?;
         // One small program answers the question (trampoline programs load
         // or not); verifying all of them twice would only slow a start.
-        let kernel_btf = aya::Btf::from_sys_fs()
-            .map_err(|e| EnforcerError::Object(aya::EbpfError::BtfError(e)))?;
+        let kernel_btf =
+            btf::aya_kernel().map_err(|e| EnforcerError::Object(aya::EbpfError::BtfError(e)))?;
         probe
             .lsm(PROBE_PROGRAM)?
             .load(PROBE_PROGRAM, &kernel_btf)
@@ -591,15 +605,81 @@ impl Enforcer {
 
     /// Loads every program into the kernel (the verifier runs here) against
     /// the running kernel's BTF; nothing is attached yet.
+    ///
+    /// The verifier runs in the loading thread and, for a privileged loader,
+    /// under no global lock, so the programs are loaded by a few threads at
+    /// once, the costliest first: under emulation the three decision
+    /// programs take seconds each, and every start waits for them.
+    #[tracing::instrument(level = "debug", skip_all, fields(programs = self.programs.len()))]
     fn load_programs(&mut self) -> Result<(), EnforcerError> {
-        let kernel_btf = aya::Btf::from_sys_fs()
-            .map_err(|e| EnforcerError::Object(aya::EbpfError::BtfError(e)))?;
-        for name in self.programs.clone() {
-            let hook = if name == SETATTR_IDMAP { SETATTR } else { name };
-            self.lsm(name)?
-                .load(hook, &kernel_btf)
-                .map_err(classify_load_error)?;
+        let started = std::time::Instant::now();
+        let kernel_btf =
+            btf::aya_kernel().map_err(|e| EnforcerError::Object(aya::EbpfError::BtfError(e)))?;
+        let wanted = self.programs.clone();
+        let mut jobs: Vec<(&'static str, &mut Lsm)> = Vec::with_capacity(wanted.len());
+        for (name, program) in self.ebpf.programs_mut() {
+            if let Some(&name) = wanted.iter().find(|w| **w == name) {
+                let lsm: &mut Lsm = program.try_into().map_err(EnforcerError::Program)?;
+                jobs.push((name, lsm));
+            }
         }
+        if let Some(missing) = wanted.iter().find(|w| !jobs.iter().any(|(n, _)| n == *w)) {
+            return Err(EnforcerError::MissingProgram(missing));
+        }
+        // Popped from the end: the costliest last in the vector.
+        jobs.sort_by_key(|(name, _)| verifier_cost_rank(name));
+        let queue = std::sync::Mutex::new(jobs);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, MAX_LOAD_THREADS);
+        let kernel_btf = &*kernel_btf;
+        let results: Vec<Result<(), (&'static str, ProgramError)>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let queue = &queue;
+                    s.spawn(move || loop {
+                        let job = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .pop();
+                        let Some((name, lsm)) = job else {
+                            return Ok(());
+                        };
+                        let hook = if name == SETATTR_IDMAP { SETATTR } else { name };
+                        let t = std::time::Instant::now();
+                        lsm.load(hook, kernel_btf).map_err(|e| (name, e))?;
+                        let info = lsm.info().ok();
+                        tracing::debug!(
+                            program = name,
+                            ms = t.elapsed().as_millis() as u64,
+                            verified_insns =
+                                info.as_ref().and_then(|i| i.verified_instruction_count()),
+                            insns = info
+                                .as_ref()
+                                .and_then(|i| i.size_translated())
+                                .map(|b| b / 8),
+                            "program verified and loaded"
+                        );
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for result in results {
+            if let Err((name, e)) = result {
+                tracing::debug!(program = name, "program refused by the kernel");
+                return Err(classify_load_error(e));
+            }
+        }
+        tracing::info!(
+            programs = wanted.len(),
+            threads,
+            ms = started.elapsed().as_millis() as u64,
+            "BPF programs verified and loaded"
+        );
         Ok(())
     }
 
@@ -631,7 +711,9 @@ impl Enforcer {
         if guard_paths && !self.programs.contains(&INODE_PERMISSION) {
             self.programs.push(INODE_PERMISSION);
         }
-        self.load_programs()?;
+        let loaded = self.load_programs();
+        btf::forget_aya_kernel();
+        loaded?;
         if opts.selftest {
             self.set_role(role::PROBATION)?;
         }

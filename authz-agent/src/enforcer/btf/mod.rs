@@ -5,11 +5,46 @@
 //! the program as a read-only global.
 use std::path::Path;
 
+mod reader;
+
 use authz_common::{offset_known, KernelOffsets};
-use btf_rs::{Btf, Type};
+use reader::{kind, FormatError, RawBtf};
+
+/// The BTF authz reads the layout from.
+pub type Btf = RawBtf;
+
+/// Deepest nesting of anonymous structs and unions searched for a member.
+const MAX_ANONYMOUS_DEPTH: u32 = 8;
 
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The running kernel's BTF as aya parses it for program loads, kept from
+/// the start-up probe to the programs' load (parsing it costs about 0.2 s
+/// under emulation) and dropped by [`forget_aya_kernel`] once they are
+/// loaded, so that a running agent does not hold it.
+static AYA_KERNEL: std::sync::Mutex<Option<std::sync::Arc<aya::Btf>>> = std::sync::Mutex::new(None);
+
+/// The running kernel's BTF for aya (parsed on first use after a
+/// [`forget_aya_kernel`]).
+pub fn aya_kernel() -> Result<std::sync::Arc<aya::Btf>, aya::BtfError> {
+    let mut cached = AYA_KERNEL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(btf) = cached.as_ref() {
+        return Ok(btf.clone());
+    }
+    let btf = std::sync::Arc::new(aya::Btf::from_sys_fs()?);
+    *cached = Some(btf.clone());
+    Ok(btf)
+}
+
+/// Drops the BTF [`aya_kernel`] keeps.
+pub fn forget_aya_kernel() {
+    *AYA_KERNEL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -17,7 +52,7 @@ pub enum BtfError {
     Read {
         path: String,
         #[source]
-        source: btf_rs::Error,
+        source: std::io::Error,
     },
     #[error("kernel BTF has no struct {0}")]
     NoStruct(&'static str),
@@ -32,7 +67,7 @@ pub enum BtfError {
         member: &'static str,
     },
     #[error("kernel BTF is malformed")]
-    Malformed(#[source] btf_rs::Error),
+    Malformed(#[from] FormatError),
     #[error("kernel BTF lacks fields authz cannot enforce without: {0}")]
     Required(&'static str),
 }
@@ -54,12 +89,22 @@ pub struct KernelLayout {
     pub setattr_idmap: bool,
 }
 
+/// The running kernel's layout ([`VMLINUX_BTF`]), read once per process:
+/// the kernel's own BTF cannot change while it runs, and reading it through
+/// btf-rs costs about 3 s under emulation (a start used to pay that twice,
+/// for the probe and for the object).
+pub fn running_kernel_layout() -> Result<KernelLayout, BtfError> {
+    static LAYOUT: std::sync::OnceLock<KernelLayout> = std::sync::OnceLock::new();
+    if let Some(layout) = LAYOUT.get() {
+        return Ok(*layout);
+    }
+    let layout = kernel_layout(Path::new(VMLINUX_BTF))?;
+    Ok(*LAYOUT.get_or_init(|| layout))
+}
+
 /// Offsets and hook signatures from the BTF at `path`.
 pub fn kernel_layout(path: &Path) -> Result<KernelLayout, BtfError> {
-    let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let btf = Btf::from_file(path)?;
     let setattr_idmap = hook_argument(&btf, "inode_setattr", "dentry") == Some(1);
     Ok(KernelLayout {
         offsets: offsets_from(&btf)?,
@@ -178,22 +223,30 @@ fn offsets_from(btf: &Btf) -> Result<KernelOffsets, BtfError> {
     Ok(offsets)
 }
 
+impl RawBtf {
+    /// Reads and indexes the BTF at `path`.
+    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        let bytes = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self::parse(bytes)?)
+    }
+}
+
 /// Position of the argument called `name` of the LSM hook `hook` (from the
 /// BTF of its `bpf_lsm_<hook>` attach point), or `None` when it is not found.
 pub fn hook_argument(btf: &Btf, hook: &str, name: &str) -> Option<u32> {
     let func = format!("bpf_lsm_{hook}");
-    let types = btf.resolve_types_by_name(&func).ok()?;
-    let proto = types.into_iter().find_map(|ty| match ty {
-        Type::Func(f) => match btf.resolve_chained_type(&f).ok()? {
-            Type::FuncProto(p) => Some(p),
-            _ => None,
-        },
-        _ => None,
+    let proto = btf.ids_named(&func).into_iter().find_map(|id| {
+        let f = btf.header(id).ok()?;
+        let p = btf.header(f.size_or_type).ok()?;
+        (f.kind == kind::FUNC && p.kind == kind::FUNC_PROTO).then_some(f.size_or_type)
     })?;
-    proto
-        .parameters
+    btf.members(proto)
+        .ok()?
         .iter()
-        .position(|p| btf.resolve_name(p).is_ok_and(|n| n == name))
+        .position(|p| btf.name(p.name_off) == name)
         .map(|i| i as u32)
 }
 
@@ -214,24 +267,19 @@ pub fn member_path_offset(
     strukt: &'static str,
     path: &[&'static str],
 ) -> Result<u32, BtfError> {
-    let types = btf
-        .resolve_types_by_name(strukt)
-        .map_err(|_| BtfError::NoStruct(strukt))?;
-    let mut current = types
+    let mut current = btf
+        .ids_named(strukt)
         .into_iter()
-        .find_map(|ty| match ty {
-            Type::Struct(s) => Some(s),
-            _ => None,
-        })
+        .find(|id| btf.header(*id).is_ok_and(|h| h.kind == kind::STRUCT))
         .ok_or(BtfError::NoStruct(strukt))?;
     let mut bits = 0u32;
     for (i, member) in path.iter().enumerate() {
-        let (offset, member_type) =
-            find_member(btf, &current, member, 0)?.ok_or(BtfError::NoMember { strukt, member })?;
+        let (offset, member_type) = find_member(btf, current, member, 0, 0)?
+            .ok_or(BtfError::NoMember { strukt, member })?;
         bits += offset;
         if i + 1 < path.len() {
             current = match strip(btf, member_type)? {
-                Type::Struct(s) | Type::Union(s) => s,
+                (id, kind::STRUCT | kind::UNION) => id,
                 _ => {
                     return Err(BtfError::NoMember {
                         strukt,
@@ -250,53 +298,42 @@ pub fn member_path_offset(
     Ok(bits / 8)
 }
 
-/// Follows typedefs and qualifiers to the underlying type.
-fn strip(btf: &Btf, ty: Type) -> Result<Type, BtfError> {
-    let mut ty = ty;
+/// Follows typedefs and qualifiers to the underlying type: (id, kind).
+fn strip(btf: &Btf, id: u32) -> Result<(u32, u32), BtfError> {
+    let mut id = id;
     for _ in 0..16 {
-        match &ty {
-            Type::Typedef(_)
-            | Type::Const(_)
-            | Type::Volatile(_)
-            | Type::Restrict(_)
-            | Type::TypeTag(_) => {
-                let inner = ty.as_btf_type().ok_or_else(|| {
-                    BtfError::Malformed(btf_rs::Error::Format("qualifier without a type".into()))
-                })?;
-                ty = btf
-                    .resolve_chained_type(inner)
-                    .map_err(BtfError::Malformed)?;
+        let h = btf.header(id)?;
+        match h.kind {
+            kind::TYPEDEF | kind::CONST | kind::VOLATILE | kind::RESTRICT | kind::TYPE_TAG => {
+                id = h.size_or_type;
             }
-            _ => return Ok(ty),
+            k => return Ok((id, k)),
         }
     }
-    Ok(ty)
+    Ok((id, btf.header(id)?.kind))
 }
 
-/// (bit offset, type) of `name` inside `s` (plus `base`), searching anonymous
-/// members.
+/// (bit offset, type id) of `name` inside struct or union `id` (plus
+/// `base`), searching anonymous members.
 fn find_member(
     btf: &Btf,
-    s: &btf_rs::Struct,
+    id: u32,
     name: &str,
     base: u32,
-) -> Result<Option<(u32, Type)>, BtfError> {
-    for m in &s.members {
-        if m.bitfield_size().is_some_and(|size| size != 0) {
+    depth: u32,
+) -> Result<Option<(u32, u32)>, BtfError> {
+    for m in btf.members(id)? {
+        if m.bitfield_size != 0 {
             continue;
         }
-        let member_name = btf.resolve_name(m).unwrap_or_default();
+        let member_name = btf.name(m.name_off);
         if member_name == name {
-            let ty = btf.resolve_chained_type(m).map_err(BtfError::Malformed)?;
-            return Ok(Some((base + m.bit_offset(), ty)));
+            return Ok(Some((base + m.bit_offset, m.type_id)));
         }
-        if member_name.is_empty() {
-            let inner = strip(
-                btf,
-                btf.resolve_chained_type(m).map_err(BtfError::Malformed)?,
-            )?;
-            if let Type::Struct(inner) | Type::Union(inner) = inner {
-                if let Some(found) = find_member(btf, &inner, name, base + m.bit_offset())? {
+        if member_name.is_empty() && depth < MAX_ANONYMOUS_DEPTH {
+            if let (inner, kind::STRUCT | kind::UNION) = strip(btf, m.type_id)? {
+                if let Some(found) = find_member(btf, inner, name, base + m.bit_offset, depth + 1)?
+                {
                     return Ok(Some(found));
                 }
             }
@@ -336,9 +373,62 @@ mod tests {
         assert!(offsets.dentry_inode > 0);
     }
 
+    /// The lean reader agrees with btf-rs, a full BTF parser, on this host's
+    /// kernel: every named member of the structs authz reads, at the same
+    /// offset (bitfields aside).
+    #[test]
+    fn offsets_agree_with_btf_rs_on_this_hosts_kernel() {
+        let lean = Btf::from_file(Path::new(VMLINUX_BTF)).expect("lean");
+        let full = btf_rs::Btf::from_file(VMLINUX_BTF).expect("btf-rs");
+        let mut compared = 0;
+        for strukt in [
+            "linux_binprm",
+            "task_struct",
+            "file",
+            "inode",
+            "super_block",
+            "css_set",
+            "cgroup",
+            "kernfs_node",
+            "dentry",
+            "vm_area_struct",
+            "iattr",
+            "shmem_inode_info",
+            "bpf_map",
+            "bpf_prog",
+            "bpf_prog_aux",
+            "vfsmount",
+        ] {
+            let s = full
+                .resolve_types_by_name(strukt)
+                .expect(strukt)
+                .into_iter()
+                .find_map(|t| match t {
+                    btf_rs::Type::Struct(s) => Some(s),
+                    _ => None,
+                })
+                .expect(strukt);
+            for m in &s.members {
+                let name = full.resolve_name(m).unwrap_or_default();
+                if name.is_empty() || m.bitfield_size().is_some_and(|b| b != 0) {
+                    continue;
+                }
+                let name: &'static str = Box::leak(name.into_boxed_str());
+                let want = m.bit_offset();
+                match member_offset(&lean, strukt, name) {
+                    Ok(got) => assert_eq!(got * 8, want, "{strukt}.{name}"),
+                    Err(BtfError::Unaligned { .. }) => assert_ne!(want % 8, 0, "{strukt}.{name}"),
+                    Err(e) => panic!("{strukt}.{name}: {e}"),
+                }
+                compared += 1;
+            }
+        }
+        assert!(compared > 300, "only {compared} members compared");
+    }
+
     #[test]
     fn hook_arguments_are_found_by_name() {
-        let btf = Btf::from_file(VMLINUX_BTF).expect("btf");
+        let btf = Btf::from_file(Path::new(VMLINUX_BTF)).expect("btf");
         let dentry = hook_argument(&btf, "inode_setattr", "dentry").expect("inode_setattr");
         // 6.1-6.2: (dentry, attr); from 6.3: (idmap, dentry, attr).
         assert!(dentry <= 1, "{dentry}");
@@ -348,7 +438,7 @@ mod tests {
 
     #[test]
     fn nested_members_resolve_through_typedefs_and_anonymous_unions() {
-        let btf = Btf::from_file(VMLINUX_BTF).expect("btf");
+        let btf = Btf::from_file(Path::new(VMLINUX_BTF)).expect("btf");
         // i_nlink sits in an anonymous union; atomic_t.counter behind a typedef.
         let nlink = member_offset(&btf, "inode", "i_nlink").expect("i_nlink");
         let writers =
@@ -363,7 +453,7 @@ mod tests {
 
     #[test]
     fn unknown_member_is_a_typed_error() {
-        let btf = Btf::from_file(VMLINUX_BTF).expect("btf");
+        let btf = Btf::from_file(Path::new(VMLINUX_BTF)).expect("btf");
         let err = member_offset(&btf, "linux_binprm", "no_such_member").unwrap_err();
         assert!(matches!(err, BtfError::NoMember { .. }), "{err}");
         let err = member_offset(&btf, "no_such_struct_authz", "x").unwrap_err();
