@@ -30,6 +30,7 @@ mod report;
 mod revocation_lists;
 mod revocations;
 pub mod sequence;
+mod startup;
 pub mod systemd;
 pub mod textfile;
 pub mod why;
@@ -59,6 +60,7 @@ use crate::{
 /// ending lockdown (needed to start with another configuration while the
 /// kernel is locked down).
 pub fn run(config_path: &Path, unlock: Option<&Path>) -> anyhow::Result<()> {
+    let mut startup = startup::Laps::start();
     // The kernel first: on a host that cannot enforce, that is the one thing
     // to say, whatever the config.
     if let Err(e) = Enforcer::probe() {
@@ -71,6 +73,7 @@ pub fn run(config_path: &Path, unlock: Option<&Path>) -> anyhow::Result<()> {
         }
         return Err(anyhow::Error::new(e).context("authz cannot enforce on this host"));
     }
+    startup.lap("probe");
     let config = Config::load(config_path)?;
     let unlock = unlock.map(lockdown::read_statement).transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -78,13 +81,14 @@ pub fn run(config_path: &Path, unlock: Option<&Path>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, unlock))
+    runtime.block_on(serve(config, unlock, startup))
 }
 
 #[tracing::instrument(name = "daemon", skip_all, fields(config = %config.path.display()))]
 async fn serve(
     mut config: Config,
     unlock: Option<crate::vocab::statement::Statement>,
+    mut startup: startup::Laps,
 ) -> anyhow::Result<()> {
     let a = &config.agent.clone();
     let store = Store::open(&a.state_dir)?;
@@ -115,7 +119,9 @@ async fn serve(
         }),
         ..LoadOptions::default()
     };
+    startup.lap("config");
     let mut enforcer = Enforcer::open(&opts).context("cannot start enforcement")?;
+    startup.lap("open");
     let restored = lockdown::restore_kernel_revocations(&enforcer, &mut revoked, SystemTime::now());
     if restored > 0 {
         tracing::warn!(
@@ -186,13 +192,17 @@ async fn serve(
             tracing::warn!(error = %crate::error_chain(&e), "no verified index: every start verifies every stored artifact in full");
         }
     }
+    startup.lap("setup");
     let now = SystemTime::now();
     agent.load_store(now)?;
+    startup.lap("store");
     agent.reconcile(now)?;
+    startup.lap("reconcile");
     agent
         .enforcer
         .attach(&opts)
         .context("cannot start enforcement")?;
+    startup.lap("attach");
     agent.mirror_revocations();
     if let Some(u) = agent.enforcer.unlocked_at_start().cloned() {
         agent.admin("lockdown-end", serde_json::json!({ "statement_id": u.statement_id, "issuer": u.issuer, "at": "start" }));
@@ -263,10 +273,12 @@ async fn serve(
         tracing::info!(timeout = ?w.timeout, every = ?w.interval(), "systemd watchdog: pinging from the main loop");
     }
 
+    startup.lap("serve");
     tracing::info!(
         mode = %agent.enforcer.mode(),
         socket = %a.socket.display(),
         adopted = agent.enforcer.adopted(),
+        startup_ms = %startup,
         "authz-agent enforcing"
     );
     systemd::ready(&status_line(&agent));
