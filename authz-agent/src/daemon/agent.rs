@@ -143,6 +143,7 @@ impl Agent {
     /// ones removed. The index is rewritten if it was behind.
     #[tracing::instrument(skip_all)]
     pub fn load_store(&mut self, now: SystemTime) -> Result<(), crate::store::StoreError> {
+        let mut laps = super::startup::Laps::start();
         let stored: Vec<_> = self
             .store
             .artifacts()?
@@ -155,11 +156,14 @@ impl Agent {
                 }
             })
             .collect();
+        laps.lap("read");
         let index = self.read_index();
+        laps.lap("index");
         let mut indexed = match &index {
             Some(index) => loader::check_indexed(index, &self.is_revoked(), &stored, now),
             None => Vec::new(),
         };
+        laps.lap("indexed");
         indexed.resize_with(stored.len(), || None);
         let full: Vec<_> = stored
             .iter()
@@ -169,6 +173,7 @@ impl Agent {
             .collect();
         let mut verified =
             loader::verify_store(&self.verifier, &self.is_revoked(), &full, now).into_iter();
+        laps.lap("verified");
         let from_index = stored.len() - full.len();
         let unchanged = full.is_empty() && index.is_some_and(|i| i.len() == stored.len());
         let mut accepted = 0;
@@ -192,15 +197,18 @@ impl Agent {
                 }
             }
         }
+        laps.lap("held");
+        self.index_changed(!unchanged || accepted != from_index);
+        self.save_index(true);
+        laps.lap("saved");
         tracing::info!(
             accepted,
             from_index,
             verified_in_full = full.len(),
             revoked = self.revocations.len(),
+            ms = %laps,
             "store loaded"
         );
-        self.index_changed(!unchanged || accepted != from_index);
-        self.save_index(true);
         Ok(())
     }
 

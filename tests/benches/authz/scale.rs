@@ -180,6 +180,7 @@ pub fn run(plan: &Plan) {
             }
             start_timed(&mut d)
         };
+        note_phases(&d, &format!("{n}, every signature verified"));
         expect_permits(&d, n);
         metric(&format!("scale.start_{n}_full_s"), full, "s", n);
         d.kill9();
@@ -191,6 +192,7 @@ pub fn run(plan: &Plan) {
             ));
             start_timed(&mut d)
         };
+        note_phases(&d, &format!("{n}, sealed index"));
         assert_eq!(
             d.log_text().matches(INDEX_USED).count(),
             used + 1,
@@ -272,6 +274,24 @@ fn expect_permits(d: &Daemon, n: usize) {
 
 /// Starts the daemon and returns the seconds until it is enforcing (it answers
 /// on its control socket once every stored permit is in the kernel).
+/// Prints where the daemon's last start spent its time, as it logged it
+/// (milliseconds per phase, and within the store's load).
+fn note_phases(d: &Daemon, what: &str) {
+    let log = d.log_text();
+    let last = |field: &str, line_has: &str| {
+        log.lines()
+            .rev()
+            .find(|l| l.contains(line_has))
+            .and_then(|l| l.split_once(field))
+            .map_or_else(|| "-".to_owned(), |(_, v)| v.trim().to_owned())
+    };
+    note(format!(
+        "start phases, ms ({what}): {}; store: {}",
+        last("startup_ms=", "authz-agent enforcing"),
+        last(" ms=", "store loaded")
+    ));
+}
+
 fn start_timed(d: &mut Daemon) -> f64 {
     d.spawn_within(Duration::from_secs(900)).as_secs_f64()
 }
