@@ -513,6 +513,9 @@ impl Agent {
                     entries = index.len(),
                     "verified index sealed by this agent: its artifacts' signatures are not checked again"
                 );
+                // The file is what was just read: the start rewrites it only
+                // if what it loads differs (`index_changed`), not always.
+                state.dirty = false;
                 state.written = Some(bound);
                 Some(index)
             }
