@@ -45,10 +45,10 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent};
 use sha2::{Digest as _, Sha256};
 use tokio::io::unix::AsyncFd;
 
-use super::Agent;
+use super::{Agent, Refusal};
 use crate::{
     artifact::time::Timestamp,
-    control::protocol::{InboxFile, InboxOutcome, InboxStatus, RefusalKind},
+    control::protocol::{InboxFile, InboxOutcome, InboxStatus, RefusalKind, SubmitResult},
     store::MAX_ARTIFACT_BYTES,
     vocab::text::{self, Kind},
 };
@@ -489,10 +489,22 @@ impl Inbox {
         // the permits in first.
         texts.sort_by_key(|(_, kind, _, _)| *kind != Some(Kind::Revocations));
         let mut applied_list = false;
+        let mut permits = Vec::new();
         for (name, kind, text, sha256) in texts {
+            if matches!(kind, Some(Kind::Artifact) | None) {
+                permits.push((name, text, sha256));
+                continue;
+            }
             let outcome = take_in(agent, kind, &text, sha256, now);
             applied_list |= outcome.outcome == InboxOutcome::Applied;
             self.settle(agent, &name, outcome, now);
+        }
+        // The permits after every list of the batch, their signatures
+        // checked together on every core.
+        let batch: Vec<&str> = permits.iter().map(|(_, text, _)| text.as_str()).collect();
+        let results = agent.submit_many(&batch, now);
+        for ((name, _, sha256), result) in permits.into_iter().zip(results) {
+            self.settle(agent, &name, submitted(Some(sha256), result), now);
         }
         if applied_list {
             self.refresh(agent);
@@ -808,20 +820,25 @@ fn take_in(
             sha,
             "a lockdown statement: only `authz-agent lockdown unlock|adopt` applies one",
         ),
-        Some(Kind::Artifact) | None => match agent.submit(text, now) {
-            Ok(r) => Outcome {
-                id: Some(r.id),
-                ..Outcome::new(
-                    if r.already_accepted {
-                        InboxOutcome::AlreadyHeld
-                    } else {
-                        InboxOutcome::Accepted
-                    },
-                    sha,
-                )
-            },
-            Err(r) => Outcome::refused(sha, r.kind, r.message),
+        Some(Kind::Artifact) | None => submitted(sha, agent.submit(text, now)),
+    }
+}
+
+/// The outcome of a permit's submission.
+fn submitted(sha: Option<String>, result: Result<SubmitResult, Refusal>) -> Outcome {
+    match result {
+        Ok(r) => Outcome {
+            id: Some(r.id),
+            ..Outcome::new(
+                if r.already_accepted {
+                    InboxOutcome::AlreadyHeld
+                } else {
+                    InboxOutcome::Accepted
+                },
+                sha,
+            )
         },
+        Err(r) => Outcome::refused(sha, r.kind, r.message),
     }
 }
 

@@ -137,25 +137,67 @@ fn verify_chunk(
         })
         .collect();
     let good: Vec<&Artifact> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
-    let mut batch = verifier
-        .verify_batch(good.iter().copied(), revoked, now)
-        .into_iter();
+    let mut verified = verify_parsed(verifier, revoked, &good, now).into_iter();
     parsed
         .iter()
         .map(|p| match p {
             Err(why) => Err(NotLoaded::Invalid(why.clone())),
-            Ok(a) => match batch.next() {
-                Some(Err(VerifyError::NotYetValid { .. })) | None => {
-                    verify_ahead(verifier, revoked, a, now)
-                }
-                Some(other) => other,
-            }
-            .map_err(|e| match e {
-                VerifyError::Expired { .. } => NotLoaded::Expired(e.to_string()),
-                other => NotLoaded::Invalid(other.to_string()),
-            }),
+            Ok(_) => match verified.next() {
+                Some(result) => result.map_err(|e| match e {
+                    VerifyError::Expired { .. } => NotLoaded::Expired(e.to_string()),
+                    other => NotLoaded::Invalid(other.to_string()),
+                }),
+                None => Err(NotLoaded::Invalid("it was not verified".into())),
+            },
         })
         .collect()
+}
+
+/// [`verify_ahead`] for each of `artifacts`, with batch signature checks;
+/// one result per input, in order.
+fn verify_parsed(
+    verifier: &Verifier,
+    revoked: &(dyn Fn(&ArtifactId) -> bool + Sync),
+    artifacts: &[&Artifact],
+    now: SystemTime,
+) -> Vec<Result<Verified, VerifyError>> {
+    let mut batch = verifier
+        .verify_batch(artifacts.iter().copied(), revoked, now)
+        .into_iter();
+    artifacts
+        .iter()
+        .map(|a| match batch.next() {
+            Some(Err(VerifyError::NotYetValid { .. })) | None => {
+                verify_ahead(verifier, revoked, a, now)
+            }
+            Some(other) => other,
+        })
+        .collect()
+}
+
+/// [`verify_ahead`] for each of `artifacts` (a burst of submissions), on
+/// every core with batch signature checks: the same results, one per input
+/// in order. A chunk whose thread failed is verified again one by one.
+pub fn verify_many(
+    verifier: &Verifier,
+    revoked: &(dyn Fn(&ArtifactId) -> bool + Sync),
+    artifacts: &[&Artifact],
+    now: SystemTime,
+) -> Vec<Result<Verified, VerifyError>> {
+    on_every_core(
+        artifacts,
+        |part| {
+            verify_parsed(verifier, revoked, part, now)
+                .into_iter()
+                .map(Some)
+                .collect()
+        },
+        || None,
+    )
+    .into_iter()
+    .zip(artifacts)
+    .map(|(r, a)| r.unwrap_or_else(|| verify_ahead(verifier, revoked, a, now)))
+    .collect()
 }
 
 /// Verifies `artifact` at `now`; one valid only later is verified at the
@@ -236,6 +278,59 @@ mod tests {
         assert!(results[0].is_ok());
         assert!(matches!(results[1], Err(NotLoaded::Expired(_))));
         assert!(matches!(&results[2], Err(NotLoaded::Invalid(w)) if w.contains("file name")));
+    }
+
+    /// A burst checked together gets, for each artifact, exactly what
+    /// checking it alone gives: valid, expired, scheduled, never in force,
+    /// revoked, badly signed, in any order and across thread chunks.
+    #[test]
+    fn a_burst_verified_together_gets_what_each_would_get_alone() {
+        let kit = Kit::new();
+        let later = kit.delegation(|g| g.not_before = kit.at(60));
+        let never = kit.delegation(|g| g.not_before = kit.at(2 * HOUR as i64));
+        let revoked_one = kit.root_permit(|_| {});
+        // One permit's body under another's signature.
+        let forged = Artifact::forged(
+            kit.root_permit(|_| {}).body().clone(),
+            *kit.root_permit(|_| {}).signature(),
+        );
+        let mut artifacts = Vec::new();
+        for i in 0..40 {
+            artifacts.push(match i % 7 {
+                0 => kit.root_permit(|b| {
+                    b.validity.not_before = kit.at(-2 * HOUR as i64);
+                    b.validity.expires = kit.at(-(HOUR as i64));
+                }),
+                1 => kit.team_permit(&later, |_| {}),
+                2 => kit.team_permit(&never, |_| {}),
+                3 => revoked_one.clone(),
+                4 => forged.clone(),
+                _ => kit.root_permit(|_| {}),
+            });
+        }
+        let revoked = |id: &ArtifactId| *id == revoked_one.id;
+        let v = verifier(&kit);
+        let now = kit.system_now();
+        let refs: Vec<&Artifact> = artifacts.iter().collect();
+        let together = verify_many(&v, &revoked, &refs, now);
+        assert_eq!(together.len(), artifacts.len());
+        let mut kinds = std::collections::BTreeSet::new();
+        for (a, got) in artifacts.iter().zip(&together) {
+            let alone = verify_ahead(&v, &revoked, a, now);
+            assert_eq!(format!("{got:?}"), format!("{alone:?}"), "{}", a.id);
+            kinds.insert(match got {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => format!("{e}")
+                    .split_whitespace()
+                    .last()
+                    .unwrap_or("")
+                    .to_owned(),
+            });
+        }
+        assert!(
+            kinds.len() >= 4,
+            "the burst covered too few outcomes: {kinds:?}"
+        );
     }
 
     fn stored(a: &Artifact) -> StoredArtifact {
