@@ -12,6 +12,7 @@
 //! changed; the agent writes exactly those (or deletes them when
 //! [`PermitTable::row`] says none is left).
 use std::{
+    cmp::Reverse,
     collections::{BTreeMap, BTreeSet, HashMap},
     time::SystemTime,
 };
@@ -50,7 +51,7 @@ pub struct PermitTable {
     /// cgroup path -> id (None: does not exist now).
     cgroups: HashMap<String, Option<u64>>,
     /// Artifacts placed under each row.
-    placed: HashMap<RowKey, BTreeSet<ArtifactId>>,
+    placed: HashMap<RowKey, Members>,
     /// Artifacts removed so far (revoked, expired, cleared): lets a caller
     /// tell cheaply whether anything left since it last looked.
     removals: u64,
@@ -278,20 +279,24 @@ impl PermitTable {
             h.placed = want.clone();
         }
         for row in want {
-            self.placed.entry(row).or_default().insert(*id);
+            if let Some(h) = self.held.get(id) {
+                self.placed.entry(row).or_default().add(id, &h.verified);
+            }
             touched.push(row);
         }
         touched
     }
 
     fn unplace(&mut self, id: &ArtifactId) -> Vec<RowKey> {
-        let Some(rows) = self.held.get_mut(id).map(|h| std::mem::take(&mut h.placed)) else {
+        let Some(h) = self.held.get_mut(id) else {
             return Vec::new();
         };
+        let rows = std::mem::take(&mut h.placed);
+        let verified = &h.verified;
         for row in &rows {
-            if let Some(ids) = self.placed.get_mut(row) {
-                ids.remove(id);
-                if ids.is_empty() {
+            if let Some(members) = self.placed.get_mut(row) {
+                members.remove(id, verified);
+                if members.is_empty() {
                     self.placed.remove(row);
                 }
             }
@@ -300,22 +305,24 @@ impl PermitTable {
     }
 
     /// The row the kernel should hold for `row` (None: no row).
+    ///
+    /// Each slot takes the latest expiry among the artifacts placed under the
+    /// row (on a tie, the smallest id), read off the ordered members rather
+    /// than computed over all of them: a fleet that re-issues one binary
+    /// daily piles artifacts onto one row, and every submit recomputes it.
     pub fn row(&self, row: &RowKey, clock: &BootClock) -> Option<Permit> {
-        let ids = self.placed.get(row)?;
-        let mut permit = Permit::default();
-        for id in ids {
-            let Some(h) = self.held.get(id) else { continue };
-            let expires = clock.boot_ns(h.verified.expires);
-            if expires > permit.expires_boot_ns {
-                permit.expires_boot_ns = expires;
-                permit.artifact_id = id.0;
-            }
-            if h.verified.descendants && expires > permit.descendants_expires_boot_ns {
-                permit.descendants_expires_boot_ns = expires;
-                permit.descendants_artifact_id = id.0;
-            }
+        let members = self.placed.get(row)?;
+        let (expires_boot_ns, artifact) = latest(&members.all, clock)?;
+        let mut permit = Permit {
+            expires_boot_ns,
+            artifact_id: artifact.0,
+            ..Permit::default()
+        };
+        if let Some((expires, id)) = latest(&members.descendants, clock) {
+            permit.descendants_expires_boot_ns = expires;
+            permit.descendants_artifact_id = id.0;
         }
-        (permit.expires_boot_ns != 0).then_some(permit)
+        Some(permit)
     }
 
     /// Every row the kernel should hold.
@@ -325,6 +332,62 @@ impl PermitTable {
             .filter_map(|k| self.row(k, clock).map(|p| (*k, p)))
             .collect()
     }
+}
+
+/// The artifacts placed under one row, ordered by expiry and then by
+/// reversed id, so that the last is the latest expiry with the smallest id.
+#[derive(Debug, Default)]
+struct Members {
+    all: BTreeSet<(SystemTime, Reverse<ArtifactId>)>,
+    /// Those that grant descendants too.
+    descendants: BTreeSet<(SystemTime, Reverse<ArtifactId>)>,
+}
+
+impl Members {
+    fn add(&mut self, id: &ArtifactId, v: &Verified) {
+        self.all.insert((v.expires, Reverse(*id)));
+        if v.descendants {
+            self.descendants.insert((v.expires, Reverse(*id)));
+        }
+    }
+
+    fn remove(&mut self, id: &ArtifactId, v: &Verified) {
+        self.all.remove(&(v.expires, Reverse(*id)));
+        self.descendants.remove(&(v.expires, Reverse(*id)));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+}
+
+/// The latest expiry among `set` on the boot clock, and the smallest id
+/// with it; `None` when there is none or it is not after boot (0: no row).
+///
+/// Distinct instants convert to distinct boot-clock readings except where
+/// the conversion clamps; only at the top clamp can later members share
+/// the reading (at 0 the row is dropped anyway), so only there are they
+/// scanned for a smaller id.
+fn latest(
+    set: &BTreeSet<(SystemTime, Reverse<ArtifactId>)>,
+    clock: &BootClock,
+) -> Option<(u64, ArtifactId)> {
+    let mut members = set.iter().rev();
+    let (when, Reverse(first)) = members.next()?;
+    let top = clock.boot_ns(*when);
+    if top == 0 {
+        return None;
+    }
+    let mut id = *first;
+    if top == u64::MAX {
+        for (when, Reverse(other)) in members {
+            if clock.boot_ns(*when) != top {
+                break;
+            }
+            id = id.min(*other);
+        }
+    }
+    Some((top, id))
 }
 
 /// What an artifact grants: an exec of its binary (which may also be mapped),
@@ -529,7 +592,64 @@ mod tests {
         assert_eq!(t.named_by(&other), vec![other]);
     }
 
+    /// A row as defined: over every artifact placed under it, in id order,
+    /// the first with the latest expiry for each slot (what `row` computed
+    /// before it read the ordered members).
+    fn row_by_definition(t: &PermitTable, row: &RowKey, clock: &BootClock) -> Option<Permit> {
+        let mut permit = Permit::default();
+        for (id, h) in t.held.iter().filter(|(_, h)| h.placed.contains(row)) {
+            let expires = clock.boot_ns(h.verified.expires);
+            if expires > permit.expires_boot_ns {
+                permit.expires_boot_ns = expires;
+                permit.artifact_id = id.0;
+            }
+            if h.verified.descendants && expires > permit.descendants_expires_boot_ns {
+                permit.descendants_expires_boot_ns = expires;
+                permit.descendants_artifact_id = id.0;
+            }
+        }
+        (permit.expires_boot_ns != 0).then_some(permit)
+    }
+
     proptest! {
+        /// Many artifacts on one row (a binary re-issued again and again),
+        /// with equal expiries among them, added and removed in any order:
+        /// the row read off the ordered members is the row by definition.
+        #[test]
+        fn a_row_read_off_its_ordered_members_is_the_row_by_definition(
+            artifacts in prop::collection::vec((1i64..6, any::<bool>()), 1..24),
+            removals in prop::collection::vec(0usize..24, 0..12),
+        ) {
+            let kit = Kit::new();
+            let now = kit.system_now();
+            let c = clock();
+            let mut t = PermitTable::new();
+            let mut ids = Vec::new();
+            let mut key = None;
+            for (hours, descendants) in artifacts {
+                let (id, h) = held(&kit, |a| {
+                    a.scope.descendants = descendants;
+                    a.validity.expires = kit.at(hours * HOUR as i64);
+                });
+                key.get_or_insert(key_of(&h, 0));
+                t.set_cgroup(&h.verified.cgroup, Some(7));
+                t.insert(id, h, now);
+                ids.push(id);
+            }
+            let key = RowKey { key: PermitKey { cgroup_id: 7, ..key.unwrap().key }, ..key.unwrap() };
+            prop_assert!(t.row(&key, &c).is_some());
+            prop_assert_eq!(t.placed.len(), 1, "every artifact is for the same binary and cgroup");
+            for i in removals {
+                if let Some(id) = ids.get(i) {
+                    t.remove(id);
+                }
+                prop_assert_eq!(t.row(&key, &c), row_by_definition(&t, &key, &c));
+            }
+            for k in t.placed.keys() {
+                prop_assert_eq!(t.row(k, &c), row_by_definition(&t, k, &c));
+            }
+        }
+
         /// Whatever the operations, the rows kept up to date key by key (what
         /// the agent writes) equal the rows computed from scratch, and a
         /// reconcile of that state plans nothing.
