@@ -226,15 +226,14 @@ impl RawBtf {
             // section begins with the empty string).
             let needle = [&[0u8][..], name.as_bytes(), &[0]].concat();
             let strings = &self.data[self.strings.clone()];
-            for at in memchr::memmem::find_iter(strings, &needle) {
+            for at in find_overlapping(strings, &needle, 1) {
                 let off = (at + 1) as u32;
-                for pos in memchr::memmem::find_iter(&self.name_offs, &off.to_ne_bytes()) {
-                    if pos % 4 == 0 {
-                        ids.push((pos / 4) as u32 + 1);
-                    }
+                for pos in find_overlapping(&self.name_offs, &off.to_ne_bytes(), 4) {
+                    ids.push((pos / 4) as u32 + 1);
                 }
             }
             ids.sort_unstable();
+            ids.dedup();
         }
         self.by_name
             .borrow_mut()
@@ -248,6 +247,24 @@ impl RawBtf {
             .copied()
             .ok_or(FormatError::NoType(id))
     }
+}
+
+/// Every position of `needle` in `haystack` that is a multiple of `align`,
+/// overlapping matches included (`memmem::find_iter` skips a match that
+/// overlaps the one before it: a misaligned match must not hide an aligned
+/// one, nor one string the next identical one).
+fn find_overlapping(haystack: &[u8], needle: &[u8], align: usize) -> Vec<usize> {
+    let finder = memchr::memmem::Finder::new(needle);
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = haystack.get(from..).and_then(|rest| finder.find(rest)) {
+        let pos = from + at;
+        if pos % align == 0 {
+            found.push(pos);
+        }
+        from = pos + 1;
+    }
+    found
 }
 
 fn read_u32(data: &[u8], at: usize) -> Option<u32> {
@@ -327,6 +344,30 @@ mod tests {
         assert_eq!((m[1].bit_offset, m[1].bitfield_size), (32, 3));
         assert_eq!(btf.header(3).unwrap_err(), FormatError::NoType(3));
         assert_eq!(btf.header(0).unwrap_err(), FormatError::NoType(0));
+    }
+
+    #[test]
+    fn matches_that_overlap_are_all_found() {
+        // An aligned match right after a misaligned one that overlaps it.
+        let hay = [9u8, 9, 1, 0, 1, 0, 1, 0];
+        assert_eq!(find_overlapping(&hay, &[1, 0, 1, 0], 4), vec![4]);
+        assert_eq!(
+            memchr::memmem::find_iter(&hay, &[1, 0, 1, 0]).collect::<Vec<_>>(),
+            vec![2],
+            "what the plain search sees"
+        );
+        // The same string twice: both copies.
+        assert_eq!(find_overlapping(b"\0ab\0ab\0", b"\0ab\0", 1), vec![0, 3]);
+        // Both through the reader: two types named "s", the second under the
+        // second copy of the string.
+        let strings = b"\0s\0s\0";
+        let types = [
+            words(&[1, kind::STRUCT << 24, 4]),
+            words(&[3, kind::STRUCT << 24, 4]),
+        ]
+        .concat();
+        let btf = RawBtf::parse(blob(&types, strings)).expect("parse");
+        assert_eq!(btf.ids_named("s"), vec![1, 2]);
     }
 
     #[test]
