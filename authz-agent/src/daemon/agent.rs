@@ -73,33 +73,6 @@ struct Checked {
     verified: Result<crate::trust::Verified, crate::trust::VerifyError>,
 }
 
-/// Microseconds spent in each phase of a submit, in order.
-struct Phases {
-    last: Instant,
-    micros: [u64; 4],
-    next: usize,
-}
-
-impl Phases {
-    fn start() -> Self {
-        Self {
-            last: Instant::now(),
-            micros: [0; 4],
-            next: 0,
-        }
-    }
-
-    /// Ends the current phase.
-    fn mark(&mut self) {
-        let now = Instant::now();
-        if let Some(slot) = self.micros.get_mut(self.next) {
-            *slot = u64::try_from(now.duration_since(self.last).as_micros()).unwrap_or(u64::MAX);
-        }
-        self.last = now;
-        self.next += 1;
-    }
-}
-
 fn internal(e: impl std::fmt::Display) -> Refusal {
     Refusal::new(RefusalKind::Internal, e.to_string())
 }
@@ -149,7 +122,7 @@ impl Agent {
     /// ones removed. The index is rewritten if it was behind.
     #[tracing::instrument(skip_all)]
     pub fn load_store(&mut self, now: SystemTime) -> Result<(), crate::store::StoreError> {
-        let mut laps = super::startup::Laps::start();
+        let mut laps = super::laps::Laps::start();
         let stored: Vec<_> = self
             .store
             .artifacts()?
@@ -338,7 +311,7 @@ impl Agent {
         // Where a submit's time goes, logged with each acceptance (the
         // benchmark reads it back): parse, verify, store, kernel (parse and
         // verify are near zero for a submit checked in a batch).
-        let mut phases = Phases::start();
+        let mut phases = super::laps::Laps::start();
         let (artifact, mut verified_ahead) = match checked {
             Some(c) => (c.artifact, Some(c.verified)),
             None => (
@@ -347,7 +320,7 @@ impl Agent {
                 None,
             ),
         };
-        phases.mark();
+        phases.lap("parse");
         let id = artifact.id;
         tracing::Span::current().record("id", tracing::field::display(id));
         if let Some(r) = self.revocations.get(&id) {
@@ -374,7 +347,7 @@ impl Agent {
             None => loader::verify_ahead(&self.verifier, &self.is_revoked(), &artifact, now),
         }
         .map_err(|e| Refusal::new(RefusalKind::of_verify(&e), e.to_string()))?;
-        phases.mark();
+        phases.lap("verify");
         if self.permits.contains(&id) {
             // Validly signed, same id, different content: ids must be unique.
             return Err(Refusal::new(
@@ -385,7 +358,7 @@ impl Agent {
         self.store
             .save_artifact(&id, text)
             .map_err(|e| internal(format!("cannot store the artifact: {e}")))?;
-        phases.mark();
+        phases.lap("store");
         self.learn_cgroup(&verified.cgroup);
         self.log.remember(&verified);
         let touched = self
@@ -406,12 +379,17 @@ impl Agent {
                 )),
             });
         }
-        phases.mark();
+        phases.lap("kernel");
         self.index_changed(true);
         let h = self.permits.get(&id).expect("just inserted");
         let v = &h.verified;
         let state = self.permits.state(h, now);
-        let [parse_us, verify_us, store_us, kernel_us] = phases.micros;
+        let (parse_us, verify_us, store_us, kernel_us) = (
+            phases.micros("parse"),
+            phases.micros("verify"),
+            phases.micros("store"),
+            phases.micros("kernel"),
+        );
         tracing::info!(%id, state = ?state, cgroup = %v.cgroup, parse_us, verify_us, store_us, kernel_us, "artifact accepted");
         Ok(SubmitResult {
             id: id.to_string(),

@@ -19,6 +19,7 @@ mod decisions;
 mod dropped;
 pub mod inbox;
 pub mod index;
+mod laps;
 pub mod loader;
 pub mod lockdown;
 pub mod metrics;
@@ -30,7 +31,6 @@ mod report;
 mod revocation_lists;
 mod revocations;
 pub mod sequence;
-mod startup;
 pub mod systemd;
 pub mod textfile;
 pub mod why;
@@ -60,7 +60,7 @@ use crate::{
 /// ending lockdown (needed to start with another configuration while the
 /// kernel is locked down).
 pub fn run(config_path: &Path, unlock: Option<&Path>) -> anyhow::Result<()> {
-    let mut startup = startup::Laps::start();
+    let mut startup = laps::Laps::start();
     // The kernel first: on a host that cannot enforce, that is the one thing
     // to say, whatever the config.
     if let Err(e) = Enforcer::probe() {
@@ -88,7 +88,7 @@ pub fn run(config_path: &Path, unlock: Option<&Path>) -> anyhow::Result<()> {
 async fn serve(
     mut config: Config,
     unlock: Option<crate::vocab::statement::Statement>,
-    mut startup: startup::Laps,
+    mut startup: laps::Laps,
 ) -> anyhow::Result<()> {
     let a = &config.agent.clone();
     let store = Store::open(&a.state_dir)?;
