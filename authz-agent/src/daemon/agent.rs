@@ -287,15 +287,14 @@ impl Agent {
         }
         let artifacts: Vec<&Artifact> = ahead.iter().map(|(_, a)| a).collect();
         let results = loader::verify_many(&self.verifier, &self.is_revoked(), &artifacts, now);
-        let mut checked: std::collections::HashMap<usize, Checked> = ahead
-            .into_iter()
-            .zip(results)
-            .map(|((i, artifact), verified)| (i, Checked { artifact, verified }))
-            .collect();
+        let mut checked: Vec<Option<Checked>> = texts.iter().map(|_| None).collect();
+        for ((i, artifact), verified) in ahead.into_iter().zip(results) {
+            checked[i] = Some(Checked { artifact, verified });
+        }
         texts
             .iter()
-            .enumerate()
-            .map(|(i, text)| self.submit_checked(text, checked.remove(&i), now))
+            .zip(checked)
+            .map(|(text, checked)| self.submit_checked(text, checked, now))
             .collect()
     }
 
