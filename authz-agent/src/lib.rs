@@ -13,6 +13,7 @@ pub mod elf;
 pub mod enforcer;
 pub mod lockdown;
 pub mod logging;
+pub mod parallel;
 pub mod revocation_list;
 pub mod store;
 pub mod trust;

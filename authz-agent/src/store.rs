@@ -60,8 +60,6 @@ use crate::{
 
 /// Largest artifact file the store reads back.
 pub const MAX_ARTIFACT_BYTES: u64 = authz_common::limits::MAX_ARTIFACT_BYTES as u64;
-/// Most threads reading the stored artifacts at start.
-const MAX_READ_THREADS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -233,42 +231,31 @@ impl Store {
             let Some(stem) = name.strip_suffix(".toml") else {
                 continue;
             };
-            wanted.push((path.clone(), stem.to_owned()));
+            wanted.push((path, stem.to_owned()));
         }
         // Opening and reading 100,000 small files is most of a cold start's
         // reading: spread it over the cores, keeping the order.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .clamp(1, MAX_READ_THREADS);
-        let chunk = wanted.len().div_ceil(threads).max(1);
-        Ok(std::thread::scope(|scope| {
-            let parts: Vec<_> = wanted
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(path, stem)| read_artifact(path, stem))
-                            .collect::<Vec<_>>()
+        let read = crate::parallel::on_every_core(
+            &wanted,
+            |part| {
+                part.iter()
+                    .map(|(path, stem)| Some(read_artifact(path, stem)))
+                    .collect()
+            },
+            || None,
+        );
+        Ok(read
+            .into_iter()
+            .zip(wanted)
+            .map(|(r, (path, _))| {
+                r.unwrap_or_else(|| {
+                    Err(StoreError::Corrupt {
+                        path,
+                        message: "its reader failed".into(),
                     })
                 })
-                .collect();
-            parts
-                .into_iter()
-                .zip(wanted.chunks(chunk))
-                .flat_map(|(h, part)| {
-                    h.join().unwrap_or_else(|_| {
-                        part.iter()
-                            .map(|(path, _)| {
-                                Err(StoreError::Corrupt {
-                                    path: path.clone(),
-                                    message: "its reader failed".into(),
-                                })
-                            })
-                            .collect()
-                    })
-                })
-                .collect()
-        }))
+            })
+            .collect())
     }
 
     fn revocations_path(&self) -> PathBuf {
