@@ -13,17 +13,26 @@ use std::{
 
 use crate::{Scratch, TestCgroups};
 
-/// The directory of the maps a daemon pinned under `pin_dir`
-/// (`maps-<layout>`).
-pub fn maps_dir(pin_dir: &Path) -> PathBuf {
+/// The entries under a daemon's `pin_dir` whose names start with `prefix`
+/// (`link-`: its link pins; `maps-`: its maps directory).
+pub fn pins(pin_dir: &Path, prefix: &str) -> Vec<PathBuf> {
     fs::read_dir(pin_dir)
         .expect("pin dir")
         .flatten()
         .map(|e| e.path())
-        .find(|p| {
+        .filter(|p| {
             p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("maps-"))
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
         })
+        .collect()
+}
+
+/// The directory of the maps a daemon pinned under `pin_dir`
+/// (`maps-<layout>`).
+pub fn maps_dir(pin_dir: &Path) -> PathBuf {
+    pins(pin_dir, "maps-")
+        .into_iter()
+        .next()
         .expect("a maps-* directory")
 }
 

@@ -58,15 +58,7 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 fn link_pins(pin_dir: &Path) -> Vec<PathBuf> {
-    fs::read_dir(pin_dir)
-        .expect("pin dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("link-"))
-        })
-        .collect()
+    daemon::pins(pin_dir, "link-")
 }
 
 #[test]
